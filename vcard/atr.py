@@ -1,0 +1,81 @@
+"""Answer-to-reset construction and validation (ISO 7816-3 section 8).
+
+Profiles give an ATR in hex; `check` explains what is wrong with one so that the
+profile loader can name the problem, and `build` makes a T=0/T=1 ATR around
+historical bytes with the correct check byte.
+"""
+
+from __future__ import annotations
+
+
+def tck(body: bytes) -> int:
+    """The check byte: XOR of T0 .. last historical byte (TS excluded)."""
+    value = 0
+    for byte in body[1:]:
+        value ^= byte
+    return value
+
+
+def build(historical: bytes) -> bytes:
+    """TS=3B, T0, TD1=80 (T=0, TD2 follows), TD2=01 (T=1), historical bytes, TCK.
+
+    Offering T=1 is what vpcd and pcscd expect (vpcd always transmits as T=1).
+    """
+    if len(historical) > 15:
+        raise ValueError("at most 15 historical bytes")
+    body = bytes([0x3B, 0x80 | len(historical), 0x80, 0x01]) + historical
+    return body + bytes([tck(body)])
+
+
+def check(atr: bytes) -> str | None:
+    """None if `atr` is a well-formed ATR, else a sentence saying what is wrong."""
+    if not 2 <= len(atr) <= 33:
+        return f"an ATR has 2 to 33 bytes, this one has {len(atr)}"
+    if atr[0] not in (0x3B, 0x3F):
+        return f"TS must be 3B or 3F, not {atr[0]:02X}"
+    historical_count = atr[1] & 0x0F
+    y = atr[1] & 0xF0
+    pos = 2
+    protocols: set[int] = set()
+    while True:
+        for bit in (0x10, 0x20, 0x40):
+            if y & bit:
+                pos += 1
+        if not y & 0x80:
+            break
+        if pos >= len(atr):
+            return "interface bytes run past the end of the ATR"
+        td = atr[pos]
+        protocols.add(td & 0x0F)
+        y = td & 0xF0
+        pos += 1
+    if pos > len(atr):
+        return "interface bytes run past the end of the ATR"
+    needs_tck = bool(protocols - {0})
+    expected = pos + historical_count + (1 if needs_tck else 0)
+    if len(atr) != expected:
+        return f"T0 and the interface bytes announce {expected} bytes, the ATR has {len(atr)}"
+    if needs_tck and tck(atr[:-1]) != atr[-1]:
+        return f"check byte TCK is {atr[-1]:02X}, should be {tck(atr[:-1]):02X}"
+    return None
+
+
+def historical_bytes(atr: bytes) -> bytes:
+    """The historical bytes of a well-formed ATR."""
+    count = atr[1] & 0x0F
+    has_tck = check(atr) is None and len(atr) > 2 and _has_tck(atr)
+    end = len(atr) - (1 if has_tck else 0)
+    return atr[end - count : end]
+
+
+def _has_tck(atr: bytes) -> bool:
+    y = atr[1] & 0xF0
+    pos = 2
+    while y & 0x80:
+        pos += bin(y & 0x70).count("1")
+        td = atr[pos]
+        if td & 0x0F:
+            return True
+        y = td & 0xF0
+        pos += 1
+    return False

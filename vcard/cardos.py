@@ -1,0 +1,295 @@
+"""The card operating system: ATR, power, applet registry, SELECT, chaining, GET RESPONSE.
+
+`Card.transmit` takes raw command bytes and always returns a well-formed response
+ending in a status word: malformed APDUs get ISO status words and an unexpected
+exception inside an applet becomes 6F00 with a logged traceback. The card never
+stops answering.
+
+Applets follow the Java Card model: `select`, `deselect`, `process`, with a table
+from INS to handler methods built by the `@command(INS)` decorator.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, TypeVar
+
+from .apdu import SW, CommandAPDU, ISOError, ResponseAPDU, bytes_remaining, ins_name, sw_name
+
+log = logging.getLogger("vcard.cardos")
+trace_log = logging.getLogger("vcard.trace")
+
+MIN_PARTIAL_AID = 5  # the RID; clients select PIV and GIDS with 5-, 9- and 11-byte forms
+DEFAULT_MAX_CHAIN_BYTES = 65536 + 1024
+
+HandlerResult = bytes | ResponseAPDU | None
+F = TypeVar("F", bound=Callable[..., HandlerResult])
+
+
+def command(*instructions: int) -> Callable[[F], F]:
+    """Mark an applet method as the handler for one or more INS bytes."""
+
+    def mark(method: F) -> F:
+        method._vcard_ins = instructions  # type: ignore[attr-defined]
+        return method
+
+    return mark
+
+
+class Applet:
+    """Base class of card applications.
+
+    Subclasses set `aid` and `name`, decorate handlers with `@command(INS.X)`, and
+    raise `ISOError(SW.X)` for every failure. Handlers return response data (bytes),
+    a ResponseAPDU for a non-9000 answer that carries data, or None.
+    """
+
+    aid: bytes = b""
+    name: ClassVar[str] = "applet"
+    _commands: ClassVar[dict[int, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        table: dict[int, str] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                for ins in getattr(value, "_vcard_ins", ()):
+                    table[ins] = attr
+        cls._commands = table
+
+    def select(self, apdu: CommandAPDU) -> HandlerResult:
+        """Called on SELECT by AID (also when re-selected); returns the FCI or similar."""
+        return b""
+
+    def deselect(self) -> None:
+        """Called when another applet is selected: drop application security status."""
+
+    def reset(self) -> None:
+        """Called on card reset and power-off: drop every volatile state."""
+        self.deselect()
+
+    def process(self, apdu: CommandAPDU) -> HandlerResult:
+        handler_name = self._commands.get(apdu.ins)
+        if handler_name is None:
+            raise ISOError(SW.INS_NOT_SUPPORTED)
+        handler: Callable[[CommandAPDU], HandlerResult] = getattr(self, handler_name)
+        return handler(apdu)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary for `vcard info`."""
+        return {"name": self.name, "aid": self.aid.hex().upper()}
+
+    def ins_label(self, ins: int) -> str:
+        """Name of an INS for traces: the handler name if the applet has one."""
+        handler = self._commands.get(ins)
+        return handler.upper() if handler else ins_name(ins)
+
+
+class Card:
+    """An ICC: an ATR, power state, registered applets and the ISO 7816-4 plumbing.
+
+    Thread-safe: the vpcd transport, a control socket and tests may call in from
+    different threads; commands are processed one at a time.
+    """
+
+    def __init__(
+        self,
+        atr: bytes,
+        applets: Sequence[Applet] = (),
+        default_applet: Applet | None = None,
+        max_chain_bytes: int = DEFAULT_MAX_CHAIN_BYTES,
+        on_reset: Callable[[], None] | None = None,
+    ) -> None:
+        self.atr = atr
+        self.applets = list(applets)
+        self.default_applet = default_applet
+        self.max_chain_bytes = max_chain_bytes
+        self.lock = threading.RLock()
+        self.powered = False
+        self.selected: Applet | None = default_applet
+        self.on_reset = on_reset
+        self.last_command_time = time.monotonic()
+        self._chain: tuple[tuple[int, int, int, int], bytearray] | None = None
+        self._pending_response = b""
+        self.before_command: list[Callable[[], None]] = []
+        self.vendor_commands: dict[tuple[int, int], Callable[[CommandAPDU], HandlerResult]] = {}
+
+    # ---- power -------------------------------------------------------------
+
+    def power_on(self) -> None:
+        with self.lock:
+            if not self.powered:
+                self._clear_volatile()
+            self.powered = True
+
+    def power_off(self) -> None:
+        with self.lock:
+            self._clear_volatile()
+            self.powered = False
+
+    def reset(self) -> None:
+        with self.lock:
+            self._clear_volatile()
+            self.powered = True
+
+    def _clear_volatile(self) -> None:
+        for applet in self.applets:
+            applet.reset()
+        self.selected = self.default_applet
+        if self.selected is not None:
+            self.selected.select(CommandAPDU(0x00, 0xA4, 0x04, 0x00, self.selected.aid))
+        self._chain = None
+        self._pending_response = b""
+        if self.on_reset is not None:
+            self.on_reset()
+
+    # ---- command processing -----------------------------------------------
+
+    def transmit(self, raw: bytes) -> bytes:
+        """Process one command APDU; always returns data + SW1 SW2."""
+        with self.lock:
+            started = time.perf_counter()
+            try:
+                for hook in self.before_command:
+                    hook()
+                response = self._transmit(raw)
+            except ISOError as error:
+                response = ResponseAPDU(b"", error.sw)
+            except Exception:  # the card must keep answering whatever an applet does
+                log.exception("unexpected error processing %s", raw.hex().upper())
+                self._chain = None
+                response = ResponseAPDU(b"", SW.NO_PRECISE_DIAGNOSIS)
+            self.last_command_time = time.monotonic()
+            if trace_log.isEnabledFor(logging.DEBUG):
+                self._trace(raw, response, time.perf_counter() - started)
+            return response.encode()
+
+    def _trace(self, raw: bytes, response: ResponseAPDU, elapsed: float) -> None:
+        label = ins_name(raw[1]) if len(raw) >= 2 else "MALFORMED"
+        if len(raw) >= 2 and self.selected is not None:
+            label = self.selected.ins_label(raw[1])
+        trace_log.debug(
+            "> %s %s\n< %s %04X %s (%.2f ms)",
+            label,
+            raw.hex(" ").upper(),
+            response.data.hex(" ").upper(),
+            response.sw,
+            sw_name(response.sw),
+            elapsed * 1000,
+        )
+
+    def _transmit(self, raw: bytes) -> ResponseAPDU:
+        apdu = CommandAPDU.parse(raw)
+        self._check_class(apdu.cla)
+        if apdu.ins == 0xC0 and apdu.cla & 0x80 == 0:
+            return self._get_response(apdu)
+        self._pending_response = b""
+        apdu = self._assemble_chain(apdu)
+        if apdu is None:
+            return ResponseAPDU(b"", SW.SUCCESS)
+        result = self._dispatch(apdu)
+        if isinstance(result, ResponseAPDU):
+            return result
+        return self._limit(result or b"", apdu.response_limit)
+
+    @staticmethod
+    def _check_class(cla: int) -> None:
+        if cla == 0xFF:
+            raise ISOError(SW.CLA_NOT_SUPPORTED)
+        if cla & 0x80:
+            return  # proprietary class: the applet decides
+        if cla & 0x40:  # further interindustry class (ISO 7816-4 5.4.1)
+            if cla & 0x20:
+                raise ISOError(SW.SECURE_MESSAGING_NOT_SUPPORTED)
+            if cla & 0x0F:
+                raise ISOError(SW.LOGICAL_CHANNEL_NOT_SUPPORTED)
+            return
+        if cla & 0x20:
+            raise ISOError(SW.CLA_NOT_SUPPORTED)
+        if cla & 0x0C:
+            raise ISOError(SW.SECURE_MESSAGING_NOT_SUPPORTED)
+        if cla & 0x03:
+            raise ISOError(SW.LOGICAL_CHANNEL_NOT_SUPPORTED)
+
+    def _assemble_chain(self, apdu: CommandAPDU) -> CommandAPDU | None:
+        """Collect CLA|0x10 command chains; None while the chain is still open."""
+        key = (apdu.cla & ~0x10 & 0xFF, apdu.ins, apdu.p1, apdu.p2)
+        if self._chain is not None and self._chain[0] != key:
+            self._chain = None
+            if apdu.is_chained:
+                raise ISOError(SW.LAST_COMMAND_OF_CHAIN_EXPECTED, "chain interrupted")
+        if apdu.is_chained:
+            buffer = self._chain[1] if self._chain is not None else bytearray()
+            if len(buffer) + len(apdu.data) > self.max_chain_bytes:
+                self._chain = None
+                raise ISOError(SW.NOT_ENOUGH_MEMORY, f"command chain over {self.max_chain_bytes} bytes")
+            buffer += apdu.data
+            self._chain = (key, buffer)
+            return None
+        if self._chain is None:
+            return apdu
+        data = bytes(self._chain[1]) + apdu.data
+        self._chain = None
+        if len(data) > self.max_chain_bytes:
+            raise ISOError(SW.NOT_ENOUGH_MEMORY, f"command chain over {self.max_chain_bytes} bytes")
+        return CommandAPDU(apdu.cla, apdu.ins, apdu.p1, apdu.p2, data, apdu.ne, apdu.extended)
+
+    def _limit(self, data: bytes, limit: int) -> ResponseAPDU:
+        if len(data) <= limit:
+            return ResponseAPDU(data, SW.SUCCESS)
+        self._pending_response = data[limit:]
+        return ResponseAPDU(data[:limit], bytes_remaining(len(self._pending_response)))
+
+    def _get_response(self, apdu: CommandAPDU) -> ResponseAPDU:
+        if apdu.p1 or apdu.p2:
+            raise ISOError(SW.INCORRECT_P1P2)
+        if not self._pending_response:
+            raise ISOError(SW.CONDITIONS_NOT_SATISFIED, "no response data pending")
+        data = self._pending_response
+        self._pending_response = b""
+        return self._limit(data, apdu.response_limit)
+
+    def _dispatch(self, apdu: CommandAPDU) -> HandlerResult:
+        vendor = self.vendor_commands.get((apdu.cla & ~0x10 & 0xFF, apdu.ins))
+        if vendor is not None:
+            return vendor(apdu)
+        if apdu.ins == 0xA4 and apdu.p1 == 0x04 and apdu.cla & 0x80 == 0:
+            return self._select_by_aid(apdu)
+        if self.selected is None:
+            if apdu.ins == 0xA4:
+                return self._select_master_file(apdu)
+            raise ISOError(SW.INS_NOT_SUPPORTED, "no applet selected")
+        return self.selected.process(apdu)
+
+    def find_applet(self, aid_prefix: bytes) -> Applet | None:
+        """The applet whose AID starts with `aid_prefix` (right-truncated AID, >= the RID)."""
+        if len(aid_prefix) < MIN_PARTIAL_AID:
+            return None
+        for applet in self.applets:
+            if applet.aid.startswith(aid_prefix):
+                return applet
+        return None
+
+    def _select_by_aid(self, apdu: CommandAPDU) -> HandlerResult:
+        if apdu.p2 & 0x03:
+            raise ISOError(SW.FUNCTION_NOT_SUPPORTED, "only first-occurrence selection")
+        applet = self.find_applet(apdu.data)
+        if applet is None:
+            raise ISOError(SW.FILE_NOT_FOUND, f"no applet {apdu.data.hex().upper()}")
+        if applet is not self.selected:
+            if self.selected is not None:
+                self.selected.deselect()
+            self.selected = None
+        result = applet.select(apdu)
+        self.selected = applet
+        return result
+
+    @staticmethod
+    def _select_master_file(apdu: CommandAPDU) -> HandlerResult:
+        """A card without a selected applet still knows its MF (3F00)."""
+        if apdu.p1 == 0x00 and apdu.data in (b"", b"\x3f\x00"):
+            return b""
+        raise ISOError(SW.FILE_NOT_FOUND)

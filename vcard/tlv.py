@@ -1,0 +1,149 @@
+"""BER-TLV (ISO 7816-4 / X.690 subset) encoding and strict decoding.
+
+The only TLV codec in the project. Tags are ints holding their encoded bytes
+(0x5C, 0x7F49, 0x5FC105), lengths use the definite short or long form (up to
+four length bytes). Decoding is strict: every length is checked against the
+buffer, and a malformed encoding raises TLVError, which card code turns into
+6A80 (incorrect data).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from .apdu import SW, ISOError
+
+
+class TLVError(ISOError):
+    """Malformed TLV: answered as 6A80 when it escapes an applet."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(SW.INCORRECT_DATA, message)
+
+
+def tag_bytes(tag: int) -> bytes:
+    if tag < 0:
+        raise ValueError("negative tag")
+    return tag.to_bytes(max(1, (tag.bit_length() + 7) // 8), "big")
+
+
+def encode_length(length: int) -> bytes:
+    if length < 0:
+        raise ValueError("negative length")
+    if length < 0x80:
+        return bytes([length])
+    body = length.to_bytes((length.bit_length() + 7) // 8, "big")
+    if len(body) > 4:
+        raise ValueError("length too large")
+    return bytes([0x80 | len(body)]) + body
+
+
+def encode(tag: int, value: bytes | Iterable[bytes]) -> bytes:
+    """One TLV; `value` may be bytes or an iterable of already-encoded children."""
+    body = value if isinstance(value, bytes | bytearray) else b"".join(value)
+    return tag_bytes(tag) + encode_length(len(body)) + bytes(body)
+
+
+def is_constructed(tag: int) -> bool:
+    return bool(tag_bytes(tag)[0] & 0x20)
+
+
+@dataclass(frozen=True)
+class TLV:
+    tag: int
+    value: bytes
+
+    @property
+    def constructed(self) -> bool:
+        return is_constructed(self.tag)
+
+    def children(self) -> list[TLV]:
+        return decode(self.value)
+
+    def encode(self) -> bytes:
+        return encode(self.tag, self.value)
+
+
+def _read_tag(data: bytes, pos: int) -> tuple[int, int]:
+    if pos >= len(data):
+        raise TLVError("truncated tag")
+    start = pos
+    first = data[pos]
+    pos += 1
+    if first & 0x1F == 0x1F:
+        while True:
+            if pos >= len(data):
+                raise TLVError("truncated multi-byte tag")
+            if pos - start >= 4:
+                raise TLVError("tag longer than 4 bytes")
+            byte = data[pos]
+            pos += 1
+            if not byte & 0x80:
+                break
+    return int.from_bytes(data[start:pos], "big"), pos
+
+
+def _read_length(data: bytes, pos: int) -> tuple[int, int]:
+    if pos >= len(data):
+        raise TLVError("truncated length")
+    first = data[pos]
+    pos += 1
+    if first < 0x80:
+        return first, pos
+    count = first & 0x7F
+    if count == 0 or count > 4:
+        raise TLVError(f"unsupported length form 0x{first:02X}")
+    if pos + count > len(data):
+        raise TLVError("truncated long-form length")
+    return int.from_bytes(data[pos : pos + count], "big"), pos + count
+
+
+def iter_decode(data: bytes) -> Iterator[TLV]:
+    """Yield top-level TLVs; raises TLVError on any malformed or overlong element."""
+    data = bytes(data)
+    pos = 0
+    while pos < len(data):
+        tag, pos = _read_tag(data, pos)
+        length, pos = _read_length(data, pos)
+        if pos + length > len(data):
+            raise TLVError(f"tag {tag:X} claims {length} bytes, {len(data) - pos} remain")
+        yield TLV(tag, data[pos : pos + length])
+        pos += length
+
+
+def decode(data: bytes) -> list[TLV]:
+    return list(iter_decode(data))
+
+
+def decode_one(data: bytes, expected_tag: int | None = None) -> TLV:
+    """Exactly one TLV filling `data`, optionally with a required tag."""
+    items = decode(data)
+    if len(items) != 1:
+        raise TLVError(f"expected one TLV, found {len(items)}")
+    if expected_tag is not None and items[0].tag != expected_tag:
+        raise TLVError(f"expected tag {expected_tag:X}, found {items[0].tag:X}")
+    return items[0]
+
+
+def find(data: bytes, *path: int) -> bytes | None:
+    """Value at a tag path (each step searched among the previous value's children), or None."""
+    value = bytes(data)
+    for step in path:
+        for item in iter_decode(value):
+            if item.tag == step:
+                value = item.value
+                break
+        else:
+            return None
+    return value
+
+
+def to_dict(data: bytes) -> dict[int, bytes]:
+    """Top-level TLVs as a dict; a repeated tag raises TLVError (templates we parse forbid it)."""
+    result: dict[int, bytes] = {}
+    for item in iter_decode(data):
+        if item.tag in result:
+            raise TLVError(f"tag {item.tag:X} repeated")
+        result[item.tag] = item.value
+    return result
