@@ -117,6 +117,11 @@ class Card:
         self.before_command: list[Callable[[], None]] = []
         self.vendor_commands: dict[tuple[int, int], Callable[[CommandAPDU], HandlerResult]] = {}
 
+    @property
+    def in_chain(self) -> bool:
+        """True while a command chain (CLA bit 0x10) is open: its pieces count as one command."""
+        return self._chain is not None
+
     # ---- power -------------------------------------------------------------
 
     def power_on(self) -> None:
@@ -162,10 +167,16 @@ class Card:
                 log.exception("unexpected error processing %s", raw.hex().upper())
                 self._chain = None
                 response = ResponseAPDU(b"", SW.NO_PRECISE_DIAGNOSIS)
+            try:
+                encoded = bytes(response.encode())
+            except Exception:  # an applet answered with a status word or data that cannot be sent
+                log.exception("invalid response %r to %s", response, raw.hex().upper())
+                response = ResponseAPDU(b"", SW.NO_PRECISE_DIAGNOSIS)
+                encoded = response.encode()
             self.last_command_time = time.monotonic()
             if trace_log.isEnabledFor(logging.DEBUG):
                 self._trace(raw, response, time.perf_counter() - started)
-            return response.encode()
+            return encoded
 
     def _trace(self, raw: bytes, response: ResponseAPDU, elapsed: float) -> None:
         label = ins_name(raw[1]) if len(raw) >= 2 else "MALFORMED"
@@ -187,13 +198,13 @@ class Card:
         if apdu.ins == 0xC0 and apdu.cla & 0x80 == 0:
             return self._get_response(apdu)
         self._pending_response = b""
-        apdu = self._assemble_chain(apdu)
-        if apdu is None:
+        assembled = self._assemble_chain(apdu)
+        if assembled is None:
             return ResponseAPDU(b"", SW.SUCCESS)
-        result = self._dispatch(apdu)
+        result = self._dispatch(assembled)
         if isinstance(result, ResponseAPDU):
             return result
-        return self._limit(result or b"", apdu.response_limit)
+        return self._limit(result or b"", assembled.response_limit)
 
     @staticmethod
     def _check_class(cla: int) -> None:
@@ -204,9 +215,8 @@ class Card:
         if cla & 0x40:  # further interindustry class (ISO 7816-4 5.4.1)
             if cla & 0x20:
                 raise ISOError(SW.SECURE_MESSAGING_NOT_SUPPORTED)
-            if cla & 0x0F:
-                raise ISOError(SW.LOGICAL_CHANNEL_NOT_SUPPORTED)
-            return
+            # b4-b1 hold the channel number minus four: every such CLA names channel 4..19
+            raise ISOError(SW.LOGICAL_CHANNEL_NOT_SUPPORTED)
         if cla & 0x20:
             raise ISOError(SW.CLA_NOT_SUPPORTED)
         if cla & 0x0C:

@@ -1,0 +1,1257 @@
+"""Security core: roles 0-7, PIN_SET security status, retry counters, session and external PINs.
+
+Windows models card authentication as up to eight roles (PIN identifiers 0..7)
+and a PIN_SET bitmask whose bit n means role n is authenticated; several roles
+may be authenticated at once. Applets map their key references onto roles
+(PIV: 80 PIN -> role 1, 9B management key -> role 2, ...) in their profile
+tables; the core knows nothing of PIV or GIDS. One SecurityCore serves every
+applet of a card, so the vendor commands (DEAUTHENTICATE, session PINs) and the
+idle reset act on the applets' status without knowing them.
+
+What applets must do (the rules the core cannot enforce alone)
+-------------------------------------------------------------
+- Keep every "is authenticated" flag in the core (`verify`, `authenticate`,
+  `is_authenticated`, `check`), never in the applet: that is what makes vendor
+  DEAUTHENTICATE, card reset and the idle reset work on every applet. Volatile
+  applet data tied to an authentication (an outstanding 9B witness) can follow
+  the status with `add_status_listener`.
+- Pass PIN values *unpadded* (PIV strips its FF padding first): the core stores
+  and compares the value the profile declares (`initial = "123456"`).
+- Check a value's format with `well_formed` before `verify` where the applet's
+  spec wants a malformed value to cost a try without a comparison (PIV: call
+  `record_failure`, answer 63Cx) or to be refused for free (answer 6A80/6700).
+- Call `check(rule)` exactly once per operation: a rule with `always` consumes
+  the fresh authentication it needs (PIV 9C "PIN always").
+- On deselect, drop the roles the applet owns with `deauthenticate(mask)` (PIV:
+  status is cleared when another application is selected).
+
+PIN-always
+----------
+A successful authentication (verify, change, challenge-response, external
+verification, session-PIN redemption) *arms* its role. An armed role satisfies
+the `always` part of one rule, once: `check` disarms every role when it
+evaluates an `always` rule. The card's command hook installed by
+`vcard.vendor.install_vendor_commands` calls `begin_command` before each
+logical command (chained fragments of one command count once), and an arming
+expires when the command after the one that armed it ends: "any other command
+disarms", as on a YubiKey. Without the hook (applet unit tests on a bare core)
+an arming lasts until it is consumed, `disarm_always()` is called or the status
+drops. An `always` rule is met when its ordinary part holds and at least one of
+its roles is armed.
+
+Retry counters and crashes
+--------------------------
+Every try is consumed and committed (`commit()` returns once the state is on
+disk) *before* the value is compared, and the counter is given back only by a
+later commit after a match. A crash between the two can cost a correct try but
+can never give a wrong one back. Values are compared as PBKDF2 digests with
+`hmac.compare_digest`. Failed verification clears the role's bit (PIV: "PIN
+status FALSE").
+
+Session PINs
+------------
+`issue_session_pin(role)` (role authenticated) returns 16 random bytes from
+`secrets`; only their SHA-256 digest is kept, in memory: a card reset or
+power-off (`reset`) kills them, any connection may redeem them (pcscd shares
+the card), and they are unrelated to the PIN. `redeem_session_pin` answers 6982
+for every failure (wrong, expired, other role, locked out) and counts it; after
+MAX_SESSION_PIN_FAILURES failures every session PIN is invalidated and
+redemption is refused until the card is reset or a new session PIN is issued
+(which needs a real authentication). Changing, unblocking or setting a role's
+value, or the role becoming blocked, invalidates its session PINs. The idle
+reset drops the PIN_SET but keeps session PINs: they belong to the card
+session, and re-presenting one is how a host gets its status back.
+
+External PINs
+-------------
+Roles of type `external` are verified without a value from the host
+(`verify_external`): an ExternalPinSource decides (a profile policy, or the
+operator through `vcard pinpad`). The try is consumed before asking; approval
+gives it back and yields a session PIN; denial keeps it consumed (63Cx); a
+timeout gives it back (nothing was presented) and answers 6982.
+
+State section layout ("security" in state.json)
+-----------------------------------------------
+    {"format": 1,
+     "roles": {
+       "1": {"type": "pin", "retries": 3, "tries_left": 3, "default": true,
+             "secret": {"kdf": "pbkdf2-sha256", "iterations": 2000,
+                        "salt": "<hex>", "hash": "<hex>"}},      # or null: no value yet
+       "2": {"type": "challenge", "retries": 0, "tries_left": 0, "default": true,
+             "algorithm": "3des", "key": "<hex>"},              # key or null
+       "4": {"type": "external", ..., "secret": null}}}         # external roles may hold a PIN-pad PIN
+
+`retries` 0 means no counter. `default` stays true until the value is changed.
+Role 0 (everyone) and roles of type `empty` are always satisfied and never
+appear in the PIN_SET. The PIN_SET and session PINs are volatile (not stored).
+
+Changes to the contract skeleton (all compatible for callers)
+------------------------------------------------------------
+- RoleType and Charset are StrEnum (were `str, Enum`): same values, `str()` is the value.
+- RoleConfig: new fields external_policy, external_delay_ms, external_timeout.
+- AccessRule: new field `never`.
+- `role(n)` raises UnknownRoleError, both a KeyError and an ISOError 6A88.
+- `set_value(..., algorithm=None)`: new optional argument for challenge keys.
+- ExternalPinSource: new `decide()` (default built on `request()`), which the core calls.
+- `change()` leaves the role authenticated on success (PIV and GIDS both say so).
+- `tries_left()` of a role without a counter is NO_COUNTER_TRIES (15), never negative.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from .apdu import SW, ISOError, verify_failed
+from .store import StateError
+
+if TYPE_CHECKING:
+    from .profile import TableReader
+
+log = logging.getLogger("vcard.security")
+trace_log = logging.getLogger("vcard.trace")
+
+ROLE_EVERYONE = 0
+ROLE_USER = 1
+ROLE_ADMIN = 2
+MAX_ROLES = 8
+PIN_SET_NONE = 0x00
+PIN_SET_ALL_ROLES = 0xFF
+
+NO_COUNTER_TRIES = 15
+"""What `tries_left` reports for a role without a retry counter: the most a 63Cx status word can say."""
+
+SESSION_PIN_BYTES = 16  # 128 bits
+# A new session PIN does not invalidate the previous few: Windows keeps re-presenting them.
+MAX_SESSION_PINS_PER_ROLE = 4
+MAX_SESSION_PIN_FAILURES = 3
+
+STATE_FORMAT = 1
+PIN_KDF = "pbkdf2-sha256"
+# Enough that state.json does not hold PINs in a directly usable form, cheap enough
+# (about 0.6 ms) that a PIN-always signature loop is bounded by the signature.
+PIN_KDF_ITERATIONS = 2000
+SALT_BYTES = 16
+
+KEY_LENGTHS: dict[str, int] = {"3des": 24, "aes128": 16, "aes192": 24, "aes256": 32}
+CACHE_POLICIES = ("normal", "timed", "none", "always_prompt")
+PURPOSES = (
+    "authentication",
+    "signature",
+    "encryption",
+    "non_repudiation",
+    "administrator",
+    "primary",
+    "unblock_only",
+)
+EXTERNAL_POLICIES = ("approve", "deny", "approve_after", "operator")
+DEFAULT_EXTERNAL_TIMEOUT = 30.0
+
+# Windows minidriver numbering (SECRET_TYPE, SECRET_PURPOSE, PIN_CACHE_POLICY_TYPE),
+# used by the vendor GET CAPABILITIES answer so a host can build PIN_INFO directly.
+PURPOSE_CODES: dict[str, int] = {name: code for code, name in enumerate(PURPOSES)}
+CACHE_POLICY_CODES: dict[str, int] = {name: code for code, name in enumerate(CACHE_POLICIES)}
+
+
+class RoleType(StrEnum):
+    PIN = "pin"  # alphanumeric PIN verified by comparing a value sent by the host
+    EXTERNAL = "external"  # verified outside the host (PIN pad, biometric): ExternalPinSource decides
+    CHALLENGE = "challenge"  # challenge-response with a symmetric key (PIV 9B, GIDS admin key)
+    EMPTY = "empty"  # no authenticator: always satisfied (role 0, "everyone")
+
+
+SECRET_TYPE_CODES: dict[RoleType, int] = {
+    RoleType.PIN: 0,  # AlphaNumericPinType
+    RoleType.EXTERNAL: 1,  # ExternalPinType
+    RoleType.CHALLENGE: 2,  # ChallengeResponsePinType
+    RoleType.EMPTY: 3,  # EmptyPinType
+}
+
+
+class Charset(StrEnum):
+    DIGITS = "digits"
+    ALPHANUMERIC = "alphanumeric"
+    ANY = "any"  # any byte value (PIV allows any bytes but requires FF padding to 8)
+
+
+_DIGITS = frozenset(b"0123456789")
+_ALPHANUMERIC = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+class UnknownRoleError(ISOError, KeyError):
+    """A role number no profile table declares: 6A88 on the card, a KeyError for Python callers."""
+
+    def __init__(self, role: int) -> None:
+        ISOError.__init__(self, SW.REFERENCE_NOT_FOUND, f"role {role} is not declared")
+        self.role = role
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown role"
+
+
+@dataclass(frozen=True)
+class RoleConfig:
+    """One role as a profile declares it (validated by `parse_role`)."""
+
+    role: int  # 0..7
+    label: str  # "user", "admin", "signature PIN", ...
+    type: RoleType
+    initial: bytes = b""  # initial PIN value (PIN roles) or key bytes (challenge roles)
+    min_length: int = 4
+    max_length: int = 8
+    charset: Charset = Charset.ANY
+    retries: int = 3  # 0 = unlimited (challenge keys without a counter)
+    unblocked_by: int | None = None  # role whose PIN/key unblocks this one (PUK role or admin)
+    changed_by: tuple[int, ...] = ()  # roles that may set this role's value without the old one
+    cache_policy: str = "normal"  # PinCacheNormal / PinCacheTimed / PinCacheNone / PinCacheAlwaysPrompt
+    purpose: str = "authentication"  # AuthenticationPin, DigitalSignaturePin, EncryptionPin, ...
+    algorithm: str | None = None  # challenge roles: "3des", "aes128", "aes192", "aes256"
+    external_policy: str = "operator"  # external roles: approve | deny | approve_after | operator
+    external_delay_ms: int = 0  # approve_after: how long the "user" takes
+    external_timeout: float = DEFAULT_EXTERNAL_TIMEOUT  # seconds before an external verification fails
+
+    def well_formed(self, value: bytes) -> bool:
+        """Whether `value` fits this role's length and character rules (PIN-like roles)."""
+        if not self.min_length <= len(value) <= self.max_length:
+            return False
+        if self.charset is Charset.DIGITS:
+            return all(byte in _DIGITS for byte in value)
+        if self.charset is Charset.ALPHANUMERIC:
+            return all(byte in _ALPHANUMERIC for byte in value)
+        return True
+
+    @property
+    def has_counter(self) -> bool:
+        return self.retries > 0
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    """Which roles an operation needs.
+
+    `all_of`: every role listed must be authenticated ("roles 1 and 3");
+    `any_of`: at least one of these (empty = no constraint) ("any of 1 or 2");
+    `always`: the authentication must be fresh and is consumed by exactly one
+    operation (PIV "PIN always", key 9C): at least one role of the rule must
+    have been authenticated by the command just before (see module docstring);
+    `never`: nobody (PIV "Never", GIDS SC byte FF).
+    An empty rule (the default) is satisfied by everyone.
+    """
+
+    all_of: frozenset[int] = field(default_factory=frozenset)
+    any_of: frozenset[int] = field(default_factory=frozenset)
+    always: bool = False
+    never: bool = False
+
+    @property
+    def roles(self) -> frozenset[int]:
+        return self.all_of | self.any_of
+
+    @classmethod
+    def parse(cls, text: str) -> AccessRule:
+        """'always' | 'never' | 'role 1' | 'roles 1 and 3' | 'any of 1 or 2' | 'role 1 always'.
+
+        'always' alone means everyone (PIV's name for "no condition"); 'always'
+        after a rule means PIN-always. Raises ValueError with a message meant to
+        be shown in a profile error.
+        """
+        if not isinstance(text, str):
+            raise ValueError(f"an access rule must be a string, got {text!r}")
+        words = text.strip().lower().split()
+        if not words:
+            raise ValueError(f"empty access rule; {_RULE_FORMS}")
+        always = False
+        if len(words) > 1 and words[-1] == "always":
+            always = True
+            words = words[:-1]
+        if words in (["always"], ["everyone"]):
+            if always:
+                raise ValueError(f"{text!r}: 'always' alone already means everyone; nothing to make fresh")
+            return cls()
+        if words == ["never"]:
+            if always:
+                raise ValueError(f"{text!r}: 'never' cannot be combined with 'always'")
+            return cls(never=True)
+        if words[0] == "role" and len(words) == 2:
+            rule = cls(all_of=frozenset({_rule_role(words[1], text)}), always=always)
+        elif words[0] == "roles":
+            rule = cls(all_of=_rule_roles(words[1:], "and", text), always=always)
+        elif words[:2] == ["any", "of"]:
+            rule = cls(any_of=_rule_roles(words[2:], "or", text), always=always)
+        else:
+            raise ValueError(f"unknown access rule {text!r}; {_RULE_FORMS}")
+        if always and rule.roles <= {ROLE_EVERYONE}:
+            raise ValueError(f"{text!r}: role 0 (everyone) never authenticates, so it cannot be 'always'")
+        return rule
+
+    def __str__(self) -> str:
+        if self.never:
+            return "never"
+        if not self.all_of and not self.any_of:
+            return "always"
+        parts: list[str] = []
+        if self.all_of:
+            numbers = sorted(self.all_of)
+            if len(numbers) == 1:
+                parts.append(f"role {numbers[0]}")
+            else:
+                parts.append("roles " + " and ".join(str(n) for n in numbers))
+        if self.any_of:
+            parts.append("any of " + " or ".join(str(n) for n in sorted(self.any_of)))
+        return " and ".join(parts) + (" always" if self.always else "")
+
+
+_RULE_FORMS = (
+    "expected 'always', 'never', 'role N', 'roles N and M', 'any of N or M' "
+    "(N from 0 to 7), optionally followed by 'always'"
+)
+
+
+def _rule_role(word: str, text: str) -> int:
+    if not word.isdigit() or not 0 <= int(word) < MAX_ROLES:
+        raise ValueError(f"{text!r}: {word!r} is not a role number from 0 to {MAX_ROLES - 1}")
+    return int(word)
+
+
+def _rule_roles(words: list[str], separator: str, text: str) -> frozenset[int]:
+    if len(words) < 3 or len(words) % 2 == 0 or any(word != separator for word in words[1::2]):
+        raise ValueError(
+            f"{text!r}: expected two or more role numbers joined by '{separator}'; {_RULE_FORMS}"
+        )
+    numbers = [_rule_role(word, text) for word in words[0::2]]
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"{text!r}: a role is listed twice")
+    return frozenset(numbers)
+
+
+# ---- external PIN sources -----------------------------------------------------------
+
+
+class ExternalOutcome(StrEnum):
+    APPROVE = "approve"  # the PIN pad / fingerprint reader says yes
+    DENY = "deny"  # presented and rejected: costs a try
+    PIN = "pin"  # a PIN was entered on the pad: verified against the role's value
+    TIMEOUT = "timeout"  # nothing presented in time: costs nothing
+
+
+@dataclass(frozen=True)
+class ExternalDecision:
+    outcome: ExternalOutcome
+    pin: bytes = field(default=b"", repr=False)  # never in reprs or logs
+
+
+class ExternalPinSource:
+    """Decides external-PIN verifications: a profile policy or an operator via `vcard pinpad`.
+
+    Subclasses implement `request` (yes/no) or, to distinguish a timeout or pass
+    an entered PIN, `decide`; the core calls `decide`.
+    """
+
+    def request(self, role: int, timeout: float) -> bool:
+        """Block until approved (True) or denied / timed out (False)."""
+        raise NotImplementedError
+
+    def decide(self, role: int, timeout: float) -> ExternalDecision:
+        """Block for at most `timeout` seconds and say what happened at the PIN pad."""
+        approved = self.request(role, timeout)
+        return ExternalDecision(ExternalOutcome.APPROVE if approved else ExternalOutcome.DENY)
+
+
+class PolicyPinSource(ExternalPinSource):
+    """A profile's fixed answer: `approve`, `deny`, or `approve_after` a delay (a simulated user)."""
+
+    def __init__(self, policy: str, delay_ms: int = 0) -> None:
+        if policy not in ("approve", "deny", "approve_after"):
+            raise ValueError(f"unknown external PIN policy {policy!r}")
+        if delay_ms < 0:
+            raise ValueError("delay_ms must be >= 0")
+        self.policy = policy
+        self.delay_ms = delay_ms
+
+    def decide(self, role: int, timeout: float) -> ExternalDecision:
+        if self.policy == "deny":
+            return ExternalDecision(ExternalOutcome.DENY)
+        if self.policy == "approve_after":
+            delay = self.delay_ms / 1000
+            if delay > timeout:
+                time.sleep(max(timeout, 0.0))
+                return ExternalDecision(ExternalOutcome.TIMEOUT)
+            time.sleep(delay)
+        return ExternalDecision(ExternalOutcome.APPROVE)
+
+    def request(self, role: int, timeout: float) -> bool:
+        return self.decide(role, timeout).outcome is ExternalOutcome.APPROVE
+
+
+class _PendingRequest:
+    def __init__(self, role: int) -> None:
+        self.role = role
+        self.decision: ExternalDecision | None = None
+
+
+class NoPendingVerification(LookupError):
+    """The operator acted while no external verification was waiting."""
+
+
+class OperatorPinSource(ExternalPinSource):
+    """Decisions from a person at the running card (`vcard pinpad approve|deny|enter PIN`).
+
+    A verification waits in `decide`; `submit` answers the oldest waiting one.
+    An operator action with nothing waiting is refused (after an optional wait),
+    never stored for later: a stale approval must not unlock a future request.
+    """
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._pending: list[_PendingRequest] = []
+
+    def pending_roles(self) -> list[int]:
+        with self._condition:
+            return [request.role for request in self._pending]
+
+    def decide(self, role: int, timeout: float) -> ExternalDecision:
+        request = _PendingRequest(role)
+        deadline = time.monotonic() + max(timeout, 0.0)
+        with self._condition:
+            self._pending.append(request)
+            self._condition.notify_all()
+            try:
+                while request.decision is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return ExternalDecision(ExternalOutcome.TIMEOUT)
+                    self._condition.wait(remaining)
+                return request.decision
+            finally:
+                if request in self._pending:
+                    self._pending.remove(request)
+
+    def request(self, role: int, timeout: float) -> bool:
+        return self.decide(role, timeout).outcome is ExternalOutcome.APPROVE
+
+    def submit(self, outcome: ExternalOutcome, pin: bytes = b"", wait: float = 0.0) -> int:
+        """Answer the oldest waiting verification; returns its role.
+
+        Waits up to `wait` seconds for a verification to start (so a script may
+        run `vcard pinpad approve` right after starting the client), then raises
+        NoPendingVerification.
+        """
+        if outcome is ExternalOutcome.TIMEOUT:
+            raise ValueError("an operator cannot submit a timeout")
+        deadline = time.monotonic() + max(wait, 0.0)
+        with self._condition:
+            while not any(request.decision is None for request in self._pending):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise NoPendingVerification("no external PIN verification is waiting")
+                self._condition.wait(remaining)
+            request = next(request for request in self._pending if request.decision is None)
+            request.decision = ExternalDecision(outcome, pin if outcome is ExternalOutcome.PIN else b"")
+            self._condition.notify_all()
+            return request.role
+
+
+# ---- profile parsing ------------------------------------------------------------------
+
+
+def parse_role(reader: TableReader) -> RoleConfig:
+    """One `[[security.roles]]` table. The caller (the profile loader) calls `reader.finish()`."""
+    role = reader.int("role", min=0, max=MAX_ROLES - 1)
+    default_type = RoleType.EMPTY.value if role == ROLE_EVERYONE else RoleType.PIN.value
+    kind = RoleType(reader.str("type", default_type, choices=[t.value for t in RoleType]))
+    default_label = {ROLE_EVERYONE: "everyone", ROLE_USER: "user", ROLE_ADMIN: "admin"}.get(
+        role, f"role {role}"
+    )
+    label = reader.str("label", default_label)
+    if role == ROLE_EVERYONE and kind is not RoleType.EMPTY:
+        raise reader.error("type", f'role 0 is "everyone" and must be of type "empty", got "{kind.value}"')
+
+    pin_like = kind in (RoleType.PIN, RoleType.EXTERNAL)
+    min_length = reader.int("min_length", 4 if pin_like else 0, min=0, max=255)
+    max_length = reader.int("max_length", max(8, min_length), min=1, max=255)
+    if max_length < min_length:
+        raise reader.error("max_length", f"must be >= min_length ({min_length}), got {max_length}")
+    charset = Charset(reader.str("charset", Charset.ANY.value, choices=[c.value for c in Charset]))
+    counted = kind in (RoleType.PIN, RoleType.EXTERNAL)
+    retries = reader.int("retries", 3 if counted else 0, min=1 if counted else 0, max=15)
+
+    algorithm: str | None = None
+    if kind is RoleType.CHALLENGE:
+        algorithm = reader.str("algorithm", "3des", choices=list(KEY_LENGTHS))
+    elif reader.has("algorithm"):
+        raise reader.error("algorithm", 'only roles of type "challenge" have an algorithm')
+
+    initial = _parse_initial(reader, kind, algorithm)
+    config_for_check = RoleConfig(
+        role, label, kind, min_length=min_length, max_length=max_length, charset=charset
+    )
+    if pin_like and initial and not config_for_check.well_formed(initial):
+        key = "initial" if reader.has("initial") else "initial_hex"
+        raise reader.error(
+            key,
+            f"does not fit this role: {min_length} to {max_length} characters of charset {charset.value!r}",
+        )
+
+    unblocked_by = reader.int("unblocked_by", None, min=0, max=MAX_ROLES - 1)
+    changed_by_raw = reader.list("changed_by", [])
+    changed: list[int] = []
+    for item in changed_by_raw:
+        if not isinstance(item, int) or isinstance(item, bool) or not 0 <= item < MAX_ROLES:
+            raise reader.error("changed_by", f"must be an array of role numbers from 0 to 7, got {item!r}")
+        if item in changed:
+            raise reader.error("changed_by", f"role {item} is listed twice")
+        changed.append(item)
+    cache_policy = reader.str(
+        "cache_policy", "none" if kind is RoleType.EMPTY else "normal", choices=CACHE_POLICIES
+    )
+    purpose = reader.str(
+        "purpose", "administrator" if role == ROLE_ADMIN else "authentication", choices=PURPOSES
+    )
+
+    policy, delay_ms, timeout = "operator", 0, DEFAULT_EXTERNAL_TIMEOUT
+    if kind is RoleType.EXTERNAL:
+        external = reader.table("external", {})
+        policy = external.str("policy", "operator", choices=EXTERNAL_POLICIES)
+        delay_ms = external.int("delay_ms", 0, min=0, max=600_000)
+        timeout = external.float("timeout_s", DEFAULT_EXTERNAL_TIMEOUT, min=0.001, max=3600.0)
+        if policy != "approve_after" and external.has("delay_ms") and delay_ms:
+            raise external.error("delay_ms", 'only the "approve_after" policy waits')
+        external.finish()
+    elif reader.has("external"):
+        raise reader.error("external", 'only roles of type "external" have an [external] table')
+
+    return RoleConfig(
+        role=role,
+        label=label,
+        type=kind,
+        initial=initial,
+        min_length=min_length,
+        max_length=max_length,
+        charset=charset,
+        retries=retries,
+        unblocked_by=unblocked_by,
+        changed_by=tuple(changed),
+        cache_policy=cache_policy,
+        purpose=purpose,
+        algorithm=algorithm,
+        external_policy=policy,
+        external_delay_ms=delay_ms,
+        external_timeout=timeout,
+    )
+
+
+def _parse_initial(reader: TableReader, kind: RoleType, algorithm: str | None) -> bytes:
+    has_text, has_hex = reader.has("initial"), reader.has("initial_hex")
+    if has_text and has_hex:
+        raise reader.error("initial_hex", 'give either "initial" (text) or "initial_hex", not both')
+    if kind is RoleType.EMPTY:
+        if has_text or has_hex:
+            raise reader.error(
+                "initial" if has_text else "initial_hex", 'a role of type "empty" has no value'
+            )
+        return b""
+    if kind is RoleType.CHALLENGE:
+        if has_text:
+            raise reader.error("initial", 'a challenge key is given as "initial_hex"')
+        assert algorithm is not None
+        key: bytes = reader.hex("initial_hex", b"", lengths=[KEY_LENGTHS[algorithm]])
+        return key
+    if has_hex:
+        value: bytes = reader.hex("initial_hex")
+        return value
+    text: str = reader.str("initial", "")
+    return text.encode("utf-8")
+
+
+# ---- the core -------------------------------------------------------------------------
+
+
+def _hash_secret(value: bytes) -> dict[str, Any]:
+    salt = secrets.token_bytes(SALT_BYTES)
+    digest = hashlib.pbkdf2_hmac("sha256", value, salt, PIN_KDF_ITERATIONS)
+    return {"kdf": PIN_KDF, "iterations": PIN_KDF_ITERATIONS, "salt": salt.hex(), "hash": digest.hex()}
+
+
+def _secret_matches(secret: dict[str, Any], value: bytes) -> bool:
+    digest = hashlib.pbkdf2_hmac("sha256", value, bytes.fromhex(secret["salt"]), int(secret["iterations"]))
+    return hmac.compare_digest(digest, bytes.fromhex(secret["hash"]))
+
+
+StatusListener = Callable[[int, int], None]
+
+
+class SecurityCore:
+    """Roles, PIN_SET status and counters for one card; shared by every applet on it.
+
+    Persistent data (PIN digests, keys, counters) lives in `state` (a JSON
+    section) and every counter change is committed with `commit()` *before* the
+    verification result is computed or returned (anti-tearing). Thread-safe:
+    the card thread, the control socket and tests may call in concurrently.
+    """
+
+    def __init__(
+        self,
+        roles: Iterable[RoleConfig],
+        state: dict[str, Any],
+        commit: Callable[[], None],
+        is_new: bool,
+        external: ExternalPinSource | None = None,
+    ) -> None:
+        configs: dict[int, RoleConfig] = {}
+        for config in roles:
+            if not 0 <= config.role < MAX_ROLES:
+                raise ValueError(f"role {config.role} is out of range 0..{MAX_ROLES - 1}")
+            if config.role in configs:
+                raise ValueError(f"role {config.role} is declared twice")
+            configs[config.role] = config
+        if ROLE_EVERYONE not in configs:
+            configs[ROLE_EVERYONE] = RoleConfig(
+                ROLE_EVERYONE, "everyone", RoleType.EMPTY, min_length=0, retries=0, cache_policy="none"
+            )
+        self._roles = dict(sorted(configs.items()))
+        self._state = state
+        self._commit = commit
+        self._lock = threading.RLock()
+        self._pin_set = PIN_SET_NONE
+        self._armed: dict[int, int] = {}
+        self._command_index = 0
+        self._sessions: dict[int, list[bytes]] = {}
+        self._session_failures = 0
+        self._session_locked = False
+        self._listeners: list[StatusListener] = []
+        self.operator = external if isinstance(external, OperatorPinSource) else OperatorPinSource()
+        self._sources: dict[int, ExternalPinSource] = {}
+        for config in self._roles.values():
+            if config.type is RoleType.EXTERNAL:
+                self._sources[config.role] = external if external is not None else self._policy_source(config)
+        self._load(is_new)
+
+    def _policy_source(self, config: RoleConfig) -> ExternalPinSource:
+        if config.external_policy == "operator":
+            return self.operator
+        return PolicyPinSource(config.external_policy, config.external_delay_ms)
+
+    # ---- persistent state ----------------------------------------------------------
+
+    @staticmethod
+    def _initial_record(config: RoleConfig) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "type": config.type.value,
+            "retries": config.retries,
+            "tries_left": config.retries,
+            "default": True,
+        }
+        if config.type in (RoleType.PIN, RoleType.EXTERNAL):
+            record["secret"] = _hash_secret(config.initial) if config.initial else None
+        elif config.type is RoleType.CHALLENGE:
+            record["algorithm"] = config.algorithm or "3des"
+            record["key"] = config.initial.hex() if config.initial else None
+        return record
+
+    def _load(self, is_new: bool) -> None:
+        state = self._state
+        if is_new or not state:
+            state.clear()
+            state["format"] = STATE_FORMAT
+            state["roles"] = {str(r): self._initial_record(c) for r, c in self._roles.items()}
+            if not is_new:
+                self._commit()
+            return
+        if state.get("format") != STATE_FORMAT or not isinstance(state.get("roles"), dict):
+            raise StateError(f"security state: unknown format {state.get('format')!r} (this vcard reads 1)")
+        records: dict[str, Any] = state["roles"]
+        repaired = False
+        for number, config in self._roles.items():
+            record = records.get(str(number))
+            if not isinstance(record, dict) or record.get("type") != config.type.value:
+                log.warning(
+                    "role %d: no usable stored state for a %s role; using the profile's",
+                    number,
+                    config.type.value,
+                )
+                records[str(number)] = self._initial_record(config)
+                repaired = True
+                continue
+            self._check_record(number, record)
+        if repaired:
+            self._commit()
+
+    @staticmethod
+    def _check_record(number: int, record: dict[str, Any]) -> None:
+        retries, left = record.get("retries"), record.get("tries_left")
+        if not isinstance(retries, int) or not isinstance(left, int) or not 0 <= left <= max(retries, 0):
+            raise StateError(f"security state: role {number} has bad counters {retries!r}/{left!r}")
+        secret = record.get("secret")
+        if secret is not None and (
+            not isinstance(secret, dict)
+            or secret.get("kdf") != PIN_KDF
+            or not {"salt", "hash", "iterations"} <= set(secret)
+        ):
+            raise StateError(f"security state: role {number} has an unreadable secret")
+
+    def _record(self, role: int) -> dict[str, Any]:
+        record: dict[str, Any] = self._state["roles"][str(role)]
+        return record
+
+    # ---- status --------------------------------------------------------------------
+
+    @property
+    def pin_set(self) -> int:
+        """Bitmask of authenticated roles (bit n = role n)."""
+        return self._pin_set
+
+    def is_authenticated(self, role: int) -> bool:
+        """True for authenticated roles and for roles of type empty (everyone)."""
+        config = self.role(role)
+        return config.type is RoleType.EMPTY or bool(self._pin_set >> role & 1)
+
+    def role(self, role: int) -> RoleConfig:
+        """The role's configuration; UnknownRoleError (a KeyError answering 6A88) if undeclared."""
+        config = self._roles.get(role) if isinstance(role, int) else None
+        if config is None:
+            raise UnknownRoleError(role)
+        return config
+
+    @property
+    def roles(self) -> tuple[RoleConfig, ...]:
+        return tuple(self._roles.values())
+
+    def tries_left(self, role: int) -> int:
+        """Tries before the role blocks; NO_COUNTER_TRIES (15) for roles without a counter."""
+        config = self.role(role)
+        if config.type is RoleType.EMPTY:
+            return NO_COUNTER_TRIES
+        record = self._record(role)
+        return int(record["tries_left"]) if record["retries"] > 0 else NO_COUNTER_TRIES
+
+    def retry_limit(self, role: int) -> int:
+        """The role's current retry limit (0 = no counter)."""
+        self.role(role)
+        return int(self._record(role)["retries"])
+
+    def is_blocked(self, role: int) -> bool:
+        self.role(role)
+        record = self._record(role)
+        return bool(record["retries"] > 0 and record["tries_left"] == 0)
+
+    def is_default_value(self, role: int) -> bool:
+        """True until the role's value was changed from the profile's (PIV metadata 'default')."""
+        self.role(role)
+        return bool(self._record(role).get("default", False))
+
+    def has_value(self, role: int) -> bool:
+        config = self.role(role)
+        record = self._record(role)
+        if config.type is RoleType.CHALLENGE:
+            return record.get("key") is not None
+        return record.get("secret") is not None
+
+    def well_formed(self, role: int, value: bytes) -> bool:
+        """Whether `value` fits the role's declared length and charset."""
+        return self.role(role).well_formed(value)
+
+    def change_permission(self, role: int) -> int:
+        """PIN_SET of roles that may change this one (itself, with the old value, plus changed_by)."""
+        config = self.role(role)
+        mask = 0 if config.type in (RoleType.EMPTY, RoleType.EXTERNAL) else 1 << role
+        for other in config.changed_by:
+            mask |= 1 << other
+        return mask
+
+    def unblock_permission(self, role: int) -> int:
+        config = self.role(role)
+        return 0 if config.unblocked_by is None else 1 << config.unblocked_by
+
+    def check(self, rule: AccessRule) -> None:
+        """Raise ISOError(SECURITY_STATUS_NOT_SATISFIED) unless `rule` holds; consume 'always'."""
+        with self._lock:
+            if rule.never:
+                raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED, "access rule: never")
+            satisfied = all(self._holds(r) for r in rule.all_of) and (
+                not rule.any_of or any(self._holds(r) for r in rule.any_of)
+            )
+            if rule.always:
+                fresh = bool(self._armed_roles() & rule.roles)
+                if self._armed:
+                    self._armed.clear()
+                    trace_log.debug("PIN-always consumed by one operation (%s)", rule)
+                satisfied = satisfied and fresh
+            if not satisfied:
+                raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED, f"access rule {rule} not met")
+
+    def _holds(self, role: int) -> bool:
+        """Like is_authenticated, but a role the profile does not declare is simply not held."""
+        config = self._roles.get(role)
+        return config is not None and (config.type is RoleType.EMPTY or bool(self._pin_set >> role & 1))
+
+    def add_status_listener(self, listener: StatusListener) -> None:
+        """Call `listener(old_pin_set, new_pin_set)` after every PIN_SET change (applet volatile data)."""
+        self._listeners.append(listener)
+
+    # ---- PIN-always window -----------------------------------------------------------
+
+    def begin_command(self, continuation: bool = False) -> None:
+        """The card starts a command; chained fragments after the first pass continuation=True."""
+        if not continuation:
+            with self._lock:
+                self._command_index += 1
+                if self._armed:
+                    expired = [r for r, index in self._armed.items() if self._command_index - index > 1]
+                    for r in expired:
+                        del self._armed[r]
+
+    def _armed_roles(self) -> set[int]:
+        return {r for r, index in self._armed.items() if self._command_index - index <= 1}
+
+    def _arm(self, role: int) -> None:
+        self._armed[role] = self._command_index
+
+    def is_armed(self, role: int) -> bool:
+        """Whether `role` would satisfy the `always` part of a rule right now."""
+        with self._lock:
+            return role in self._armed_roles()
+
+    def disarm_always(self, roles: int = PIN_SET_ALL_ROLES) -> None:
+        """Forget fresh authentications (the next `always` rule fails); `roles` is a PIN_SET."""
+        with self._lock:
+            for r in [r for r in self._armed if roles >> r & 1]:
+                del self._armed[r]
+
+    # ---- status changes ----------------------------------------------------------------
+
+    def _set_pin_set(self, new: int, reason: str) -> None:
+        old = self._pin_set
+        if new == old:
+            return
+        self._pin_set = new
+        if trace_log.isEnabledFor(logging.DEBUG):
+            changes = [f"+role {r}" for r in range(MAX_ROLES) if new >> r & 1 and not old >> r & 1]
+            changes += [f"-role {r}" for r in range(MAX_ROLES) if old >> r & 1 and not new >> r & 1]
+            trace_log.debug("PIN_SET 0x%02X -> 0x%02X (%s: %s)", old, new, ", ".join(changes), reason)
+        for listener in list(self._listeners):
+            try:
+                listener(old, new)
+            except Exception:  # a listener bug must not leave the status half-changed
+                log.exception("security status listener failed")
+
+    def _grant(self, role: int, reason: str) -> None:
+        """Mark `role` authenticated and freshly so; restore its counter durably."""
+        self._restore_tries(role)
+        self._set_pin_set(self._pin_set | 1 << role, reason)
+        self._arm(role)
+
+    def _drop(self, mask: int, reason: str) -> None:
+        self._armed = {r: i for r, i in self._armed.items() if not mask >> r & 1}
+        self._set_pin_set(self._pin_set & ~mask & 0xFF, reason)
+
+    def authenticate(self, role: int) -> None:
+        """Set the bit after an applet-run challenge-response succeeded."""
+        with self._lock:
+            config = self.role(role)
+            if config.type is RoleType.EMPTY:
+                return
+            if self.is_blocked(role):
+                raise ISOError(SW.AUTH_METHOD_BLOCKED, f"role {role} is blocked")
+            self._grant(role, "authenticate")
+
+    def deauthenticate(self, pin_set: int) -> None:
+        """Clear only the bits in `pin_set` (session PINs stay valid)."""
+        with self._lock:
+            self._drop(pin_set & 0xFF, "deauthenticate")
+
+    def reset(self) -> None:
+        """Card reset / power-off: clear every bit and every session PIN."""
+        with self._lock:
+            self._drop(PIN_SET_ALL_ROLES, "card reset")
+            self._armed.clear()
+            self._sessions.clear()
+            self._session_failures = 0
+            self._session_locked = False
+
+    def idle_reset(self, idle_seconds: float | None = None) -> None:
+        """Drop the whole security status after an idle period; session PINs survive."""
+        with self._lock:
+            reason = "idle reset" if idle_seconds is None else f"idle reset after {idle_seconds:.1f} s"
+            self._armed.clear()
+            self._drop(PIN_SET_ALL_ROLES, reason)
+
+    # ---- counters ------------------------------------------------------------------------
+
+    def _consume_try(self, role: int) -> int:
+        """Take one try and make it durable before anything is compared; returns tries left."""
+        record = self._record(role)
+        if record["retries"] <= 0:
+            return NO_COUNTER_TRIES
+        record["tries_left"] = max(0, int(record["tries_left"]) - 1)
+        self._commit()
+        return int(record["tries_left"])
+
+    def _failed(self, role: int, left: int, reason: str) -> ISOError:
+        """Status after a wrong value; the error to raise (63Cx, 6300 without a counter)."""
+        self._drop(1 << role, reason)
+        if self._record(role)["retries"] <= 0:
+            return ISOError(SW.VERIFY_FAILED, f"role {role}: wrong value")
+        if left == 0:
+            self._invalidate(role, "blocked")
+            log.info("role %d is now blocked", role)
+        return ISOError(verify_failed(left), f"role {role}: wrong value")
+
+    def _require_unblocked(self, role: int) -> None:
+        if self.is_blocked(role):
+            self._drop(1 << role, "blocked")
+            raise ISOError(SW.AUTH_METHOD_BLOCKED, f"role {role} is blocked")
+
+    def _secret(self, role: int) -> dict[str, Any]:
+        secret: dict[str, Any] | None = self._record(role).get("secret")
+        if secret is None:
+            raise ISOError(SW.REFERENCE_DATA_NOT_USABLE, f"role {role} has no value")
+        return secret
+
+    def _match(self, role: int, value: bytes, reason: str) -> None:
+        """The PIN comparison with its anti-tearing discipline: the try is durable before comparing.
+
+        Returns on a match with the try still consumed (the caller restores the
+        counter, in the same commit as its own change when it has one); raises
+        63Cx / 6983 / 6984 otherwise.
+        """
+        self._require_unblocked(role)
+        secret = self._secret(role)
+        left = self._consume_try(role)
+        if not _secret_matches(secret, value):
+            raise self._failed(role, left, f"{reason} failed")
+
+    def _restore_tries(self, role: int) -> None:
+        record = self._record(role)
+        if record["retries"] > 0 and record["tries_left"] != record["retries"]:
+            record["tries_left"] = record["retries"]
+            self._commit()
+
+    # ---- PIN roles -----------------------------------------------------------------------
+
+    def verify(self, role: int, value: bytes) -> None:
+        """Compare in constant time; success sets the bit and restores the counter.
+
+        Failure raises ISOError(63Cx) and clears the bit; blocked raises
+        ISOError(6983); no value set raises 6984. Malformed values (length/charset)
+        are checked by the applet, which decides whether they cost a try (PIV: yes,
+        via `record_failure`). Roles of type empty verify trivially; challenge and
+        external roles answer 6985 (use `authenticate` / `verify_external`).
+        """
+        with self._lock:
+            config = self.role(role)
+            if config.type is RoleType.EMPTY:
+                return
+            if config.type is not RoleType.PIN:
+                raise ISOError(SW.CONDITIONS_NOT_SATISFIED, f"role {role} is not verified with a PIN")
+            self._match(role, bytes(value), "verify")
+            self._grant(role, "verify")
+
+    def record_failure(self, role: int) -> int:
+        """Consume one try durably without comparing; returns tries left."""
+        with self._lock:
+            config = self.role(role)
+            if config.type is RoleType.EMPTY:
+                return NO_COUNTER_TRIES
+            if self.is_blocked(role):
+                self._drop(1 << role, "blocked")
+                return 0
+            left = self._consume_try(role)
+            self._drop(1 << role, "failed verification")
+            if left == 0 and self._record(role)["retries"] > 0:
+                self._invalidate(role, "blocked")
+            return left
+
+    def change(self, role: int, old: bytes, new: bytes) -> None:
+        """CHANGE REFERENCE DATA: old value (costs a try when wrong), then the new one.
+
+        Order as PIV and GIDS answer it: blocked 6983; wrong old 63Cx; right old
+        but malformed new 6A80 (counter restored, nothing changed). Success
+        replaces the value, restores the counter, leaves the role authenticated
+        (PIV and GIDS: status TRUE) and invalidates its session PINs.
+        """
+        with self._lock:
+            config = self.role(role)
+            if config.type is not RoleType.PIN:
+                raise ISOError(SW.CONDITIONS_NOT_SATISFIED, f"role {role} is not changed with a PIN")
+            self._match(role, bytes(old), "change")
+            if not config.well_formed(new):
+                self._restore_tries(role)
+                raise ISOError(
+                    SW.INCORRECT_DATA, f"role {role}: the new value does not fit the role's format"
+                )
+            self._store_value(role, bytes(new), None, None, "change")
+
+    def unblock(self, role: int, unblocker: int, unblocker_value: bytes, new: bytes) -> None:
+        """RESET RETRY COUNTER: the unblocker proves itself, then `role` gets `new` and a full counter.
+
+        A PIN unblocker (PUK) is compared with its own counter (wrong: 63Cx of
+        the PUK, even if `new` is malformed); a challenge or external unblocker
+        (admin key) must already be authenticated and `unblocker_value` must be
+        empty. Then a malformed `new` answers 6A80. The role's status is unchanged.
+        """
+        with self._lock:
+            config = self.role(role)
+            unblocker_config = self.role(unblocker)
+            if config.unblocked_by != unblocker:
+                raise ISOError(SW.CONDITIONS_NOT_SATISFIED, f"role {unblocker} does not unblock role {role}")
+            if config.type not in (RoleType.PIN, RoleType.EXTERNAL):
+                raise ISOError(SW.CONDITIONS_NOT_SATISFIED, f"role {role} has no PIN to reset")
+            if unblocker_config.type is RoleType.PIN:
+                self._match(unblocker, bytes(unblocker_value), "unblock")
+                self._restore_tries(unblocker)
+            elif unblocker_value or not self.is_authenticated(unblocker):
+                raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED, f"role {unblocker} is not authenticated")
+            if not config.well_formed(new):
+                raise ISOError(
+                    SW.INCORRECT_DATA, f"role {role}: the new value does not fit the role's format"
+                )
+            self._store_value(role, bytes(new), None, None, None)
+
+    def set_value(
+        self, role: int, new: bytes, retries: int | None = None, algorithm: str | None = None
+    ) -> None:
+        """Set a PIN or key value outright (admin-authorised paths, card init); the caller checks rights.
+
+        PIN values must be well formed (else 6A80); challenge keys must have the
+        length of `algorithm` (default: the role's current one). Restores the
+        counter (to `retries` if given, which also becomes the limit) and
+        invalidates the role's session PINs; the status is unchanged.
+        """
+        with self._lock:
+            config = self.role(role)
+            if config.type is RoleType.EMPTY:
+                raise ISOError(SW.CONDITIONS_NOT_SATISFIED, f"role {role} has no value")
+            if retries is not None and not 0 <= retries <= 15:
+                raise ValueError(f"retries must be 0..15, got {retries}")
+            if config.type is RoleType.CHALLENGE:
+                wanted = algorithm or str(self._record(role).get("algorithm") or config.algorithm or "3des")
+                if wanted not in KEY_LENGTHS:
+                    raise ValueError(f"unknown key algorithm {wanted!r}")
+                if len(new) != KEY_LENGTHS[wanted]:
+                    raise ISOError(SW.INCORRECT_DATA, f"a {wanted} key has {KEY_LENGTHS[wanted]} bytes")
+                algorithm = wanted
+            elif not config.well_formed(new):
+                raise ISOError(SW.INCORRECT_DATA, f"role {role}: the value does not fit the role's format")
+            self._store_value(role, bytes(new), retries, algorithm, None)
+
+    def _store_value(
+        self, role: int, new: bytes, retries: int | None, algorithm: str | None, grant_reason: str | None
+    ) -> None:
+        config = self.role(role)
+        record = self._record(role)
+        if config.type is RoleType.CHALLENGE:
+            record["key"] = new.hex()
+            if algorithm is not None:
+                record["algorithm"] = algorithm
+        else:
+            record["secret"] = _hash_secret(new)
+        if retries is not None:
+            record["retries"] = retries
+        record["tries_left"] = record["retries"]
+        record["default"] = new == config.initial and (algorithm is None or algorithm == config.algorithm)
+        self._invalidate(role, "value changed")
+        self._commit()
+        if grant_reason is not None:
+            self._grant(role, grant_reason)
+
+    def set_retry_limit(self, role: int, retries: int) -> None:
+        """New retry limit (0 = no counter, challenge roles only); the counter is restored to it."""
+        with self._lock:
+            config = self.role(role)
+            low = 0 if config.type is RoleType.CHALLENGE else 1
+            if not low <= retries <= 15:
+                raise ValueError(f"role {role}: retries must be {low}..15, got {retries}")
+            record = self._record(role)
+            record["retries"] = retries
+            record["tries_left"] = retries
+            self._commit()
+
+    def value(self, role: int) -> bytes:
+        """Key bytes of a CHALLENGE role (the applet runs the challenge-response)."""
+        with self._lock:
+            config = self.role(role)
+            if config.type is not RoleType.CHALLENGE:
+                raise ISOError(SW.CONDITIONS_NOT_SATISFIED, f"role {role} holds no key")
+            key = self._record(role).get("key")
+            if key is None:
+                raise ISOError(SW.REFERENCE_DATA_NOT_USABLE, f"role {role} has no key")
+            return bytes.fromhex(key)
+
+    def key_algorithm(self, role: int) -> str:
+        """Algorithm of a CHALLENGE role's current key ("3des", "aes128", ...)."""
+        with self._lock:
+            config = self.role(role)
+            if config.type is not RoleType.CHALLENGE:
+                raise ISOError(SW.CONDITIONS_NOT_SATISFIED, f"role {role} holds no key")
+            return str(self._record(role).get("algorithm") or config.algorithm or "3des")
+
+    def factory_reset(self) -> None:
+        """Every role back to the profile's value and counter (YubiKey-style RESET); status cleared."""
+        with self._lock:
+            self.reset()
+            self._state["roles"] = {str(r): self._initial_record(c) for r, c in self._roles.items()}
+            self._commit()
+
+    # ---- session PINs -----------------------------------------------------------------------
+
+    def issue_session_pin(self, role: int) -> bytes:
+        """A new session PIN for an authenticated role (>= 128 random bits, never derived from the PIN)."""
+        with self._lock:
+            config = self.role(role)
+            if config.type is RoleType.EMPTY:
+                raise ISOError(SW.CONDITIONS_NOT_SATISFIED, f"role {role} needs no session PIN")
+            if not self._pin_set >> role & 1:
+                raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED, f"role {role} is not authenticated")
+            token = secrets.token_bytes(SESSION_PIN_BYTES)
+            digests = self._sessions.setdefault(role, [])
+            digests.append(hashlib.sha256(token).digest())
+            del digests[:-MAX_SESSION_PINS_PER_ROLE]
+            self._session_failures = 0
+            self._session_locked = False
+            log.info("issued a session PIN for role %d", role)
+            return token
+
+    def redeem_session_pin(self, role: int, token: bytes) -> None:
+        """Authenticate `role` with a session PIN; every failure is the same 6982 and is counted."""
+        with self._lock:
+            self.role(role)
+            digest = hashlib.sha256(bytes(token)).digest()
+            matched = False
+            for candidate in self._sessions.get(role, ()):
+                matched |= hmac.compare_digest(candidate, digest)
+            if matched and not self._session_locked and not self.is_blocked(role):
+                self._grant(role, "session PIN")
+                return
+            self._session_failures += 1
+            if self._session_failures >= MAX_SESSION_PIN_FAILURES and not self._session_locked:
+                self._session_locked = True
+                self._sessions.clear()
+                log.warning(
+                    "%d failed session PIN redemptions: every session PIN is invalidated",
+                    self._session_failures,
+                )
+            raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED, "session PIN not accepted")
+
+    def invalidate_session_pins(self, role: int | None = None) -> None:
+        """Forget the session PINs of `role`, or of every role."""
+        with self._lock:
+            if role is None:
+                self._sessions.clear()
+            else:
+                self.role(role)
+                self._invalidate(role, "invalidated")
+
+    def _invalidate(self, role: int, reason: str) -> None:
+        if self._sessions.pop(role, None):
+            log.info("session PINs of role %d invalidated (%s)", role, reason)
+
+    def session_pin_count(self, role: int) -> int:
+        with self._lock:
+            return len(self._sessions.get(role, ()))
+
+    @property
+    def session_pins_locked(self) -> bool:
+        """True after too many failed redemptions, until a reset or a new issuance."""
+        return self._session_locked
+
+    # ---- external PINs ------------------------------------------------------------------------
+
+    def set_external_source(self, role: int, source: ExternalPinSource) -> None:
+        """Replace the source deciding an external role (tests, runtime wiring)."""
+        with self._lock:
+            if self.role(role).type is not RoleType.EXTERNAL:
+                raise ValueError(f"role {role} is not external")
+            self._sources[role] = source
+
+    def verify_external(self, role: int, timeout: float | None = None) -> bytes:
+        """Verify an external role through its source; returns a session PIN (role left authenticated).
+
+        The try is consumed and committed before the source is asked. Approve or
+        a right entered PIN: counter restored, bit set, session PIN returned.
+        Deny or a wrong entered PIN: 63Cx (6300 without a counter); blocked:
+        6983; timeout: the try is given back, 6982.
+        """
+        with self._lock:
+            config = self.role(role)
+            if config.type is not RoleType.EXTERNAL:
+                raise ISOError(SW.CONDITIONS_NOT_SATISFIED, f"role {role} is not an external role")
+            self._require_unblocked(role)
+            source = self._sources[role]
+            before = int(self._record(role)["tries_left"])
+            left = self._consume_try(role)
+        wait = config.external_timeout if timeout is None else timeout
+        # The core lock is not held while a person decides: the control socket
+        # (`vcard info`, `vcard pinpad`) must keep working meanwhile.
+        try:
+            decision = source.decide(role, wait)
+        except Exception:
+            log.exception("external PIN source failed for role %d", role)
+            decision = ExternalDecision(ExternalOutcome.DENY)
+        with self._lock:
+            if decision.outcome is ExternalOutcome.TIMEOUT:
+                record = self._record(role)
+                if record["retries"] > 0 and record["tries_left"] < before:
+                    record["tries_left"] = before
+                    self._commit()
+                raise ISOError(
+                    SW.SECURITY_STATUS_NOT_SATISFIED, f"role {role}: external verification timed out"
+                )
+            approved = decision.outcome is ExternalOutcome.APPROVE
+            if decision.outcome is ExternalOutcome.PIN:
+                secret = self._record(role).get("secret")
+                approved = secret is not None and _secret_matches(secret, decision.pin)
+            if not approved:
+                raise self._failed(role, left, "external verification failed")
+            self._grant(role, "external verification")
+            return self.issue_session_pin(role)
+
+    # ---- reporting ------------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary for `vcard info` (no values, digests or session PINs)."""
+        with self._lock:
+            roles: list[dict[str, Any]] = []
+            for number, config in self._roles.items():
+                entry: dict[str, Any] = {
+                    "role": number,
+                    "label": config.label,
+                    "type": config.type.value,
+                    "purpose": config.purpose,
+                    "cache_policy": config.cache_policy,
+                    "authenticated": self.is_authenticated(number),
+                }
+                if config.type is not RoleType.EMPTY:
+                    limit = self.retry_limit(number)
+                    entry["retries"] = limit if limit else "unlimited"
+                    entry["tries_left"] = self.tries_left(number) if limit else "unlimited"
+                    entry["blocked"] = self.is_blocked(number)
+                    entry["value_set"] = self.has_value(number)
+                    entry["default_value"] = self.is_default_value(number)
+                    entry["session_pins"] = len(self._sessions.get(number, ()))
+                if config.type in (RoleType.PIN, RoleType.EXTERNAL):
+                    entry["length"] = f"{config.min_length}-{config.max_length}"
+                    entry["charset"] = config.charset.value
+                if config.type is RoleType.CHALLENGE:
+                    entry["algorithm"] = self.key_algorithm(number)
+                if config.type is RoleType.EXTERNAL:
+                    entry["external_policy"] = config.external_policy
+                    entry["external_timeout_s"] = config.external_timeout
+                if config.unblocked_by is not None:
+                    entry["unblocked_by"] = config.unblocked_by
+                if config.changed_by:
+                    entry["changed_by"] = list(config.changed_by)
+                roles.append(entry)
+            return {
+                "pin_set": f"0x{self._pin_set:02X}",
+                "authenticated_roles": [r for r in range(MAX_ROLES) if self._pin_set >> r & 1],
+                "session_pins_locked": self._session_locked,
+                "roles": roles,
+            }
