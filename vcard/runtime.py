@@ -1,0 +1,125 @@
+"""Build a running card from a profile and a state directory.
+
+`VirtualCard.open` is the one place where the pieces meet: the state store (or
+an ephemeral in-memory one), the security core, the applets named by the
+profile, the card OS, the vendor commands (session/external PINs) and the idle
+reset. Transports and the CLI take a `VirtualCard`; applets only ever see their
+`AppletContext`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .cardos import Applet, Card
+from .context import AppletContext
+from .profile import Profile
+from .security import SecurityCore
+from .store import CardState, StateError, StateStore, default_state_dir
+
+log = logging.getLogger("vcard.runtime")
+
+APPLET_TYPES: dict[str, str] = {
+    "iso": "vcard.applets.iso:IsoApplet",
+    "piv": "vcard.applets.piv:PivApplet",
+    "gids": "vcard.applets.gids:GidsApplet",
+}
+
+
+def applet_class(type_name: str) -> type[Applet]:
+    """Import the applet class registered for a profile's `[applets.<type>]` key."""
+    module_name, _, class_name = APPLET_TYPES[type_name].partition(":")
+    cls: type[Applet] = getattr(importlib.import_module(module_name), class_name)
+    return cls
+
+
+@dataclass
+class VirtualCard:
+    """A card built from a profile: Card OS + applets + security core + state."""
+
+    profile: Profile
+    state: CardState
+    security: SecurityCore
+    applets: dict[str, Applet]
+    card: Card
+    state_dir: Path | None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, profile: Profile, state_dir: Path | None = None, ephemeral: bool = False) -> VirtualCard:
+        """Open (or create on first use) the card state for `profile` and build the card.
+
+        `state_dir` None means the default directory for the profile's name;
+        `ephemeral` keeps everything in memory (a throwaway card).
+        """
+        directory = None if ephemeral else (state_dir or default_state_dir(profile.name))
+        store = StateStore(directory)
+        document = store.open()
+        try:
+            is_new = document is None
+            if document is None:
+                document = CardState.new_document(profile.name, str(profile.path))
+            else:
+                _check_profile_matches(document, profile, directory)
+            state = CardState(store, document, is_new)
+            security = SecurityCore(profile.roles, state.section("security"), state.commit, is_new)
+            applets: dict[str, Applet] = {}
+            for type_name, config in profile.applets.items():
+                context = AppletContext(
+                    config=config,
+                    profile_path=profile.path,
+                    state=state.section("applets", type_name),
+                    commit=state.commit,
+                    security=security,
+                    is_new=is_new,
+                )
+                applets[type_name] = applet_class(type_name)(context)
+            default = applets.get(profile.default_applet) if profile.default_applet else None
+            card = Card(profile.atr, list(applets.values()), default_applet=default, on_reset=security.reset)
+            _install_security_features(card, security, profile)
+            if is_new:
+                state.commit()
+        except BaseException:
+            store.close()
+            raise
+        return cls(profile, state, security, applets, card, directory)
+
+    def close(self) -> None:
+        """Release the state directory. Every change was committed when it happened."""
+        self.state.store.close()
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary for `vcard info`."""
+        card_section = self.state.document.get("card", {})
+        return {
+            "profile": self.profile.name,
+            "description": self.profile.description,
+            "state": str(self.state_dir) if self.state_dir else "(ephemeral)",
+            "atr": self.profile.atr.hex(" ").upper(),
+            "serial": card_section.get("serial"),
+            "created": card_section.get("created"),
+            "security": self.security.describe(),
+            "applets": [applet.describe() for applet in self.applets.values()],
+        }
+
+
+def _check_profile_matches(document: dict[str, Any], profile: Profile, directory: Path | None) -> None:
+    recorded = document.get("profile", {}).get("name")
+    if recorded is not None and recorded != profile.name:
+        raise StateError(
+            f"{directory}/state.json: this card was created from profile {recorded!r}, not {profile.name!r};"
+            f" use --profile {recorded} or another --state directory"
+        )
+
+
+def _install_security_features(card: Card, security: SecurityCore, profile: Profile) -> None:
+    """Vendor commands (session/external PINs) and the idle reset, when the modules exist."""
+    from .vendor import install_idle_reset, install_vendor_commands
+
+    install_vendor_commands(card, security)
+    if profile.idle_reset_seconds > 0:
+        install_idle_reset(card, security, profile.idle_reset_seconds)
