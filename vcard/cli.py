@@ -20,10 +20,14 @@ from typing import Any
 
 import click
 
+from minidriver.cli import md
+
 from . import __version__
 from .apdu import ResponseAPDU, sw_name
+from .pinpad import pinpad, register_pinpad
 from .profile import PROFILE_DIR, ProfileError, list_profile_names, load_profile
 from .runtime import VirtualCard
+from .script.cli import script
 from .store import StateError, default_state_dir
 
 log = logging.getLogger("vcard.cli")
@@ -113,6 +117,13 @@ def main() -> None:
 )
 @click.option("--no-quickack", is_flag=True, help="Do not re-arm TCP_QUICKACK (to measure what it buys).")
 @click.option("--trace", is_flag=True, help="Log every APDU with decoded INS and SW names and timing.")
+@click.option(
+    "--record",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Write what clients send and get as an APDU script (docs/apdu-scripts.md);"
+    " with several cards, FILE-n.apdu per card.",
+)
 def run(
     profiles: Sequence[str],
     states: Sequence[Path],
@@ -120,6 +131,7 @@ def run(
     vpcd: str,
     no_quickack: bool,
     trace: bool,
+    record: Path | None,
 ) -> None:
     """Run cards in the foreground, attached to pcscd through vpcd.
 
@@ -128,6 +140,7 @@ def run(
     each state directory accepts `remove`, `insert`, `info` and `pinpad`.
     """
     from .control import ControlServer
+    from .script.recorder import Recorder, install_recorder
     from .transport.vpcd import VpcdLink, parse_endpoint
 
     _setup_logging(trace, verbose=True)
@@ -138,7 +151,8 @@ def run(
     names = list(profiles) or [default_profile_name()]
     if states and len(states) != len(names):
         raise click.BadParameter(
-            f"give one --state per --profile ({len(names)} profiles, {len(states)} states)", param_hint="--state"
+            f"give one --state per --profile ({len(names)} profiles, {len(states)} states)",
+            param_hint="--state",
         )
     if states and ephemeral:
         raise click.BadParameter("--state and --ephemeral exclude each other", param_hint="--state")
@@ -146,6 +160,7 @@ def run(
     cards: list[VirtualCard] = []
     links: list[VpcdLink] = []
     servers: list[ControlServer] = []
+    recorders: list[Recorder] = []
     scratch: list[tempfile.TemporaryDirectory[str]] = []
     stop = threading.Event()
     try:
@@ -156,6 +171,11 @@ def run(
             except (ProfileError, StateError) as error:
                 raise click.ClickException(str(error)) from None
             cards.append(card)
+            if record is not None:
+                target = record
+                if len(names) > 1:
+                    target = record.with_name(f"{record.stem}-{index}{record.suffix}")
+                recorders.append(install_recorder(card.card, target, description=f"profile {loaded.name}"))
             link = VpcdLink(card.card, host, base_port + index, quickack=not no_quickack, name=loaded.name)
             links.append(link)
             if card.state_dir is not None:
@@ -199,6 +219,8 @@ def run(
     finally:
         for link in links:
             link.stop()
+        for recorder in recorders:
+            recorder.close()
         for server in servers:
             server.stop()
         for card in cards:
@@ -223,10 +245,6 @@ def _register_control(server: Any, card: VirtualCard, link: Any) -> None:
     server.register("remove", remove)
     server.register("insert", insert)
     server.register("info", info)
-    try:
-        from .pinpad import register_pinpad
-    except ImportError:
-        return
     register_pinpad(server, card)
 
 
@@ -332,13 +350,7 @@ def apdu(profile: str | None, state: Path | None, ephemeral: bool, trace: bool, 
         sys.exit(1)
 
 
-def _register_optional_commands() -> None:
-    """Commands that live beside the module they serve."""
-    try:
-        from .pinpad import pinpad
-    except ImportError:
-        return
-    main.add_command(pinpad)
-
-
-_register_optional_commands()
+# Commands that live beside the module they serve.
+main.add_command(pinpad)
+main.add_command(script)
+main.add_command(md)

