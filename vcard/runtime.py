@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,11 +31,14 @@ APPLET_TYPES: dict[str, str] = {
 }
 
 
-def applet_class(type_name: str) -> type[Applet]:
+AppletFactory = Callable[[AppletContext], Applet]
+
+
+def applet_class(type_name: str) -> AppletFactory:
     """Import the applet class registered for a profile's `[applets.<type>]` key."""
     module_name, _, class_name = APPLET_TYPES[type_name].partition(":")
-    cls: type[Applet] = getattr(importlib.import_module(module_name), class_name)
-    return cls
+    factory: AppletFactory = getattr(importlib.import_module(module_name), class_name)
+    return factory
 
 
 @dataclass
