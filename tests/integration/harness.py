@@ -1,0 +1,281 @@
+"""Run real `vcard run` processes against the machine's pcscd + vpcd, and watch the readers.
+
+Integration tests drive the card exactly as users do: a separate `python -m vcard run`
+process connects to vpcd, pcscd shows it in "Virtual PCD 00 0<slot>", and clients
+(pyscard, opensc-tool) talk to it through pcscd. Reader presence is read with
+SCardGetStatusChange, which does not touch the card: connecting to check would
+power it up and change the state the tests look at.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from vcard.transport.vpcd import VPCD_BASE_PORT, reader_name
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENSURE_PCSCD = REPO_ROOT / "scripts" / "ensure-pcscd.sh"
+VPCD_CONF = Path("/etc/reader.conf.d/vpcd")
+
+CARD_START_TIMEOUT = 15.0
+CARD_STOP_TIMEOUT = 10.0
+READER_EMPTY_TIMEOUT = 5.0
+POLL_INTERVAL = 0.05
+
+
+class HarnessError(AssertionError):
+    """The environment or a card process did not do what the test needed (a test failure)."""
+
+
+def environment_problem() -> str | None:
+    """Why integration tests cannot run on this machine, or None."""
+    missing = [tool for tool in ("pcscd", "opensc-tool") if shutil.which(tool) is None and not _sbin(tool)]
+    if missing:
+        return (
+            f"missing {', '.join(missing)}: install with `apt-get install -y pcscd vsmartcard-vpcd opensc` "
+            "(or run `make test`, which installs them)"
+        )
+    if not VPCD_CONF.exists():
+        return f"{VPCD_CONF} is missing: install vsmartcard-vpcd (`apt-get install -y vsmartcard-vpcd`)"
+    try:
+        import smartcard.scard  # noqa: F401
+    except ImportError as error:
+        return f"pyscard is not importable ({error}): `pip install -e '.[dev]'`"
+    return None
+
+
+def _sbin(tool: str) -> bool:
+    return Path("/usr/sbin", tool).exists()
+
+
+def ensure_pcscd() -> None:
+    """Run scripts/ensure-pcscd.sh; raise HarnessError with its output if it fails."""
+    result = subprocess.run(
+        ["bash", str(ENSURE_PCSCD)], capture_output=True, text=True, timeout=60, check=False
+    )
+    if result.returncode != 0:
+        raise HarnessError(
+            f"{ENSURE_PCSCD} failed ({result.returncode}):\n{result.stdout}{result.stderr}".rstrip()
+        )
+
+
+# ---- reader state ------------------------------------------------------------------
+
+
+def reader_states() -> dict[str, int]:
+    """Event state of every PC/SC reader, without connecting to any card."""
+    from smartcard import scard
+
+    hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
+    if hresult != scard.SCARD_S_SUCCESS:
+        raise HarnessError(f"cannot reach pcscd: {scard.SCardGetErrorMessage(hresult)}")
+    try:
+        hresult, names = scard.SCardListReaders(context, [])
+        if hresult == scard.SCARD_E_NO_READERS_AVAILABLE:
+            return {}
+        if hresult != scard.SCARD_S_SUCCESS:
+            raise HarnessError(f"SCardListReaders: {scard.SCardGetErrorMessage(hresult)}")
+        query = [(name, scard.SCARD_STATE_UNAWARE) for name in names]
+        hresult, states = scard.SCardGetStatusChange(context, 0, query)
+        if hresult != scard.SCARD_S_SUCCESS:
+            raise HarnessError(f"SCardGetStatusChange: {scard.SCardGetErrorMessage(hresult)}")
+        return {name: int(event) for name, event, _atr in states}
+    finally:
+        scard.SCardReleaseContext(context)
+
+
+def card_present(reader: str) -> bool:
+    from smartcard import scard
+
+    state = reader_states().get(reader)
+    if state is None:
+        raise HarnessError(f"no reader {reader!r} in pcscd (is vsmartcard-vpcd installed?)")
+    return bool(state & scard.SCARD_STATE_PRESENT)
+
+
+def wait_for_presence(reader: str, present: bool, timeout: float) -> bool:
+    """Poll until the reader has (or has no) card; False if `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if card_present(reader) == present:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_INTERVAL)
+
+
+def vcard_command(profile: str, slot: int, extra_args: Sequence[str] = ()) -> list[str]:
+    """The `vcard run` command line for a card on `slot` (ephemeral unless --state is given)."""
+    storage = [] if "--state" in extra_args or "--ephemeral" in extra_args else ["--ephemeral"]
+    return [
+        sys.executable,
+        "-m",
+        "vcard",
+        "run",
+        "--profile",
+        profile,
+        *storage,
+        "--vpcd",
+        f"127.0.0.1:{VPCD_BASE_PORT + slot}",
+        *extra_args,
+    ]
+
+
+class CardProcess:
+    """`python -m vcard run` on one vpcd slot, from start until its card is in the reader.
+
+    Used as a context manager: entering starts the process and waits (up to 15 s)
+    until "Virtual PCD 00 0<slot>" has a card; leaving sends SIGTERM and waits for
+    the process. Its stderr goes to a temporary file (a pipe could fill up with
+    --trace and stall the card) and is quoted in every failure message.
+    """
+
+    def __init__(self, profile: str = "iso", slot: int = 0, extra_args: Sequence[str] = ()) -> None:
+        self.profile = profile
+        self.slot = slot
+        self.extra_args = tuple(extra_args)
+        self.reader = reader_name(slot)
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def command(self) -> list[str]:
+        return vcard_command(self.profile, self.slot, self.extra_args)
+
+    def output(self) -> str:
+        """Everything the process wrote so far (stdout and stderr)."""
+        if self._log is None:
+            return ""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def start(self) -> CardProcess:
+        # pcscd notices a departed card at its next presence poll; give a previous card time to go
+        if not wait_for_presence(self.reader, present=False, timeout=READER_EMPTY_TIMEOUT):
+            raise HarnessError(
+                f"{self.reader!r} still has a card {READER_EMPTY_TIMEOUT:.0f} s before the test started "
+                "one: another card (not under /tmp/vcard-vpcd.lock) holds this vpcd slot"
+            )
+        self._log = tempfile.TemporaryFile(prefix="vcard-run-")  # noqa: SIM115 - closed in close()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            self.command, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env
+        )
+        self.wait_present()
+        return self
+
+    def wait_present(self, timeout: float = CARD_START_TIMEOUT) -> None:
+        """Wait until the card is in the reader; fail with the process output if it is not."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise HarnessError(
+                    f"`{' '.join(self.command)}` exited with {self.process.returncode} before its card "
+                    f"appeared in {self.reader!r}. Its output:\n{self.output()}"
+                )
+            if card_present(self.reader):
+                return
+            if time.monotonic() >= deadline:
+                raise HarnessError(
+                    f"no card in {self.reader!r} {timeout:.0f} s after starting `{' '.join(self.command)}`. "
+                    f"Its output:\n{self.output()}"
+                )
+            time.sleep(POLL_INTERVAL)
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def terminate(self, timeout: float = CARD_STOP_TIMEOUT) -> int:
+        """SIGTERM and wait; kill (and fail) if it does not end. Returns the exit status."""
+        process = self.process
+        if process is None:
+            return 0
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                raise HarnessError(
+                    f"`vcard run` ignored SIGTERM for {timeout:.0f} s and was killed. Its output:\n"
+                    f"{self.output()}"
+                ) from None
+        return process.returncode
+
+    def close(self) -> None:
+        """Stop the process and wait until its reader is empty, so the next test starts clean."""
+        try:
+            self.terminate()
+            if self.process is not None and not wait_for_presence(
+                self.reader, present=False, timeout=READER_EMPTY_TIMEOUT
+            ):
+                raise HarnessError(f"{self.reader!r} still shows a card after `vcard run` ended")
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    def __enter__(self) -> CardProcess:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# ---- clients ---------------------------------------------------------------------------
+
+
+def opensc_tool(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    """Run opensc-tool; its output is in the result (stdout + stderr)."""
+    return subprocess.run(
+        ["opensc-tool", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def pcsc_connection(reader: str, disposition: int | None = None) -> Any:
+    """A connected pyscard CardConnection; `disposition` is what its disconnect() does.
+
+    The default is SCARD_LEAVE_CARD, what most PC/SC applications do, and not pyscard's
+    own default (SCARD_UNPOWER_CARD), which would power the card off, clearing all of
+    its security status, at every disconnect. Pass SCARD_RESET_CARD or
+    SCARD_UNPOWER_CARD to test those.
+    """
+    from smartcard.scard import SCARD_LEAVE_CARD
+    from smartcard.System import readers
+
+    for candidate in readers():
+        if str(candidate) == reader:
+            connection = candidate.createConnection()
+            connection.connect(disposition=SCARD_LEAVE_CARD if disposition is None else disposition)
+            return connection
+    raise HarnessError(f"no reader {reader!r}; readers: {[str(r) for r in readers()]}")
+
+
+def transmit(connection: Any, apdu: bytes | str) -> tuple[bytes, int]:
+    """Send an APDU (bytes or hex) over a pyscard connection; return (data, SW)."""
+    raw = bytes.fromhex(apdu) if isinstance(apdu, str) else apdu
+    data, sw1, sw2 = connection.transmit(list(raw))
+    return bytes(data), (sw1 << 8) | sw2

@@ -1,0 +1,439 @@
+"""The card (vpicc) side of vsmartcard's vpcd protocol, in client mode.
+
+pcscd loads vsmartcard's `libifdvpcd`, which listens on 127.0.0.1:35963 + slot and
+shows a reader "Virtual PCD 00 0<slot>". A card is "inserted" while a TCP
+connection to that port is up and "removed" when it closes. vpcd is the only one
+that speaks first: it sends one frame at a time and waits for the answer.
+
+Frames in both directions are a 2-byte big-endian length followed by that many
+bytes. A 1-byte payload is a control code (00 power off, 01 power on, 02 reset,
+04 get ATR); only 04 gets a reply, because vpcd reads nothing after the others and
+a reply would desynchronise the stream. Anything else is a command APDU and gets
+the response APDU. vpcd has no receive timeout, so every request that expects a
+reply must get one, and the reply must never be empty: vpcd treats a 0-length
+frame as card removal. vpcd 0.8 (Debian 12) writes the length and the payload with
+two separate send() calls, so every frame is read in a loop until complete.
+
+The link knows nothing about applets: it only calls `power_on`, `power_off`,
+`reset`, `transmit` and reads `atr` (see `SmartCard`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Protocol
+
+from ..atr import build as build_atr
+
+log = logging.getLogger("vcard.transport.vpcd")
+
+VPCD_BASE_PORT = 35963
+"""vpcd's CHANNELID 0x8C7B; slot n listens on VPCD_BASE_PORT + n."""
+
+VPCD_SLOTS = 2
+"""Debian's libifdvpcd is built with the default of two slots."""
+
+LOCK_PATH = "/tmp/vcard-vpcd.lock"
+"""Tests and benchmarks on one machine share the vpcd slots; they queue on this lock."""
+
+CTRL_POWER_OFF = 0
+CTRL_POWER_ON = 1
+CTRL_RESET = 2
+CTRL_GET_ATR = 4
+
+MAX_FRAME = 0xFFFF
+RECV_SIZE = 2 + MAX_FRAME
+CONNECT_TIMEOUT = 5.0
+BACKOFF_START = 0.1
+BACKOFF_MAX = 2.0
+
+# Linux TCP_QUICKACK (12): the kernel clears it after every ACK it sends, so it has to
+# be set again before each recv. Without it, vpcd 0.8 (two send() calls per frame,
+# Nagle on) waits for our delayed ACK, about 40 ms per APDU.
+TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)
+
+# Sent instead of a response that cannot be carried: a frame holds at most 65535 bytes.
+_SW_WRONG_LENGTH = b"\x67\x00"
+_SW_NO_PRECISE_DIAGNOSIS = b"\x6f\x00"
+
+
+class SmartCard(Protocol):
+    """What the link needs from a card (vcard.cardos.Card, or a stub in benchmarks)."""
+
+    @property
+    def atr(self) -> bytes: ...
+
+    def power_on(self) -> None: ...
+
+    def power_off(self) -> None: ...
+
+    def reset(self) -> None: ...
+
+    def transmit(self, raw: bytes) -> bytes: ...
+
+
+def reader_name(slot: int) -> str:
+    """The PC/SC reader name pcscd gives vpcd slot `slot` ("Virtual PCD 00 00" for slot 0)."""
+    return f"Virtual PCD 00 0{slot}"
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """Split "HOST:PORT" (or "[v6]:PORT") into (host, port), with a message saying what is wrong."""
+    value = text.strip()
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text:
+        raise ValueError(f"vpcd endpoint {text!r} is not HOST:PORT (for example 127.0.0.1:{VPCD_BASE_PORT})")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(
+            f"vpcd endpoint {text!r}: write an IPv6 address in brackets, e.g. [::1]:{VPCD_BASE_PORT}"
+        )
+    if not host:
+        raise ValueError(f"vpcd endpoint {text!r} has an empty host")
+    if not port_text.isdigit():
+        raise ValueError(f"vpcd endpoint {text!r}: port {port_text!r} is not a number")
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"vpcd endpoint {text!r}: port {port} is outside 1-65535")
+    return host, port
+
+
+_held_locks: dict[str, tuple[int, int, bool]] = {}  # real path -> (descriptor, depth, opened here)
+_held_locks_guard = threading.Lock()
+
+
+def _open_lock_file(path: str) -> int:
+    # Open an existing file without O_CREAT: with fs.protected_regular, O_CREAT on another
+    # user's file in sticky /tmp fails. Read-only is enough for flock.
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+
+def _inherited_holder(fd: int) -> int | None:
+    """A descriptor inherited from a parent that already holds the lock, or None.
+
+    `flock /tmp/vcard-vpcd.lock pytest ...` is a natural way to queue a run by hand:
+    pytest then inherits the locked descriptor, and taking the lock again on a fresh
+    descriptor would wait for ourselves forever. flock on the very descriptor that
+    holds the lock succeeds at once, which is how the holder is recognised.
+    """
+    target = os.fstat(fd)
+    try:
+        candidates = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        return None
+    for candidate in candidates:
+        if candidate == fd:
+            continue
+        try:
+            info = os.fstat(candidate)
+        except OSError:
+            continue
+        if (info.st_dev, info.st_ino) != (target.st_dev, target.st_ino):
+            continue
+        try:
+            fcntl.flock(candidate, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue
+        return candidate
+    return None
+
+
+def _acquire(key: str, shown_path: str) -> tuple[int, bool]:
+    """Lock `key`; returns (descriptor, whether we opened it and must close it)."""
+    fd = _open_lock_file(key)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd, True
+        except BlockingIOError:
+            pass
+        inherited = _inherited_holder(fd)
+        if inherited is not None:
+            os.close(fd)
+            return inherited, False
+        # a plain message on stderr: whoever waits (a test run, a benchmark) should see why
+        print(
+            f"waiting for {shown_path}: another test run or benchmark holds the vpcd slots", file=sys.stderr
+        )
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd, True
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+@contextlib.contextmanager
+def exclusive_slots(path: str = LOCK_PATH) -> Iterator[None]:
+    """Hold an exclusive flock that serialises users of the vpcd slots on this machine.
+
+    Only one card can sit in a vpcd slot: a second card's TCP connection is queued by
+    the kernel but never accepted, so two concurrent test runs would see each other's
+    cards. Tests and benchmarks take this lock for their whole run and thereby queue.
+
+    Re-entrant within a process: a session-wide holder (the integration harness) and a
+    per-test holder (the pytest plugin's fixtures) must not deadlock each other, which
+    two flocks on separate descriptors of the same file in one process would. A lock
+    already held through a descriptor inherited from the parent (`flock LOCK pytest`)
+    counts as held.
+    """
+    key = os.path.realpath(path)
+    with _held_locks_guard:
+        held = _held_locks.get(key)
+        if held is not None:
+            _held_locks[key] = (held[0], held[1] + 1, held[2])
+        else:
+            fd, owned = _acquire(key, path)
+            _held_locks[key] = (fd, 1, owned)
+    try:
+        yield
+    finally:
+        with _held_locks_guard:
+            fd, depth, owned = _held_locks[key]
+            if depth > 1:
+                _held_locks[key] = (fd, depth - 1, owned)
+            else:
+                del _held_locks[key]
+                if owned:
+                    os.close(fd)  # closing the descriptor releases the lock
+                # an inherited descriptor stays open: its lock belongs to the parent
+
+
+class _Closed(Exception):
+    """The peer closed the connection (or we shut it down)."""
+
+
+class VpcdLink:
+    """Keeps one card connected to one vpcd slot, from a background thread.
+
+    The thread connects to vpcd, answers its frames, and reconnects with backoff
+    (0.1 s doubling to 2 s, back to 0.1 s after a successful attachment) when vpcd or
+    pcscd is absent or restarts. `remove()` drops the connection (the reader empties)
+    and keeps it down until `insert()`. `attached` is set once vpcd has actually
+    talked to us: a TCP connect alone can sit in the listen backlog of a slot that
+    another card occupies, so the first frame is the proof that the card is in the reader.
+    """
+
+    def __init__(
+        self,
+        card: SmartCard,
+        host: str = "127.0.0.1",
+        port: int = VPCD_BASE_PORT,
+        quickack: bool = True,
+        name: str = "",
+    ) -> None:
+        self.card = card
+        self.host = host
+        self.port = port
+        self.quickack = quickack and sys.platform.startswith("linux")
+        self.name = name or "card"
+        self.attached = threading.Event()
+        self._stopping = threading.Event()
+        self._inserted = threading.Event()
+        self._inserted.set()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def connected(self) -> bool:
+        """True while the card is in vpcd's reader (see `attached`)."""
+        return self.attached.is_set()
+
+    @property
+    def inserted(self) -> bool:
+        """False between `remove()` and `insert()`."""
+        return self._inserted.is_set()
+
+    # ---- control ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background thread (a daemon: it never keeps the process alive)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name=f"vcard-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Close the connection (vpcd notices at its next presence poll, 0.4 s) and end the thread."""
+        self._stopping.set()
+        self._wake.set()
+        self._drop_connection()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("%s: link thread did not end within %.1f s", self.name, timeout)
+
+    def remove(self) -> None:
+        """Take the card out of the reader until `insert()` (the thread stays alive)."""
+        self._inserted.clear()
+        self._wake.set()
+        self._drop_connection()
+
+    def insert(self) -> None:
+        """Put the card back after `remove()`; the thread reconnects at once."""
+        self._inserted.set()
+        self._wake.set()
+
+    def _drop_connection(self) -> None:
+        # shutdown() wakes the thread blocked in recv(); the thread itself closes the socket.
+        with self._lock:
+            sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    # ---- thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay = BACKOFF_START
+        while not self._stopping.is_set():
+            if not self._inserted.is_set():
+                self._wait(None)
+                continue
+            sock = self._connect()
+            if sock is None:
+                self._wait(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            try:
+                was_attached = self._serve(sock)
+            finally:
+                with self._lock:
+                    self._sock = None
+                sock.close()
+                if self.attached.is_set():
+                    self.attached.clear()
+                    log.info("%s: detached from %s", self.name, self.endpoint)
+            if was_attached:
+                delay = BACKOFF_START
+            else:
+                # connected but vpcd hung up before talking (e.g. pcscd shutting down)
+                self._wait(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+
+    def _wait(self, seconds: float | None) -> None:
+        """Sleep until the delay passes or stop()/remove()/insert() wakes us."""
+        if self._stopping.is_set():
+            return
+        self._wake.wait(seconds)
+        self._wake.clear()
+
+    def _connect(self) -> socket.socket | None:
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT)
+        except OSError as error:
+            log.debug("%s: cannot connect to %s: %s", self.name, self.endpoint, error)
+            return None
+        sock.settimeout(None)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            if self._stopping.is_set() or not self._inserted.is_set():
+                sock.close()
+                return None
+            self._sock = sock
+        log.debug("%s: connected to %s, waiting for vpcd", self.name, self.endpoint)
+        return sock
+
+    def _serve(self, sock: socket.socket) -> bool:
+        """Answer frames until the connection ends; True if vpcd talked to us."""
+        talked = False
+        pending = bytearray()  # bytes received but not yet consumed
+        try:
+            while True:
+                header = self._recv_exact(sock, pending, 2)
+                payload = self._recv_exact(sock, pending, int.from_bytes(header, "big"))
+                if not talked:
+                    talked = True
+                    self.attached.set()
+                    log.info("%s: attached to %s", self.name, self.endpoint)
+                reply = self._handle(payload)
+                if reply is not None:
+                    sock.sendall(len(reply).to_bytes(2, "big") + reply)
+        except _Closed:
+            pass
+        except OSError as error:
+            if error.errno not in (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.EBADF):
+                log.warning("%s: connection to %s failed: %s", self.name, self.endpoint, error)
+        return talked
+
+    def _recv_exact(self, sock: socket.socket, pending: bytearray, size: int) -> bytes:
+        """The next `size` bytes of the stream, receiving as many segments as that takes.
+
+        Reads into `pending` with a large recv, so a header and body that are already
+        both in the socket buffer cost one system call, not two. vpcd sends one request
+        and waits for the answer, so `pending` never holds more than one frame.
+        """
+        while len(pending) < size:
+            if self.quickack:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
+            chunk = sock.recv(RECV_SIZE)
+            if not chunk:
+                raise _Closed
+            pending += chunk
+        data = bytes(pending[:size])
+        del pending[:size]
+        return data
+
+    def _handle(self, payload: bytes) -> bytes | None:
+        """The reply to one vpcd frame, or None for control codes that get none."""
+        if len(payload) == 1:
+            return self._control(payload[0])
+        try:
+            reply = self.card.transmit(payload)
+        except Exception:  # a card must keep answering; vpcd would wait forever otherwise
+            log.exception("%s: card failed on %s", self.name, payload.hex().upper())
+            return _SW_NO_PRECISE_DIAGNOSIS
+        if len(reply) < 2:
+            log.error("%s: card returned %d bytes (no status word)", self.name, len(reply))
+            return _SW_NO_PRECISE_DIAGNOSIS
+        if len(reply) > MAX_FRAME:
+            log.error("%s: response of %d bytes does not fit a vpcd frame", self.name, len(reply))
+            return _SW_WRONG_LENGTH
+        return reply
+
+    def _control(self, code: int) -> bytes | None:
+        try:
+            if code == CTRL_GET_ATR:
+                atr = bytes(self.card.atr)
+                if not atr or len(atr) > MAX_FRAME:
+                    # an empty ATR frame would make vpcd eject the card
+                    log.error("%s: unusable ATR (%d bytes); sending a default one", self.name, len(atr))
+                    atr = build_atr(b"vcard")
+                return atr
+            if code == CTRL_POWER_OFF:
+                log.debug("%s: power off", self.name)
+                self.card.power_off()
+            elif code == CTRL_POWER_ON:
+                log.debug("%s: power on", self.name)
+                self.card.power_on()
+            elif code == CTRL_RESET:
+                log.debug("%s: reset", self.name)
+                self.card.reset()
+            else:
+                log.warning("%s: unknown vpcd control code %02X ignored", self.name, code)
+        except Exception:  # keep serving: the stream stays in sync because these get no reply
+            log.exception("%s: card failed on control code %02X", self.name, code)
+            if code == CTRL_GET_ATR:
+                return build_atr(b"vcard")
+        return None
