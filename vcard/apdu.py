@@ -66,12 +66,14 @@ def verify_failed(tries_left: int) -> int:
     return 0x63C0 | min(max(tries_left, 0), 15)
 
 
+_SW_NAMES = {member.value: member.name for member in SW}
+
+
 def sw_name(sw: int) -> str:
     """A readable name for any status word, including the counted families."""
-    try:
-        return SW(sw).name
-    except ValueError:
-        pass
+    name = _SW_NAMES.get(sw)
+    if name is not None:
+        return name
     if sw & 0xFF00 == 0x6100:
         return f"BYTES_REMAINING({sw & 0xFF or 256})"
     if sw & 0xFFF0 == 0x63C0:
@@ -86,7 +88,12 @@ class ISOError(Exception):
 
     def __init__(self, sw: int, message: str = "") -> None:
         self.sw = int(sw)
-        super().__init__(f"{self.sw:04X} {sw_name(self.sw)}" + (f": {message}" if message else ""))
+        self.message = message
+        super().__init__(self.sw, message)
+
+    def __str__(self) -> str:
+        # formatted on demand: error answers such as 63Cx are on the per-APDU hot path
+        return f"{self.sw:04X} {sw_name(self.sw)}" + (f": {self.message}" if self.message else "")
 
 
 SHORT_MAX_NE = 256
