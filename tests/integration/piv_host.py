@@ -1,0 +1,132 @@
+"""Host-side helpers for the PIV integration tests: a pyscard connection that chains like a
+client, and a self-signed certificate made with a key that stays on the card.
+
+yubico-piv-tool 2.2.0 linked with OpenSSL 3 (Debian 12) cannot run `selfsign-certificate`
+or `request-certificate`: it installs its card-backed RSA/EC method after wrapping the key in
+an EVP_PKEY, which OpenSSL 3 ignores (Yubico/yubico-piv-tool#388, openssl/openssl#15350), so the
+tool fails before sending anything to the card. `selfsigned_certificate` does the same job
+through the card: the to-be-signed part is built by `cryptography`, the signature comes from
+GENERAL AUTHENTICATE.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
+
+from vcard import tlv
+from vcard.apdu import CommandAPDU, ResponseAPDU
+
+PIV_AID = bytes.fromhex("A000000308000010000100")
+READER = "Virtual PCD 00 00"
+SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+
+
+class PcscCard:
+    """A PC/SC connection to the virtual reader (pyscard), with command and response chaining."""
+
+    def __init__(self, reader_name: str = READER) -> None:
+        from smartcard.System import readers
+
+        reader = next(r for r in readers() if str(r) == reader_name)
+        self.connection = reader.createConnection()
+        self.connection.connect()
+
+    def close(self) -> None:
+        """Disconnect and release the PC/SC context now (not in __del__ at interpreter exit)."""
+        self.connection.disconnect()
+        release = getattr(self.connection, "release", None)
+        if release is not None:
+            release()
+
+    def raw(self, apdu: bytes) -> ResponseAPDU:
+        data, sw1, sw2 = self.connection.transmit(list(apdu))
+        return ResponseAPDU(bytes(data), (sw1 << 8) | sw2)
+
+    def send(
+        self, cla: int, ins: int, p1: int, p2: int, data: bytes = b"", ne: int | None = 256
+    ) -> ResponseAPDU:
+        chunks = [data[i : i + 255] for i in range(0, len(data), 255)] or [b""]
+        for chunk in chunks[:-1]:
+            answer = self.raw(CommandAPDU(cla | 0x10, ins, p1, p2, chunk).encode())
+            if answer.sw != 0x9000:
+                return answer
+        response = self.raw(CommandAPDU(cla, ins, p1, p2, chunks[-1], ne).encode())
+        out = response.data
+        while response.sw >> 8 == 0x61:
+            response = self.raw(CommandAPDU(0x00, 0xC0, 0, 0, ne=response.sw & 0xFF or 256).encode())
+            out += response.data
+        return ResponseAPDU(out, response.sw)
+
+    def select(self) -> ResponseAPDU:
+        return self.send(0x00, 0xA4, 0x04, 0x00, PIV_AID)
+
+    def verify(self, pin: str = "123456") -> int:
+        return self.send(0x00, 0x20, 0x00, 0x80, pin.encode().ljust(8, b"\xff"), ne=None).sw
+
+    def general_authenticate(self, algorithm: int, slot: int, tag: int, data: bytes) -> ResponseAPDU:
+        body = tlv.encode(0x7C, [tlv.encode(0x82, b""), tlv.encode(tag, data)])
+        return self.send(0x00, 0x87, algorithm, slot, body)
+
+
+def card_sign(card: PcscCard, algorithm: int, slot: int, public_key: object, message: bytes) -> bytes:
+    """SHA-256 signature made by the card (PIN verified just before, for PIN-always slots)."""
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(message)
+    hashed = digest.finalize()
+    if isinstance(public_key, rsa.RSAPublicKey):
+        size = public_key.key_size // 8
+        payload = SHA256_DIGEST_INFO + hashed
+        block = b"\x00\x01" + b"\xff" * (size - len(payload) - 3) + b"\x00" + payload
+        data = block
+    else:
+        data = hashed
+    assert card.verify() == 0x9000
+    response = card.general_authenticate(algorithm, slot, 0x81, data)
+    assert response.sw == 0x9000, f"GENERAL AUTHENTICATE answered {response.sw:04X}"
+    signature = tlv.find(response.data, 0x7C, 0x82)
+    assert signature is not None
+    return signature
+
+
+def selfsigned_certificate(
+    card: PcscCard, algorithm: int, slot: int, public_pem: bytes, subject: str
+) -> bytes:
+    """A self-signed certificate (PEM) for the card key whose public key is `public_pem`."""
+    public_key = serialization.load_pem_public_key(public_pem)
+    stand_in: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+    if isinstance(public_key, rsa.RSAPublicKey):
+        stand_in = rsa.generate_private_key(65537, public_key.key_size)
+    else:
+        assert isinstance(public_key, ec.EllipticCurvePublicKey)
+        stand_in = ec.generate_private_key(public_key.curve)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    now = datetime.datetime.now(datetime.UTC)
+    draft = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public_key)  # type: ignore[arg-type]
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .sign(stand_in, hashes.SHA256())
+    )
+    signature = card_sign(card, algorithm, slot, public_key, draft.tbs_certificate_bytes)
+    algorithm_identifier = tlv.decode(tlv.decode_one(draft.public_bytes(serialization.Encoding.DER)).value)[1]
+    der = tlv.encode(
+        0x30,
+        [draft.tbs_certificate_bytes, algorithm_identifier.encode(), tlv.encode(0x03, b"\x00" + signature)],
+    )
+    certificate = x509.load_der_x509_certificate(der)
+    if isinstance(public_key, rsa.RSAPublicKey):
+        public_key.verify(
+            certificate.signature, certificate.tbs_certificate_bytes, padding.PKCS1v15(), hashes.SHA256()
+        )
+    else:
+        public_key.verify(certificate.signature, certificate.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256()))
+    return certificate.public_bytes(serialization.Encoding.PEM)

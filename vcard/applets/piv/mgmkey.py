@@ -1,0 +1,71 @@
+"""Card-side management key (9B) challenge-response: SP 800-73 Part 2 Appendix A.
+
+Three client dialogues are served (all within GENERAL AUTHENTICATE, template 7C):
+
+- mutual (yubico-piv-tool, ykman, `piv-tool -A M`): `80 00` -> card returns `80 E(W)`;
+  host sends `80 W, 81 C [, 82 00]` -> card checks W, returns `82 E(C)`;
+- external (`piv-tool -A A`): `81 00` -> card returns `81 C`; host sends `82 E(C)`;
+- bare challenge (`81 00` alone, OpenSC's C_GenerateRandom): answered like the first
+  step of external authentication, any number of times.
+
+A witness or challenge is good for exactly one answer: whatever the outcome, it is
+forgotten, so a replayed response fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ... import tlv
+from ...apdu import SW, ISOError
+from .keys import Algorithm, block_encrypt, block_size, constant_time_equal, random_bytes
+
+
+@dataclass
+class ManagementKeyAuth:
+    """Outstanding witness/challenge of one 9B dialogue (volatile, cleared on deselect)."""
+
+    witness: bytes | None = None
+    challenge: bytes | None = None
+
+    def clear(self) -> None:
+        self.witness = None
+        self.challenge = None
+
+    def step(self, algorithm: Algorithm, key: bytes, items: dict[int, bytes]) -> tuple[bytes, bool]:
+        """Process one 7C template; returns (response data, authenticated now)."""
+        size = block_size(algorithm)
+        witness = items.get(0x80)
+        challenge = items.get(0x81)
+        response = items.get(0x82)
+        if witness == b"" and challenge is None and not response:
+            self.clear()
+            self.witness = random_bytes(size)
+            encrypted = block_encrypt(algorithm, key, self.witness)
+            return tlv.encode(0x7C, [tlv.encode(0x80, encrypted)]), False
+        if witness:
+            expected, self.witness = self.witness, None
+            self.challenge = None
+            if challenge is None or len(challenge) != size:
+                raise ISOError(SW.INCORRECT_DATA, "mutual authentication needs a challenge of one block")
+            if expected is None or not constant_time_equal(witness, expected):
+                raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED, "witness does not match")
+            return tlv.encode(0x7C, [tlv.encode(0x82, block_encrypt(algorithm, key, challenge))]), True
+        if challenge == b"" and not response:
+            self.clear()
+            self.challenge = random_bytes(size)
+            return tlv.encode(0x7C, [tlv.encode(0x81, self.challenge)]), False
+        if response and challenge is None:
+            expected, self.challenge = self.challenge, None
+            self.witness = None
+            if expected is None:
+                raise ISOError(SW.CONDITIONS_NOT_SATISFIED, "no challenge outstanding")
+            if not constant_time_equal(response, block_encrypt(algorithm, key, expected)):
+                raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED, "response does not match")
+            return b"", True
+        if challenge and response == b"":
+            # Internal authentication of the card: encrypt the host's challenge.
+            if len(challenge) != size:
+                raise ISOError(SW.INCORRECT_DATA, "challenge must be one block")
+            return tlv.encode(0x7C, [tlv.encode(0x82, block_encrypt(algorithm, key, challenge))]), False
+        raise ISOError(SW.INCORRECT_DATA, "unsupported 9B dynamic authentication template")

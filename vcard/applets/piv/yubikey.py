@@ -1,0 +1,223 @@
+"""YubiKey PIV extensions (Yubico's INS F6..FF), so that yubico-piv-tool and ykman work.
+
+Yubico documents these in libykpiv (`ykpiv.h`) and yubikit (`piv.py`); the byte layouts
+here follow those clients. Everything that changes the card needs the management key.
+"""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
+
+from ... import tlv
+from ...apdu import SW, CommandAPDU, ISOError
+from ...cardos import HandlerResult, command
+from ...crypto import PrivateKey
+from ...security import RoleType
+from . import attestation, keys, objects
+from .commands import PivCommands, _policy_byte
+from .config import REF_MANAGEMENT
+from .keys import Algorithm, Origin
+
+INS_MOVE_KEY = 0xF6
+INS_GET_METADATA = 0xF7
+INS_GET_SERIAL = 0xF8
+INS_ATTEST = 0xF9
+INS_SET_PIN_RETRIES = 0xFA
+INS_RESET = 0xFB
+INS_GET_VERSION = 0xFD
+INS_IMPORT_KEY = 0xFE
+INS_SET_MANAGEMENT_KEY = 0xFF
+
+MAX_RETRIES = 15
+TOUCH_FLAG_NO_TOUCH = 0xFF
+TOUCH_FLAG_TOUCH = 0xFE
+
+
+class YubicoCommands(PivCommands):
+    """GET VERSION/SERIAL/METADATA, SET MANAGEMENT KEY, IMPORT, RESET, SET PIN RETRIES, ATTEST, MOVE."""
+
+    @command(INS_GET_VERSION)
+    def get_version(self, apdu: CommandAPDU) -> HandlerResult:
+        """Firmware version: libykpiv refuses a PIV card without it; it gates client features."""
+        return bytes(self.config.version)
+
+    @command(INS_GET_SERIAL)
+    def get_serial(self, apdu: CommandAPDU) -> HandlerResult:
+        return self.serial.to_bytes(4, "big")
+
+    @command(INS_GET_METADATA)
+    def get_metadata(self, apdu: CommandAPDU) -> HandlerResult:
+        """Metadata of a PIN, the management key or a key slot; 6A88 for empty or unknown references."""
+        if apdu.p1 != 0x00:
+            raise ISOError(SW.INCORRECT_P1P2)
+        reference = apdu.p2
+        if reference == REF_MANAGEMENT:
+            return self._management_metadata()
+        role = self.config.references.get(reference)
+        if role is not None and self.security.role(role).type == RoleType.PIN:
+            return b"".join(
+                [
+                    tlv.encode(0x01, b"\xff"),
+                    tlv.encode(0x05, b"\x01" if self.security.is_default_value(role) else b"\x00"),
+                    tlv.encode(
+                        0x06, bytes([self.security.retry_limit(role), self.security.tries_left(role)])
+                    ),
+                ]
+            )
+        entry = self.key_entry(reference) if reference in (*keys.KEY_SLOTS, keys.SLOT_ATTESTATION) else None
+        if entry is None:
+            raise ISOError(SW.REFERENCE_NOT_FOUND, f"nothing in {reference:02X}")
+        public = [tlv.encode(tag, value) for tag, value in keys.public_key_template(entry.key)]
+        return b"".join(
+            [
+                tlv.encode(0x01, bytes([entry.algorithm])),
+                tlv.encode(0x02, bytes([entry.pin_policy, entry.touch_policy])),
+                tlv.encode(0x03, bytes([entry.origin])),
+                tlv.encode(0x04, public),
+            ]
+        )
+
+    def _management_metadata(self) -> bytes:
+        default = self.security.is_default_value(self.config.management_role)
+        touch = keys.TouchPolicy.ALWAYS if self.state["management"].get("touch") else keys.TouchPolicy.NEVER
+        return b"".join(
+            [
+                tlv.encode(0x01, bytes([self.management_algorithm])),
+                tlv.encode(0x02, bytes([0x00, touch])),
+                tlv.encode(0x05, b"\x01" if default else b"\x00"),
+            ]
+        )
+
+    @command(INS_SET_MANAGEMENT_KEY)
+    def set_management_key(self, apdu: CommandAPDU) -> HandlerResult:
+        """`FF FF|FE  alg 9B len key`: replace the 9B key (and its algorithm); FE = touch required."""
+        if apdu.p1 != 0xFF or apdu.p2 not in (TOUCH_FLAG_NO_TOUCH, TOUCH_FLAG_TOUCH):
+            raise ISOError(SW.INCORRECT_P1P2)
+        self.require_management()
+        if len(apdu.data) < 3:
+            raise ISOError(SW.INCORRECT_DATA, "expected algorithm, 9B and the key")
+        try:
+            algorithm = Algorithm(apdu.data[0])
+            _, length = keys.SYMMETRIC[algorithm]
+        except (ValueError, KeyError):
+            raise ISOError(
+                SW.INCORRECT_DATA, f"unknown management key algorithm {apdu.data[0]:02X}"
+            ) from None
+        key = tlv.decode_one(apdu.data[1:], REF_MANAGEMENT).value
+        if len(key) != length:
+            raise ISOError(SW.INCORRECT_DATA, f"algorithm {algorithm:02X} takes {length}-byte keys")
+        if apdu.p2 == TOUCH_FLAG_TOUCH and self.config.touch_role is None:
+            raise ISOError(SW.INCORRECT_DATA, "this card has no touch sensor")
+        self.security.set_value(self.config.management_role, key, algorithm=keys.SYMMETRIC[algorithm][0])
+        self.state["management"] = {"touch": apdu.p2 == TOUCH_FLAG_TOUCH}
+        self.context.commit()
+        return None
+
+    @command(INS_IMPORT_KEY)
+    def import_key(self, apdu: CommandAPDU) -> HandlerResult:
+        """IMPORT KEY: RSA CRT parts 01..05, EC scalar 06, Ed25519 07, X25519 08; AA/AB policies."""
+        if apdu.p2 not in (*keys.KEY_SLOTS, keys.SLOT_ATTESTATION):
+            raise ISOError(SW.INCORRECT_P1P2, f"cannot import into {apdu.p2:02X}")
+        self.require_management()
+        info = self.enabled_algorithm(bytes([apdu.p1]))
+        parts = tlv.to_dict(apdu.data)
+        key = _import(info, parts)
+        pin_policy, touch_policy = self.resolve_policies(
+            apdu.p2, _policy_byte(parts.get(0xAA)), _policy_byte(parts.get(0xAB))
+        )
+        self._store_key(apdu.p2, key, pin_policy, touch_policy, Origin.IMPORTED)
+        self.context.commit()
+        return None
+
+    @command(INS_RESET)
+    def reset_application(self, apdu: CommandAPDU) -> HandlerResult:
+        """RESET: only once PIN and PUK are blocked; keys, objects and PINs go back to the profile's."""
+        pin_role, puk_role = self.config.pin_role, self.config.puk_role
+        if not self.security.is_blocked(pin_role) or (
+            puk_role is not None and not self.security.is_blocked(puk_role)
+        ):
+            raise ISOError(SW.CONDITIONS_NOT_SATISFIED, "PIN and PUK must be blocked first")
+        self.security.factory_reset()
+        self.deselect()
+        self._initialise(keep_attestation=True)
+        return None
+
+    @command(INS_SET_PIN_RETRIES)
+    def set_pin_retries(self, apdu: CommandAPDU) -> HandlerResult:
+        """`FA <pin tries> <puk tries>`: needs 9B and the PIN; PIN and PUK return to their defaults."""
+        if not 1 <= apdu.p1 <= MAX_RETRIES or not 1 <= apdu.p2 <= MAX_RETRIES:
+            raise ISOError(SW.INCORRECT_P1P2, f"retries are 1..{MAX_RETRIES} (the most 63Cx can report)")
+        self.require_management()
+        if not self.security.is_authenticated(self.config.pin_role):
+            raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED, "PIN not verified")
+        for role, tries in ((self.config.pin_role, apdu.p1), (self.config.puk_role, apdu.p2)):
+            if role is not None:
+                self.security.set_value(role, self.security.role(role).initial, retries=tries)
+        return None
+
+    @command(INS_ATTEST)
+    def attest(self, apdu: CommandAPDU) -> HandlerResult:
+        """ATTEST: an X.509 certificate for a key generated on the card, signed by the F9 key."""
+        if apdu.p2 != 0x00 or apdu.p1 not in keys.KEY_SLOTS:
+            raise ISOError(SW.INCORRECT_P1P2)
+        entry = self.require_key(apdu.p1)
+        if entry.origin != Origin.GENERATED:
+            raise ISOError(SW.INCORRECT_DATA, "only keys generated on the card can be attested")
+        signer = self.require_key(keys.SLOT_ATTESTATION)
+        container = self.get_object(objects.TAG_ATTESTATION_CERT)
+        issuer = tlv.find(container, 0x70) if container else None
+        if not issuer:
+            raise ISOError(SW.REFERENCE_NOT_FOUND, "no attestation certificate (5FFF01)")
+        return attestation.attest(
+            signer.key,
+            issuer,
+            entry.slot,
+            entry.key,
+            self.config.version,
+            self.serial,
+            entry.pin_policy,
+            entry.touch_policy,
+        )
+
+    @command(INS_MOVE_KEY)
+    def move_key(self, apdu: CommandAPDU) -> HandlerResult:
+        """MOVE KEY (P1 = destination) or DELETE KEY (P1 = FF) of the key in slot P2."""
+        source, destination = apdu.p2, apdu.p1
+        if source not in (*keys.KEY_SLOTS, keys.SLOT_ATTESTATION):
+            raise ISOError(SW.INCORRECT_P1P2, f"no key slot {source:02X}")
+        if destination != 0xFF and (destination not in keys.KEY_SLOTS or source == keys.SLOT_ATTESTATION):
+            raise ISOError(SW.INCORRECT_P1P2, f"cannot move to {destination:02X}")
+        self.require_management()
+        entry = self.require_key(source)
+        if destination != 0xFF:
+            if self.key_entry(destination) is not None:
+                raise ISOError(SW.INCORRECT_DATA, f"slot {destination:02X} is not empty")
+            self._store_key(destination, entry.key, entry.pin_policy, entry.touch_policy, entry.origin)
+        self.delete_key(source)
+        self.context.commit()
+        return None
+
+
+def _import(info: keys.AlgorithmInfo, parts: dict[int, bytes]) -> PrivateKey:
+    """Build a private key from IMPORT KEY components, checking sizes (6A80 if inconsistent)."""
+    try:
+        if info.kind == "rsa":
+            p, q, dp, dq, qinv = (int.from_bytes(parts[tag], "big") for tag in (1, 2, 3, 4, 5))
+            e = 65537
+            n = p * q
+            if n.bit_length() != info.size * 8:
+                raise ValueError("modulus size does not match the algorithm")
+            d = pow(e, -1, (p - 1) * (q - 1))
+            numbers = rsa.RSAPrivateNumbers(p, q, d, dp, dq, qinv, rsa.RSAPublicNumbers(e, n))
+            return numbers.private_key()
+        if info.kind == "ec":
+            scalar = parts[6]
+            if len(scalar) != info.size:
+                raise ValueError("EC private key has the wrong length")
+            curve = ec.SECP256R1() if info.algorithm == Algorithm.P256 else ec.SECP384R1()
+            return ec.derive_private_key(int.from_bytes(scalar, "big"), curve)
+        if info.kind == "ed25519":
+            return ed25519.Ed25519PrivateKey.from_private_bytes(parts[7])
+        return x25519.X25519PrivateKey.from_private_bytes(parts[8])
+    except (KeyError, ValueError) as error:
+        raise ISOError(SW.INCORRECT_DATA, f"bad key components: {error}") from None
