@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 import minidriver as md
 from minidriver.cache import GlobalCache
 from minidriver.testing import PivProvisioner
-from minidriver.transport import InProcessTransport
+from minidriver.transport import TRAFFIC, InProcessTransport
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
 from vcard.transport.inproc import InProcessConnection
@@ -69,6 +70,25 @@ def test_pin_strength_advertises_session_pins(multi: Any) -> None:
     assert external & md.CARD_PIN_STRENGTH_SESSION_PIN
 
 
+def test_pin_strength_change_and_unblock_is_plaintext_for_pins_only(multi: Any) -> None:
+    card_data = _cd(multi)
+    for prop in (md.CP_CARD_PIN_STRENGTH_CHANGE, md.CP_CARD_PIN_STRENGTH_UNBLOCK):
+        strengths = {role: md.dword(md.CardGetProperty(card_data, prop, None, role)) for role in (1, 2, 3, 4)}
+        assert strengths == {
+            md.ROLE_USER: md.CARD_PIN_STRENGTH_PLAINTEXT,
+            md.ROLE_ADMIN: 0,  # challenge-response key
+            SIGN_PIN_ROLE: md.CARD_PIN_STRENGTH_PLAINTEXT,
+            FINGER_ROLE: 0,  # external: nothing to type
+        }
+
+
+def test_everyone_pin_info_is_an_uncached_empty_role(multi: Any) -> None:
+    """ROLE_EVERYONE is not on the card; its PIN_INFO is fixed (type 0, purpose 0, PinCacheNone)."""
+    card_data = _cd(multi)
+    raw = md.CardGetProperty(card_data, md.CP_CARD_PIN_INFO, 36, md.ROLE_EVERYONE)
+    assert raw == struct.pack("<9I", 6, 0, 0, 0, 0, 6, md.PinCachePolicyType.PinCacheNone, 0, 0)
+
+
 def test_session_pin_generate_then_use_from_another_process(multi: Any) -> None:
     generator = _cd(multi)
     token, _ = md.CardAuthenticateEx(
@@ -124,14 +144,7 @@ def test_signature_pin_container(multi: Any) -> None:
     """Container 1 (9C) belongs to the signature PIN (role 3): role 1 alone is not enough."""
     card_data = _cd(multi)
     assert md.dword(md.CardGetContainerProperty(card_data, 1, md.CCP_PIN_IDENTIFIER)) == SIGN_PIN_ROLE
-    try:
-        md.CardAuthenticateEx(card_data, SIGN_PIN_ROLE, 0, b"654321")
-    except md.ScardError as error:
-        if error.code == md.SCARD_E_INVALID_PARAMETER:
-            pytest.skip(
-                "profile multi-pin binds no PIV reference (83) to role 3 yet (PIV applet/profile work)"
-            )
-        raise
+    md.CardAuthenticateEx(card_data, SIGN_PIN_ROLE, 0, b"654321")
     md.CardDeauthenticateEx(card_data, md.CREATE_PIN_SET(SIGN_PIN_ROLE), 0)
     md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, b"123456")
     with pytest.raises(md.ScardError) as locked:
@@ -233,3 +246,19 @@ def test_no_recovery_for_roles_whose_policy_forbids_caching(multi: Any) -> None:
         clock.now += 6
         md.CardReadFile(card_data, None, "cardid")
     assert _state(card_data) == 0
+
+
+def test_traffic_log_hides_pins_and_session_pins(multi: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The APDU trace must never show a PIN, nor a session PIN (it authenticates from any process)."""
+    caplog.set_level(TRAFFIC, logger="minidriver.transport")
+    card_data = _cd(multi)
+    token, _ = md.CardAuthenticateEx(
+        card_data, md.ROLE_USER, md.CARD_AUTHENTICATE_GENERATE_SESSION_PIN, b"123456"
+    )
+    assert token
+    md.CardAuthenticateEx(_cd(multi), md.ROLE_USER, md.CARD_AUTHENTICATE_SESSION_PIN, token)
+    trace = caplog.text.lower()
+    assert " 805c" in trace and " 805d" in trace  # the session-PIN commands were traced
+    assert b"123456".hex() not in trace
+    assert token.hex() not in trace
+    assert "bytes hidden" in trace
