@@ -21,7 +21,7 @@ import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 from .backends.base import Backend, Container, RoleInfo
 from .cache import GLOBAL_CACHE, CacheStore, Freshness, FreshnessCache
@@ -37,7 +37,6 @@ from .constants import (
     CARD_AUTHENTICATE_PIN_PIN,
     CARD_AUTHENTICATE_SESSION_PIN,
     CARD_BUFFER_SIZE_ONLY,
-    CARD_CACHE_FILE_CURRENT_VERSION,
     CARD_CREATE_CONTAINER_KEY_GEN,
     CARD_CREATE_CONTAINER_KEY_IMPORT,
     CARD_DATA_CURRENT_VERSION,
@@ -81,13 +80,13 @@ from .constants import (
     MINIMUM_SUPPORTED_VERSION,
     PIN_CHANGE_FLAG_CHANGEPIN,
     PIN_CHANGE_FLAG_UNBLOCK,
-    PIN_INFO_CURRENT_VERSION,
     PIN_SET_ALL_ROLES,
     ROLE_ADMIN,
     ROLE_EVERYONE,
     ROLE_USER,
     RSA_KEYSPECS,
     PinCachePolicyType,
+    PinType,
     szBASE_CSP_DIR,
     szCACHE_FILE,
     szCARD_IDENTIFIER_FILE,
@@ -122,6 +121,8 @@ from .structures import (
     CARD_RSA_DECRYPT_INFO,
     CARD_SIGNING_INFO,
     CONTAINER_INFO,
+    PIN_CACHE_POLICY,
+    PIN_INFO,
     PUBLICKEYBLOB,
     StructureError,
 )
@@ -344,8 +345,8 @@ class _Context:
     def roles(self, card_data: CardData | None = None) -> dict[int, RoleInfo]:
         """The card's PIN roles; the vendor capabilities behind them come from the cache when fresh."""
         if self._roles is None:
-            vendor = getattr(self.backend, "vendor", None)
-            if card_data is not None and vendor is not None:
+            vendor = self.backend.vendor
+            if card_data is not None:
                 raw = self.cached(
                     card_data,
                     Freshness.PINS,
@@ -488,16 +489,25 @@ def _user_role(user_id: str) -> int:
     raise ScardError(Scard.E_INVALID_PARAMETER, f"user id {user_id!r}")
 
 
-def _normalise_name(name: str | None, what: str, allow_none: bool) -> str | None:
-    if name is None or name == "":
-        if allow_none:
-            return None
+def _name(name: str | None, what: str) -> str:
+    """A directory or file name: at most 8 ANSI characters legal in Windows names, lowercased (spec 4.1)."""
+    if not name:
         raise ScardError(Scard.E_INVALID_PARAMETER, f"{what} is required")
     if not isinstance(name, str) or len(name) > MAX_FILE_NAME_LEN or not name.isascii():
         raise ScardError(Scard.E_INVALID_PARAMETER, f"{what} {name!r}: at most 8 ANSI characters")
     if any(ch in name for ch in '\\/:*?"<>|\0'):
         raise ScardError(Scard.E_INVALID_PARAMETER, f"{what} {name!r}: character not allowed")
     return name.lower()
+
+
+def _directory(name: str | None) -> str | None:
+    """pszDirectoryName: None (or "") is the root directory."""
+    return _name(name, "pszDirectoryName") if name else None
+
+
+def _path(directory: str | None, name: str | None) -> tuple[str | None, str]:
+    """(pszDirectoryName, pszFileName) checked and normalised."""
+    return _directory(directory), _name(name, "pszFileName")
 
 
 # --- context ----------------------------------------------------------------------------------
@@ -917,8 +927,7 @@ def _file_kind(directory: str | None, name: str) -> Freshness:
 @_entry()
 def CardCreateDirectory(card_data: CardData, pszDirectory: str, AccessCondition: int) -> None:
     ctx = _context(card_data)
-    directory = _normalise_name(pszDirectory, "pszDirectory", allow_none=False)
-    assert directory is not None
+    directory = _name(pszDirectory, "pszDirectory")
     if AccessCondition not in (1, 2):
         raise ScardError(Scard.E_INVALID_PARAMETER, f"AccessCondition {AccessCondition}")
     if ctx.backend.read_only:
@@ -930,8 +939,7 @@ def CardCreateDirectory(card_data: CardData, pszDirectory: str, AccessCondition:
 @_entry()
 def CardDeleteDirectory(card_data: CardData, pszDirectory: str) -> None:
     ctx = _context(card_data)
-    directory = _normalise_name(pszDirectory, "pszDirectory", allow_none=False)
-    assert directory is not None
+    directory = _name(pszDirectory, "pszDirectory")
     if ctx.backend.read_only:
         raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "read-only card")
     ctx.bump(files=True)
@@ -947,9 +955,7 @@ def CardCreateFile(
     AccessCondition: int,
 ) -> None:
     ctx = _context(card_data)
-    directory = _normalise_name(pszDirectoryName, "pszDirectoryName", allow_none=True)
-    name = _normalise_name(pszFileName, "pszFileName", allow_none=False)
-    assert name is not None
+    directory, name = _path(pszDirectoryName, pszFileName)
     if not 1 <= AccessCondition <= 6 or AccessCondition == 4:
         raise ScardError(Scard.E_INVALID_PARAMETER, f"AccessCondition {AccessCondition}")
     if ctx.backend.read_only:
@@ -965,9 +971,7 @@ def CardReadFile(
     """Whole file. cardid and cardcf are always read from the card, never from the cache."""
     _check_flags(dwFlags)
     ctx = _context(card_data)
-    directory = _normalise_name(pszDirectoryName, "pszDirectoryName", allow_none=True)
-    name = _normalise_name(pszFileName, "pszFileName", allow_none=False)
-    assert name is not None
+    directory, name = _path(pszDirectoryName, pszFileName)
     if directory is None and name == szCACHE_FILE:
         # Read from the card (never from the cache); it also starts this transaction's cache view.
         fresh = ctx.freshness(card_data) if ctx.fresh is None else None
@@ -988,9 +992,7 @@ def CardWriteFile(
 ) -> None:
     _check_flags(dwFlags)
     ctx = _context(card_data)
-    directory = _normalise_name(pszDirectoryName, "pszDirectoryName", allow_none=True)
-    name = _normalise_name(pszFileName, "pszFileName", allow_none=False)
-    assert name is not None
+    directory, name = _path(pszDirectoryName, pszFileName)
     if ctx.backend.read_only:
         raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "read-only card")
     if directory is None and name == szCACHE_FILE:
@@ -1012,9 +1014,7 @@ def CardDeleteFile(
 ) -> None:
     _check_flags(dwFlags)
     ctx = _context(card_data)
-    directory = _normalise_name(pszDirectoryName, "pszDirectoryName", allow_none=True)
-    name = _normalise_name(pszFileName, "pszFileName", allow_none=False)
-    assert name is not None
+    directory, name = _path(pszDirectoryName, pszFileName)
     if ctx.backend.read_only:
         raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "read-only card")
     ctx.bump(files=True, containers=_file_kind(directory, name) is Freshness.CONTAINERS)
@@ -1026,7 +1026,7 @@ def CardEnumFiles(card_data: CardData, pszDirectoryName: str | None, dwFlags: in
     """File names of a directory (the C multi-string as a list); empty directory is FILE_NOT_FOUND."""
     _check_flags(dwFlags)
     ctx = _context(card_data)
-    directory = _normalise_name(pszDirectoryName, "pszDirectoryName", allow_none=True)
+    directory = _directory(pszDirectoryName)
     raw = ctx.cached(
         card_data,
         Freshness.FILES,
@@ -1045,9 +1045,7 @@ def CardGetFileInfo(
 ) -> CARD_FILE_INFO:
     _check_version(dwVersion, 1)
     ctx = _context(card_data)
-    directory = _normalise_name(pszDirectoryName, "pszDirectoryName", allow_none=True)
-    name = _normalise_name(pszFileName, "pszFileName", allow_none=False)
-    assert name is not None
+    directory, name = _path(pszDirectoryName, pszFileName)
     raw = ctx.cached(
         card_data,
         _file_kind(directory, name),
@@ -1230,7 +1228,9 @@ def CardConstructDHAgreement(card_data: CardData, pAgreementInfo: CARD_DH_AGREEM
     secret = ctx.backend.ecdh(
         container, b"\x04" + peer.x.to_bytes(size, "big") + peer.y.to_bytes(size, "big")
     )
-    index = next(i for i in range(256) if i not in ctx.agreements)
+    index = next((i for i in range(256) if i not in ctx.agreements), None)
+    if index is None:
+        raise ScardError(Scard.E_NO_MEMORY, "all 256 agreement indexes are in use")
     ctx.agreements[index] = _Agreement(secret)
     pAgreementInfo.bSecretAgreementIndex = index
     return index
@@ -1348,10 +1348,6 @@ def CardSetContainerProperty(
     raise ScardError(Scard.E_INVALID_PARAMETER, f"container property {wszProperty!r}")
 
 
-def _pin_info_bytes(role: RoleInfo) -> bytes:
-    return role.info.pack()
-
-
 @_entry(min_version=6)
 def CardGetProperty(
     card_data: CardData, wszProperty: str, cbData: int | None = None, dwFlags: int = 0
@@ -1380,22 +1376,19 @@ def CardGetProperty(
         if not 0 <= dwFlags < MAX_PINS:
             raise ScardError(Scard.E_INVALID_PARAMETER, f"dwFlags (PIN id) {dwFlags}")
         if wszProperty == CP_CARD_PIN_INFO and dwFlags == ROLE_EVERYONE:
-            from .constants import PinCachePolicyType as Policy
-            from .structures import PIN_CACHE_POLICY, PIN_INFO
-
-            return _fit(
-                PIN_INFO(
-                    PIN_INFO_CURRENT_VERSION, 0, 0, 0, 0, PIN_CACHE_POLICY(6, Policy.PinCacheNone, 0)
-                ).pack(),
-                cbData,
-            )
+            # Everyone is no secret: type 0, purpose 0, never cached (as OpenSC reports it).
+            never = PIN_CACHE_POLICY(PinCachePolicyType=PinCachePolicyType.PinCacheNone)
+            everyone = PIN_INFO(PinCachePolicy=never)
+            return _fit(everyone.pack(), cbData)
         role = _role(ctx, dwFlags)
         if wszProperty == CP_CARD_PIN_INFO:
-            return _fit(_pin_info_bytes(role), cbData)
+            return _fit(role.info.pack(), cbData)
         if wszProperty == CP_CARD_PIN_STRENGTH_VERIFY:
             return _fit(_dword(role.strength_verify), cbData)
-        changeable = (not role.external and not backend.read_only) or not role.challenge
-        return _fit(_dword(CARD_PIN_STRENGTH_PLAINTEXT if changeable else 0), cbData)
+        # Change and unblock take the new value in plaintext, which only a PIN role can use:
+        # an external role (PIN pad, biometric) or a challenge-response key has no PIN to set.
+        plain = int(role.info.PinType) == PinType.AlphaNumericPinType
+        return _fit(_dword(CARD_PIN_STRENGTH_PLAINTEXT if plain else 0), cbData)
     _check_flags(dwFlags)
     if wszProperty == CP_CARD_FREE_SPACE:
         return _fit(backend.free_space().pack(), cbData)
@@ -1465,7 +1458,7 @@ def CardSetProperty(card_data: CardData, wszProperty: str, pbData: bytes, dwFlag
 # --- secure key injection (v7): not implemented, as in OpenSC ----------------------------------
 
 
-def _ski(card_data: CardData, name: str) -> None:
+def _ski(card_data: CardData, name: str) -> NoReturn:
     _context(card_data)
     if card_data.dwVersion < 7:
         raise ScardError(Scard.E_UNSUPPORTED_FEATURE, f"{name} needs CARD_DATA version 7")
@@ -1474,7 +1467,6 @@ def _ski(card_data: CardData, name: str) -> None:
 
 def CardGetSharedKeyHandle(card_data: CardData, pbInput: bytes) -> tuple[bytes, int]:
     _ski(card_data, "CardGetSharedKeyHandle")
-    raise AssertionError
 
 
 def CardImportSessionKey(
@@ -1487,21 +1479,18 @@ def CardImportSessionKey(
     dwFlags: int = 0,
 ) -> int:
     _ski(card_data, "CardImportSessionKey")
-    raise AssertionError
 
 
 def CardGetAlgorithmProperty(
     card_data: CardData, pwszAlgId: str, pwszProperty: str, cbData: int | None = None, dwFlags: int = 0
 ) -> bytes:
     _ski(card_data, "CardGetAlgorithmProperty")
-    raise AssertionError
 
 
 def CardGetKeyProperty(
     card_data: CardData, hKey: int, pwszProperty: str, cbData: int | None = None, dwFlags: int = 0
 ) -> bytes:
     _ski(card_data, "CardGetKeyProperty")
-    raise AssertionError
 
 
 def CardSetKeyProperty(
@@ -1523,19 +1512,16 @@ def CardProcessEncryptedData(
     dwFlags: int = 0,
 ) -> bytes:
     _ski(card_data, "CardProcessEncryptedData")
-    raise AssertionError
 
 
 def MDImportSessionKey(card_data: CardData, pwszBlobType: str, pwszAlgId: str, pbInput: bytes) -> int:
     _ski(card_data, "MDImportSessionKey")
-    raise AssertionError
 
 
 def MDEncryptData(
     card_data: CardData, hKey: int, pwszSecureFunction: str, pbInput: bytes, dwFlags: int = 0
 ) -> list[bytes]:
     _ski(card_data, "MDEncryptData")
-    raise AssertionError
 
 
 # helpers for callers ---------------------------------------------------------------------------
@@ -1554,6 +1540,3 @@ def public_key_of(container_info: CONTAINER_INFO) -> PUBLICKEYBLOB | BCRYPT_ECCK
     if blob[:1] == b"\x06":
         return PUBLICKEYBLOB.unpack(blob)
     return BCRYPT_ECCKEY_BLOB.unpack(blob)
-
-
-_ = (CARD_CACHE_FILE_CURRENT_VERSION,)

@@ -91,8 +91,10 @@ def _counter(cf: CARD_CACHE_FILE_FORMAT, kind: Freshness) -> int:
 class FreshnessCache:
     """The cache as one transaction sees it: a card ID and the cardcf read at its start.
 
-    Item layout (as observed for the Windows cache): the 6-byte cardcf snapshot
-    taken when the item was stored, a DWORD length, then the data.
+    Item layout: the 6-byte cardcf snapshot taken when the item was stored, a
+    DWORD length, then the data. Windows' items (spec digest 4.4) carry 6 more
+    bytes between snapshot and length whose meaning is not documented; they are
+    left out, so items are not byte-compatible with a Windows cache dump.
     """
 
     def __init__(self, store: CacheStore, card_id: bytes, cardcf: CARD_CACHE_FILE_FORMAT) -> None:

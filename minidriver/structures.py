@@ -11,7 +11,7 @@ addresses (0 by default), which is what a C shim or a trace comparison needs.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import Field, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
 from .constants import (
@@ -196,20 +196,19 @@ _S = TypeVar("_S", bound="_DwordStruct")
 
 
 class _DwordStruct:
-    """A structure made only of DWORDs, in declaration order."""
+    """Mixin for a dataclass made only of DWORDs: its fields, in declaration order, are the layout."""
 
-    _fields: ClassVar[tuple[str, ...]] = ()
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]  # set by @dataclass on each subclass
 
     def pack(self) -> bytes:
-        return struct.pack(
-            f"<{len(self._fields)}I", *(int(getattr(self, n)) & 0xFFFFFFFF for n in self._fields)
-        )
+        values = [int(getattr(self, f.name)) & 0xFFFFFFFF for f in fields(self)]
+        return struct.pack(f"<{len(values)}I", *values)
 
     @classmethod
     def unpack(cls: type[_S], data: bytes) -> _S:
-        size = 4 * len(cls._fields)
-        _need(data, size, cls.__name__)
-        return cls(*struct.unpack_from(f"<{len(cls._fields)}I", data))
+        count = len(fields(cls))
+        _need(data, 4 * count, cls.__name__)
+        return cls(*struct.unpack_from(f"<{count}I", data))
 
 
 @dataclass
@@ -217,7 +216,6 @@ class CARD_CAPABILITIES(_DwordStruct):
     dwVersion: int = 1
     fCertificateCompression: int = 0
     fKeyGen: int = 0
-    _fields: ClassVar[tuple[str, ...]] = ("dwVersion", "fCertificateCompression", "fKeyGen")
 
 
 @dataclass
@@ -226,12 +224,6 @@ class CARD_FREE_SPACE_INFO(_DwordStruct):
     dwBytesAvailable: int = 0
     dwKeyContainersAvailable: int = 0
     dwMaxKeyContainers: int = 0
-    _fields: ClassVar[tuple[str, ...]] = (
-        "dwVersion",
-        "dwBytesAvailable",
-        "dwKeyContainersAvailable",
-        "dwMaxKeyContainers",
-    )
 
 
 @dataclass
@@ -241,13 +233,6 @@ class CARD_KEY_SIZES(_DwordStruct):
     dwDefaultBitlen: int = 0
     dwMaximumBitlen: int = 0
     dwIncrementalBitlen: int = 0
-    _fields: ClassVar[tuple[str, ...]] = (
-        "dwVersion",
-        "dwMinimumBitlen",
-        "dwDefaultBitlen",
-        "dwMaximumBitlen",
-        "dwIncrementalBitlen",
-    )
 
 
 @dataclass
@@ -255,7 +240,6 @@ class CARD_FILE_INFO(_DwordStruct):
     dwVersion: int = 1
     cbFileSize: int = 0
     AccessCondition: int = 0
-    _fields: ClassVar[tuple[str, ...]] = ("dwVersion", "cbFileSize", "AccessCondition")
 
 
 # --- key blobs --------------------------------------------------------------------------------

@@ -71,7 +71,8 @@ class Transport:
         self.bytes_received += len(response)
         if self.delay:
             time.sleep(self.delay)
-        log.log(TRAFFIC, "RECV %s (%.1f ms)", response.hex(), (time.perf_counter() - started) * 1000)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        log.log(TRAFFIC, "RECV %s (%.1f ms)", _redact_response(apdu, response), elapsed_ms)
         return response
 
     def _control_round_trip(self) -> None:
@@ -109,11 +110,32 @@ class Transport:
         }
 
 
+# Commands whose data is a PIN: VERIFY, CHANGE REFERENCE DATA, RESET RETRY COUNTER.
+_PIN_DATA_INS = frozenset({0x20, 0x24, 0x2C})
+# Card-level vendor commands (docs/vendor-commands.md) that carry a session PIN, which
+# authenticates a role from any process until a cold reset: as secret as the PIN.
+_SESSION_PIN_DATA_INS = frozenset({0x5D})  # VERIFY SESSION PIN
+_SESSION_PIN_ANSWER_INS = frozenset({0x5C, 0x5E})  # ISSUE SESSION PIN, VERIFY EXTERNAL
+
+
+def _is_vendor(apdu: bytes) -> bool:
+    return len(apdu) >= 2 and apdu[0] & ~0x10 == 0x80
+
+
 def _redact(apdu: bytes) -> str:
-    """Hex of an APDU with VERIFY/CHANGE/RESET RETRY data hidden: PINs never reach the log."""
-    if len(apdu) > 5 and apdu[1] in (0x20, 0x24, 0x2C):
+    """Hex of a command APDU with PIN and session-PIN data hidden: secrets never reach the log."""
+    if len(apdu) > 5 and (
+        apdu[1] in _PIN_DATA_INS or (_is_vendor(apdu) and apdu[1] in _SESSION_PIN_DATA_INS)
+    ):
         return apdu[:5].hex() + f" <{len(apdu) - 5} bytes hidden>"
     return apdu.hex()
+
+
+def _redact_response(apdu: bytes, response: bytes) -> str:
+    """Hex of a response, with the session PIN that ISSUE SESSION PIN / VERIFY EXTERNAL return hidden."""
+    if len(response) > 2 and _is_vendor(apdu) and apdu[1] in _SESSION_PIN_ANSWER_INS:
+        return f"<{len(response) - 2} bytes hidden> " + response[-2:].hex()
+    return response.hex()
 
 
 class InProcessTransport(Transport):

@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from vcard import tlv
+
 from ..constants import (
     CARD_PIN_STRENGTH_PLAINTEXT,
+    PIN_INFO_CURRENT_VERSION,
     PinType,
 )
 from ..errors import Scard, ScardError
@@ -22,6 +25,7 @@ from ..structures import (
     CARD_FILE_INFO,
     CARD_FREE_SPACE_INFO,
     CARD_KEY_SIZES,
+    PIN_CACHE_POLICY,
     PIN_INFO,
 )
 from ..transport import ApduChannel, ApduError
@@ -127,6 +131,9 @@ class Backend:
 
     def __init__(self, apdu: ApduChannel) -> None:
         self.apdu = apdu
+        # The card-level vendor commands, loaded lazily (or from the data cache by the API layer).
+        self.vendor = VendorCommands(apdu)
+        self._roles: dict[int, RoleInfo] | None = None
 
     # --- card identity and application --------------------------------------------------------
     @classmethod
@@ -204,8 +211,19 @@ class Backend:
         raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "PIN binding is fixed on this card")
 
     # --- roles ----------------------------------------------------------------------------------
+    # PIV and GIDS share everything the vendor commands (docs/vendor-commands.md) provide:
+    # the role table, the authenticated PIN_SET, session and external PINs, DEAUTHENTICATE.
+    # A backend supplies only what its card does without them.
+
     def roles(self) -> dict[int, RoleInfo]:
-        """PIN roles present on the card (role 0, everyone, is implicit)."""
+        """PIN roles present on the card (role 0, everyone, is implicit): the card's own
+        description when it has the vendor commands, else the application's defaults."""
+        if self._roles is None:
+            self._roles = self.vendor.role_infos() if self.vendor.ensure() else self._default_roles()
+        return self._roles
+
+    def _default_roles(self) -> dict[int, RoleInfo]:
+        """The roles of a card of this application without the vendor commands."""
         raise NotImplementedError
 
     def verify(self, pin_id: int, pin: bytes) -> None:
@@ -213,11 +231,23 @@ class Backend:
         raise NotImplementedError
 
     def authenticated_state(self) -> int | None:
-        """PIN_SET from the card itself, or None when the card cannot say cheaply."""
-        return None
+        """PIN_SET from the card itself (vendor GET PIN_SET), or None when the card cannot say."""
+        if not self.vendor.ensure():
+            return None
+        try:
+            return self.vendor.pin_set() & ~1
+        except ApduError:
+            return None
 
     def deauthenticate(self, pin_set: int) -> None:
-        """Clear the roles in pin_set on the card (UNSUPPORTED_FEATURE if it needs a reset)."""
+        """Clear the roles in pin_set on the card: vendor DEAUTHENTICATE when the card has it."""
+        if self.vendor.ensure() and self.vendor.features & FEATURE_DEAUTHENTICATE:
+            self.vendor.deauthenticate(pin_set)
+            return
+        self._deauthenticate_without_vendor(pin_set)
+
+    def _deauthenticate_without_vendor(self, pin_set: int) -> None:
+        """The application's own log-out (UNSUPPORTED_FEATURE if only a reset would do)."""
         raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "deauthentication needs a card reset")
 
     def get_challenge(self, pin_id: int) -> bytes:
@@ -233,11 +263,29 @@ class Backend:
         raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "unblock not supported")
 
     def generate_session_pin(self, pin_id: int, pin: bytes | None) -> bytes:
-        """Authenticate (PIN, or external when pin is None) and return a session PIN."""
-        raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "no session PINs")
+        """Authenticate (PIN, or external when pin is None) and return a session PIN.
+
+        A PIN is verified with the application's own VERIFY, then ISSUE SESSION PIN
+        drops the status again (GENERATE_SESSION_PIN must not leave the card unlocked);
+        an external role is verified by the card's VERIFY EXTERNAL, which keeps it.
+        """
+        if not self.vendor.ensure():
+            raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "this card has no session PINs")
+        try:
+            if pin is None:
+                return self.vendor.verify_external(pin_id, drop_status=False)
+            role = self.roles().get(pin_id)
+            if role is not None and role.external:
+                raise ScardError(Scard.E_INVALID_PARAMETER, "external role")
+            self.verify(pin_id, pin)
+            return self.vendor.issue_session_pin(pin_id, drop_status=True)
+        except ApduError as error:
+            raise wrong_pin(error.sw) from error
 
     def verify_session_pin(self, pin_id: int, session_pin: bytes) -> None:
-        raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "no session PINs")
+        if not self.vendor.ensure():
+            raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "this card has no session PINs")
+        self.vendor.verify_session_pin(pin_id, session_pin)
 
     # --- crypto ---------------------------------------------------------------------------------
     pkcs1_on_card = False  # the card builds PKCS#1 v1.5 type 1 itself (GIDS alg 5x)
@@ -259,59 +307,21 @@ class Backend:
         raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "no ECDH")
 
 
-# --- small BER-TLV helpers (host side; the card side has vcard.tlv) ---------------------------
+# --- BER-TLV: the project's one codec (vcard.tlv), with host-side errors ------------------------
 
-
-def tlv_encode(tag: int, value: bytes) -> bytes:
-    """One BER-TLV with a 1- or 2-byte tag and a minimal length."""
-    tag_bytes = tag.to_bytes(2 if tag > 0xFF else 1, "big")
-    size = len(value)
-    if size < 0x80:
-        length = bytes([size])
-    elif size <= 0xFF:
-        length = bytes([0x81, size])
-    else:
-        length = bytes([0x82]) + size.to_bytes(2, "big")
-    return tag_bytes + length + value
-
-
-def tlv_parse(data: bytes) -> list[tuple[int, bytes]]:
-    """Top-level TLVs of `data` as (tag, value); raises ValueError on truncation."""
-    items: list[tuple[int, bytes]] = []
-    i = 0
-    while i < len(data):
-        if data[i] in (0x00, 0xFF):  # padding between objects
-            i += 1
-            continue
-        tag = data[i]
-        i += 1
-        if tag & 0x1F == 0x1F:
-            tag = (tag << 8) | data[i]
-            i += 1
-            while data[i - 1] & 0x80:
-                tag = (tag << 8) | data[i]
-                i += 1
-        if i >= len(data):
-            raise ValueError("truncated TLV length")
-        first = data[i]
-        i += 1
-        if first < 0x80:
-            size = first
-        else:
-            count = first & 0x7F
-            if count == 0 or count > 3 or i + count > len(data):
-                raise ValueError("bad TLV length")
-            size = int.from_bytes(data[i : i + count], "big")
-            i += count
-        if i + size > len(data):
-            raise ValueError("truncated TLV value")
-        items.append((tag, data[i : i + size]))
-        i += size
-    return items
+tlv_encode = tlv.encode
 
 
 def tlv_dict(data: bytes) -> dict[int, bytes]:
-    return dict(tlv_parse(data))
+    """Top-level TLVs of a card answer by tag (the last of a repeated tag wins).
+
+    Malformed data raises ValueError: vcard.tlv's TLVError is the card side's
+    ISOError(6A80), which means nothing to host code.
+    """
+    try:
+        return {item.tag: item.value for item in tlv.decode(data)}
+    except tlv.TLVError as error:
+        raise ValueError(str(error)) from error
 
 
 def der_to_raw_ecdsa(signature: bytes, bits: int) -> bytes:
@@ -377,10 +387,10 @@ class VendorCommands:
         self.roles = {}
         try:
             template = tlv_dict(answer).get(0xE0) if answer else None
-            items = tlv_parse(template) if template is not None else []
-        except ValueError:
+            items = tlv.decode(template) if template is not None else []  # one A0 per role
+        except (ValueError, tlv.TLVError):
             return
-        for tag, value in items:
+        for tag, value in ((item.tag, item.value) for item in items):
             if tag == 0x81:
                 self.features = int.from_bytes(value, "big")
             elif tag == 0xA0:
@@ -411,9 +421,6 @@ class VendorCommands:
         return self.available
 
     def role_infos(self) -> dict[int, RoleInfo]:
-        from ..constants import PIN_INFO_CURRENT_VERSION, PinType
-        from ..structures import PIN_CACHE_POLICY
-
         infos: dict[int, RoleInfo] = {}
         for number, role in self.roles.items():
             if number == 0 or role.secret_type == PinType.EmptyPinType:

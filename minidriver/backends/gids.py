@@ -38,8 +38,6 @@ from ..constants import (
     PinCachePolicyType,
     PinPurpose,
     PinType,
-    szCACHE_FILE,
-    szCARD_IDENTIFIER_FILE,
 )
 from ..errors import Scard, ScardError
 from ..structures import (
@@ -60,7 +58,6 @@ from .base import (
     Backend,
     Container,
     RoleInfo,
-    VendorCommands,
     operation_error,
     tlv_dict,
     tlv_encode,
@@ -158,11 +155,6 @@ class GidsBackend(Backend):
     read_only = False
     key_gen = True
     cache_mode = CP_CACHE_MODE_GLOBAL_CACHE
-
-    def __init__(self, apdu: ApduChannel) -> None:
-        super().__init__(apdu)
-        self.vendor = VendorCommands(apdu)  # loaded lazily (or from the data cache by the API layer)
-        self._roles: dict[int, RoleInfo] | None = None
 
     @classmethod
     def probe(cls, apdu: ApduChannel) -> bool:
@@ -511,41 +503,37 @@ class GidsBackend(Backend):
         self.put_do(*CMAPFILE, pack_cmapfile(cmap))
 
     # --- roles ----------------------------------------------------------------------------------
-    def roles(self) -> dict[int, RoleInfo]:
-        if self._roles is None:
-            if self.vendor.ensure():
-                self._roles = self.vendor.role_infos()
-            else:
-                policy = PIN_CACHE_POLICY(6, PinCachePolicyType.PinCacheNormal, 0)
-                self._roles = {
-                    1: RoleInfo(
-                        1,
-                        PIN_INFO(
-                            PIN_INFO_CURRENT_VERSION,
-                            PinType.AlphaNumericPinType,
-                            PinPurpose.PrimaryCardPin,
-                            CREATE_PIN_SET(1),
-                            CREATE_PIN_SET(2),
-                            policy,
-                        ),
-                        CARD_PIN_STRENGTH_PLAINTEXT,
-                        "User PIN",
-                    ),
-                    2: RoleInfo(
-                        2,
-                        PIN_INFO(
-                            PIN_INFO_CURRENT_VERSION,
-                            PinType.ChallengeResponsePinType,
-                            PinPurpose.AdministratorPin,
-                            CREATE_PIN_SET(2),
-                            0,
-                            PIN_CACHE_POLICY(6, PinCachePolicyType.PinCacheNone, 0),
-                        ),
-                        CARD_PIN_STRENGTH_PLAINTEXT,
-                        "Admin key",
-                    ),
-                }
-        return self._roles
+    def _default_roles(self) -> dict[int, RoleInfo]:
+        """User PIN (reference 80) and the 3DES admin key, as every GIDS card has them."""
+        policy = PIN_CACHE_POLICY(6, PinCachePolicyType.PinCacheNormal, 0)
+        return {
+            1: RoleInfo(
+                1,
+                PIN_INFO(
+                    PIN_INFO_CURRENT_VERSION,
+                    PinType.AlphaNumericPinType,
+                    PinPurpose.PrimaryCardPin,
+                    CREATE_PIN_SET(1),
+                    CREATE_PIN_SET(2),
+                    policy,
+                ),
+                CARD_PIN_STRENGTH_PLAINTEXT,
+                "User PIN",
+            ),
+            2: RoleInfo(
+                2,
+                PIN_INFO(
+                    PIN_INFO_CURRENT_VERSION,
+                    PinType.ChallengeResponsePinType,
+                    PinPurpose.AdministratorPin,
+                    CREATE_PIN_SET(2),
+                    0,
+                    PIN_CACHE_POLICY(6, PinCachePolicyType.PinCacheNone, 0),
+                ),
+                CARD_PIN_STRENGTH_PLAINTEXT,
+                "Admin key",
+            ),
+        }
 
     def verify(self, pin_id: int, pin: bytes) -> None:
         if pin_id != ROLE_USER:
@@ -555,18 +543,7 @@ class GidsBackend(Backend):
         except ApduError as error:
             raise wrong_pin(error.sw) from error
 
-    def authenticated_state(self) -> int | None:
-        if not self.vendor.ensure():
-            return None
-        try:
-            return self.vendor.pin_set() & ~1
-        except ApduError:
-            return None
-
-    def deauthenticate(self, pin_set: int) -> None:
-        if self.vendor.ensure() and self.vendor.features & 0x0004:
-            self.vendor.deauthenticate(pin_set)
-            return
+    def _deauthenticate_without_vendor(self, pin_set: int) -> None:
         # Without the vendor command the card only knows "log out everything" (VERIFY P2=82).
         if pin_set & 0x06 != 0x06 and (self.authenticated_state() or 0) & ~pin_set:
             raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "GIDS logs out every role at once")
@@ -621,22 +598,6 @@ class GidsBackend(Backend):
         except ApduError as error:
             raise operation_error(error, "RESET RETRY COUNTER") from error
 
-    def generate_session_pin(self, pin_id: int, pin: bytes | None) -> bytes:
-        if not self.vendor.ensure():
-            raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "this card has no session PINs")
-        try:
-            if pin is None:
-                return self.vendor.verify_external(pin_id, drop_status=False)
-            self.verify(pin_id, pin)
-            return self.vendor.issue_session_pin(pin_id, drop_status=True)
-        except ApduError as error:
-            raise wrong_pin(error.sw) from error
-
-    def verify_session_pin(self, pin_id: int, session_pin: bytes) -> None:
-        if not self.vendor.ensure():
-            raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "this card has no session PINs")
-        self.vendor.verify_session_pin(pin_id, session_pin)
-
     # --- crypto ---------------------------------------------------------------------------------
     pkcs1_on_card = True
 
@@ -672,6 +633,3 @@ class GidsBackend(Backend):
             raise ScardError(Scard.E_INVALID_PARAMETER, "signature-only key")
         self._mse(container, 0xB8, self._nibble(container))
         return self._pso(0x80, 0x86, cryptogram, "PSO DECIPHER")
-
-    def file_names_for_tests(self) -> list[str]:
-        return [szCARD_IDENTIFIER_FILE, szCACHE_FILE]

@@ -73,7 +73,6 @@ from .base import (
     Backend,
     Container,
     RoleInfo,
-    VendorCommands,
     der_to_raw_ecdsa,
     operation_error,
     tlv_dict,
@@ -155,7 +154,6 @@ class PivBackend(Backend):
         super().__init__(apdu)
         self.read_only = not writable
         self.key_gen = writable
-        self.vendor = VendorCommands(apdu)  # loaded lazily (or from the data cache by the API layer)
         self._management_alg: int | None = None
         self._cardcf = CARD_CACHE_FILE_FORMAT()
         self._chuid: bytes | None = None
@@ -492,12 +490,6 @@ class PivBackend(Backend):
         self._containers = None
 
     # --- roles ----------------------------------------------------------------------------------
-    _roles: dict[int, RoleInfo] | None = None
-
-    def roles(self) -> dict[int, RoleInfo]:
-        if self._roles is None:
-            self._roles = self.vendor.role_infos() if self.vendor.ensure() else self._default_roles()
-        return self._roles
 
     @staticmethod
     def _default_roles() -> dict[int, RoleInfo]:
@@ -565,18 +557,8 @@ class PivBackend(Backend):
         except ApduError as error:
             raise wrong_pin(error.sw) from error
 
-    def authenticated_state(self) -> int | None:
-        if not self.vendor.ensure():
-            return None
-        try:
-            return self.vendor.pin_set() & ~1
-        except ApduError:
-            return None
-
-    def deauthenticate(self, pin_set: int) -> None:
-        if self.vendor.ensure() and self.vendor.features & 0x0004:
-            self.vendor.deauthenticate(pin_set)
-            return
+    def _deauthenticate_without_vendor(self, pin_set: int) -> None:
+        """VERIFY FF 80 (SP 800-73-4 3.2.1) logs out the PIN; nothing else can be cleared without a reset."""
         if pin_set & ~(1 << ROLE_USER):
             raise ScardError(
                 Scard.E_UNSUPPORTED_FEATURE, "only the PIN can be deauthenticated without a reset"
@@ -647,25 +629,6 @@ class PivBackend(Backend):
             if error.sw == 0x6A80:
                 raise ScardError(Scard.E_INVALID_PARAMETER, "new PIN refused by the card") from error
             raise wrong_pin(error.sw) from error
-
-    def generate_session_pin(self, pin_id: int, pin: bytes | None) -> bytes:
-        if not self.vendor.ensure():
-            raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "this card has no session PINs")
-        role = self.roles()[pin_id]
-        try:
-            if pin is None:
-                return self.vendor.verify_external(pin_id, drop_status=False)
-            if role.external:
-                raise ScardError(Scard.E_INVALID_PARAMETER, "external role")
-            self.verify(pin_id, pin)
-            return self.vendor.issue_session_pin(pin_id, drop_status=True)
-        except ApduError as error:
-            raise wrong_pin(error.sw) from error
-
-    def verify_session_pin(self, pin_id: int, session_pin: bytes) -> None:
-        if not self.vendor.ensure():
-            raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "this card has no session PINs")
-        self.vendor.verify_session_pin(pin_id, session_pin)
 
     # --- crypto ---------------------------------------------------------------------------------
     def _general_authenticate(self, container: Container, tag: int, data: bytes) -> bytes:
