@@ -27,32 +27,38 @@ def build(historical: bytes) -> bytes:
     return body + bytes([tck(body)])
 
 
+def _interface_end(atr: bytes) -> tuple[int, bool] | None:
+    """(index after the interface bytes, whether a TCK is due) or None if they run past the end.
+
+    A TCK is due when a TDi announces any protocol other than T=0 (ISO 7816-3 8.2.5).
+    """
+    y = atr[1] & 0xF0
+    pos = 2
+    needs_tck = False
+    while True:
+        pos += bin(y & 0x70).count("1")  # TAi, TBi, TCi present
+        if not y & 0x80:
+            break
+        if pos >= len(atr):
+            return None
+        td = atr[pos]
+        needs_tck = needs_tck or td & 0x0F != 0
+        y = td & 0xF0
+        pos += 1
+    return (pos, needs_tck) if pos <= len(atr) else None
+
+
 def check(atr: bytes) -> str | None:
     """None if `atr` is a well-formed ATR, else a sentence saying what is wrong."""
     if not 2 <= len(atr) <= 33:
         return f"an ATR has 2 to 33 bytes, this one has {len(atr)}"
     if atr[0] not in (0x3B, 0x3F):
         return f"TS must be 3B or 3F, not {atr[0]:02X}"
-    historical_count = atr[1] & 0x0F
-    y = atr[1] & 0xF0
-    pos = 2
-    protocols: set[int] = set()
-    while True:
-        for bit in (0x10, 0x20, 0x40):
-            if y & bit:
-                pos += 1
-        if not y & 0x80:
-            break
-        if pos >= len(atr):
-            return "interface bytes run past the end of the ATR"
-        td = atr[pos]
-        protocols.add(td & 0x0F)
-        y = td & 0xF0
-        pos += 1
-    if pos > len(atr):
+    interface = _interface_end(atr)
+    if interface is None:
         return "interface bytes run past the end of the ATR"
-    needs_tck = bool(protocols - {0})
-    expected = pos + historical_count + (1 if needs_tck else 0)
+    pos, needs_tck = interface
+    expected = pos + (atr[1] & 0x0F) + (1 if needs_tck else 0)
     if len(atr) != expected:
         return f"T0 and the interface bytes announce {expected} bytes, the ATR has {len(atr)}"
     if needs_tck and tck(atr[:-1]) != atr[-1]:
@@ -63,19 +69,6 @@ def check(atr: bytes) -> str | None:
 def historical_bytes(atr: bytes) -> bytes:
     """The historical bytes of a well-formed ATR."""
     count = atr[1] & 0x0F
-    has_tck = check(atr) is None and len(atr) > 2 and _has_tck(atr)
+    has_tck = check(atr) is None and (_interface_end(atr) or (0, False))[1]
     end = len(atr) - (1 if has_tck else 0)
     return atr[end - count : end]
-
-
-def _has_tck(atr: bytes) -> bool:
-    y = atr[1] & 0xF0
-    pos = 2
-    while y & 0x80:
-        pos += bin(y & 0x70).count("1")
-        td = atr[pos]
-        if td & 0x0F:
-            return True
-        y = td & 0xF0
-        pos += 1
-    return False

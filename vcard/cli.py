@@ -25,7 +25,7 @@ from minidriver.cli import md
 from . import __version__
 from .apdu import ResponseAPDU, sw_name
 from .pinpad import pinpad, register_pinpad
-from .profile import PROFILE_DIR, ProfileError, list_profile_names, load_profile
+from .profile import PROFILE_DIR, ProfileError, list_profile_names, load_profile, parse_hex
 from .runtime import VirtualCard
 from .script.cli import script
 from .store import StateError, default_state_dir
@@ -63,12 +63,21 @@ def _open_card(profile: str | None, state: Path | None, ephemeral: bool) -> Iter
         card.close()
 
 
-def _parse_hex(value: str) -> bytes:
-    cleaned = "".join(value.replace(":", " ").split())
+def _state_dir(profile: str | None, state: Path | None) -> Path:
+    """`--state`, or the profile's default directory; a name that cannot be one is a CLI error."""
+    if state is not None:
+        return state
     try:
-        return bytes.fromhex(cleaned)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not hexadecimal") from None
+        return default_state_dir(Path(profile or default_profile_name()).stem)
+    except StateError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _parse_hex(value: str) -> bytes:
+    try:
+        return parse_hex(value)
+    except ValueError as problem:
+        raise click.BadParameter(f"{value!r} is not hexadecimal ({problem})") from None
 
 
 profile_option = click.option(
@@ -265,11 +274,10 @@ def profiles() -> None:
 @state_option
 def init(profile: str | None, state: Path | None) -> None:
     """Create a card's state from its profile (the first `run` does this too)."""
-    name = profile or default_profile_name()
-    directory = state or default_state_dir(Path(name).stem)
+    directory = _state_dir(profile, state)
     if (directory / "state.json").exists():
         raise click.ClickException(f"{directory}/state.json already exists; choose another --state")
-    with _open_card(name, directory, False) as card:
+    with _open_card(profile, directory, False) as card:
         click.echo(f"created {card.profile.name} card in {card.state_dir}")
 
 
@@ -282,7 +290,7 @@ def info(profile: str | None, state: Path | None, as_json: bool) -> None:
 
     Asks the running card through its control socket when it is running.
     """
-    directory = state or default_state_dir(Path(profile or default_profile_name()).stem)
+    directory = _state_dir(profile, state)
     summary = _info_from_running_card(directory)
     if summary is None:
         with _open_card(profile, directory, False) as card:

@@ -31,6 +31,7 @@ Private-key operations
 
 Symmetric (challenge-response / mutual authentication of management and admin keys)
     BLOCK_ALGORITHMS                           "3des" (24-byte key), "aes128", "aes192", "aes256"
+    KEY_LENGTHS                                {algorithm: key bytes}
     block_size(algorithm) / key_length(algorithm) -> int
     block_encrypt / block_decrypt(algorithm, key, block)     one block, ECB
     cbc_encrypt / cbc_decrypt(algorithm, key, iv, data)      no padding: the caller pads
@@ -58,6 +59,7 @@ from cryptography.hazmat.primitives.ciphers import BlockCipherAlgorithm, Cipher,
 __all__ = [
     "BLOCK_ALGORITHMS",
     "KEY_KINDS",
+    "KEY_LENGTHS",
     "PrivateKey",
     "block_decrypt",
     "block_encrypt",
@@ -407,14 +409,15 @@ def ed25519_sign(key: PrivateKey, message: bytes) -> bytes:
 
 # ---- block ciphers -------------------------------------------------------------
 
-BLOCK_ALGORITHMS = ("3des", "aes128", "aes192", "aes256")
-_KEY_LENGTHS = {"3des": 24, "aes128": 16, "aes192": 24, "aes256": 32}
+KEY_LENGTHS: dict[str, int] = {"3des": 24, "aes128": 16, "aes192": 24, "aes256": 32}
+"""Key bytes per block algorithm; the security core validates challenge-role keys against it."""
+BLOCK_ALGORITHMS = tuple(KEY_LENGTHS)
 
 
 def key_length(algorithm: str) -> int:
     """Key length in bytes: 3des 24 (three-key), aes128 16, aes192 24, aes256 32."""
     try:
-        return _KEY_LENGTHS[algorithm]
+        return KEY_LENGTHS[algorithm]
     except KeyError:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {BLOCK_ALGORITHMS}") from None
 

@@ -100,6 +100,20 @@ def _suggest(word: str, candidates: Iterable[str]) -> str:
     return f' (did you mean "{close[0]}"?)' if close else ""
 
 
+def parse_hex(text: str) -> bytes:
+    """Bytes written as hex at an edge (profile, CLI); spaces or colons may separate digits ("3B:8A").
+
+    ValueError says what is wrong: the first character that is not a hex digit, or an odd digit count.
+    """
+    digits = "".join(text.replace(":", " ").split())
+    bad = next((c for c in digits if c not in "0123456789abcdefABCDEF"), None)
+    if bad is not None:
+        raise ValueError(f"{bad!r} is not a hex digit")
+    if len(digits) % 2:
+        raise ValueError("odd number of hex digits")
+    return bytes.fromhex(digits)
+
+
 def _range_text(kind: str, low: float | None, high: float | None) -> str:
     def num(value: float) -> str:
         return str(int(value)) if float(value).is_integer() else str(value)
@@ -250,13 +264,10 @@ class TableReader:
         value = self._get(key, default, lambda v: isinstance(v, str), expected)
         if key not in self._table:
             return value
-        digits = "".join(value.replace(":", " ").split())
-        bad = next((c for c in digits if c not in "0123456789abcdefABCDEF"), None)
-        if bad is not None:
-            raise self.error(key, f"must be {expected}, got {_show(value)} ({bad!r} is not a hex digit)")
-        if len(digits) % 2:
-            raise self.error(key, f"must be {expected}, got {_show(value)} (odd number of hex digits)")
-        data = bytes.fromhex(digits)
+        try:
+            data = parse_hex(value)
+        except ValueError as problem:
+            raise self.error(key, f"must be {expected}, got {_show(value)} ({problem})") from None
         if lengths is not None and len(data) not in lengths:
             wanted = sorted(lengths)
             text = " or ".join(filter(None, [", ".join(str(n) for n in wanted[:-1]), str(wanted[-1])]))
@@ -389,7 +400,7 @@ def _parse_roles(security: TableReader) -> tuple[RoleConfig, ...]:
     if not readers:
         return ()
     # Imported here: vcard.security uses TableReader, so a top-level import would be circular.
-    from .security import MAX_ROLES, parse_role
+    from .security import MAX_ROLES, RoleType, parse_role
 
     roles: list[RoleConfig] = []
     declared: dict[int, str] = {}
@@ -403,12 +414,18 @@ def _parse_roles(security: TableReader) -> tuple[RoleConfig, ...]:
         declared[role.role] = reader.where
         roles.append(role)
     undeclared = "not declared in any [[security.roles]] table"
+    types = {role.role: role.type for role in roles}
     for reader, role in zip(readers, roles, strict=True):
         if role.unblocked_by is not None:
             if role.unblocked_by == role.role:
                 raise reader.error("unblocked_by", f"a role cannot unblock itself (role {role.role})")
             if role.unblocked_by not in declared:
                 raise reader.error("unblocked_by", f"role {role.unblocked_by} is {undeclared}")
+            if types[role.unblocked_by] is RoleType.EMPTY:
+                # An empty role is always "authenticated": it would let anyone reset the PIN.
+                raise reader.error(
+                    "unblocked_by", f'role {role.unblocked_by} is of type "empty" and proves nothing'
+                )
         for other in role.changed_by:
             if other not in declared:
                 raise reader.error("changed_by", f"role {other} is {undeclared}")

@@ -111,6 +111,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from .apdu import SW, ISOError, verify_failed
+from .crypto import KEY_LENGTHS
 from .store import StateError
 
 if TYPE_CHECKING:
@@ -141,7 +142,6 @@ PIN_KDF = "pbkdf2-sha256"
 PIN_KDF_ITERATIONS = 2000
 SALT_BYTES = 16
 
-KEY_LENGTHS: dict[str, int] = {"3des": 24, "aes128": 16, "aes192": 24, "aes256": 32}
 CACHE_POLICIES = ("normal", "timed", "none", "always_prompt")
 PURPOSES = (
     "authentication",
@@ -220,8 +220,14 @@ class RoleConfig:
 
     def well_formed(self, value: bytes) -> bool:
         """Whether `value` fits this role's length and character rules (PIN-like roles)."""
-        if not self.min_length <= len(value) <= self.max_length:
-            return False
+        return self.length_fits(value) and self.charset_fits(value)
+
+    def length_fits(self, value: bytes) -> bool:
+        """The length rule alone, for applets that answer a bad length (6700) apart from a bad charset."""
+        return self.min_length <= len(value) <= self.max_length
+
+    def charset_fits(self, value: bytes) -> bool:
+        """The character rule alone (see `length_fits`)."""
         if self.charset is Charset.DIGITS:
             return all(byte in _DIGITS for byte in value)
         if self.charset is Charset.ALPHANUMERIC:
@@ -580,6 +586,17 @@ def _hash_secret(value: bytes) -> dict[str, Any]:
     return {"kdf": PIN_KDF, "iterations": PIN_KDF_ITERATIONS, "salt": salt.hex(), "hash": digest.hex()}
 
 
+def _is_hex(value: object) -> bool:
+    """A string `bytes.fromhex` reads (how the state stores bytes)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _secret_matches(secret: dict[str, Any], value: bytes) -> bool:
     digest = hashlib.pbkdf2_hmac("sha256", value, bytes.fromhex(secret["salt"]), int(secret["iterations"]))
     return hmac.compare_digest(digest, bytes.fromhex(secret["hash"]))
@@ -686,16 +703,27 @@ class SecurityCore:
 
     @staticmethod
     def _check_record(number: int, record: dict[str, Any]) -> None:
+        """Refuse at load what would otherwise fail mid-command (6F00), after a try was already consumed."""
         retries, left = record.get("retries"), record.get("tries_left")
         if not isinstance(retries, int) or not isinstance(left, int) or not 0 <= left <= max(retries, 0):
             raise StateError(f"security state: role {number} has bad counters {retries!r}/{left!r}")
         secret = record.get("secret")
-        if secret is not None and (
-            not isinstance(secret, dict)
-            or secret.get("kdf") != PIN_KDF
-            or not {"salt", "hash", "iterations"} <= set(secret)
+        if secret is not None and not (
+            isinstance(secret, dict)
+            and secret.get("kdf") == PIN_KDF
+            and _is_hex(secret.get("salt"))
+            and _is_hex(secret.get("hash"))
+            and isinstance(secret.get("iterations"), int)
+            and not isinstance(secret.get("iterations"), bool)
+            and secret["iterations"] > 0
         ):
             raise StateError(f"security state: role {number} has an unreadable secret")
+        if record.get("type") == RoleType.CHALLENGE.value:
+            algorithm, key = record.get("algorithm"), record.get("key")
+            if algorithm not in KEY_LENGTHS or (
+                key is not None and not (_is_hex(key) and len(key) == 2 * KEY_LENGTHS[algorithm])
+            ):
+                raise StateError(f"security state: role {number} has an unreadable {algorithm!r} key")
 
     def _record(self, role: int) -> dict[str, Any]:
         record: dict[str, Any] = self._state["roles"][str(role)]
@@ -712,6 +740,18 @@ class SecurityCore:
         """True for authenticated roles and for roles of type empty (everyone)."""
         config = self.role(role)
         return config.type is RoleType.EMPTY or bool(self._pin_set >> role & 1)
+
+    def check_verified(self, role: int) -> None:
+        """VERIFY without data (ISO 7816-4): return if `role` is authenticated, else raise 6983 or 63Cx.
+
+        Asking costs no try; the status word tells the host how many it has left.
+        """
+        with self._lock:
+            if self.is_authenticated(role):
+                return
+            if self.is_blocked(role):
+                raise ISOError(SW.AUTH_METHOD_BLOCKED, f"role {role} is blocked")
+            raise ISOError(verify_failed(self.tries_left(role)), f"role {role} is not authenticated")
 
     def role(self, role: int) -> RoleConfig:
         """The role's configuration; UnknownRoleError (a KeyError answering 6A88) if undeclared."""
@@ -1056,7 +1096,8 @@ class SecurityCore:
         if retries is not None:
             record["retries"] = retries
         record["tries_left"] = record["retries"]
-        record["default"] = new == config.initial and (algorithm is None or algorithm == config.algorithm)
+        same_value = hmac.compare_digest(new, config.initial)  # the initial value is a secret too
+        record["default"] = same_value and (algorithm is None or algorithm == config.algorithm)
         self._invalidate(role, "value changed")
         self._commit()
         if grant_reason is not None:

@@ -355,6 +355,12 @@ retries = 3
             "p.toml: [security.roles[1]] unblocked_by: a role cannot unblock itself (role 2)",
         ),
         (
+            ROLE_1.replace("role = 1", "role = 2")
+            + "unblocked_by = 0\n"
+            + '[[security.roles]]\nrole = 0\ntype = "empty"\n',
+            'p.toml: [security.roles[1]] unblocked_by: role 0 is of type "empty" and proves nothing',
+        ),
+        (
             ROLE_1.replace("role = 1", "role = 2") + "changed_by = [6]\n",
             "p.toml: [security.roles[1]] changed_by: role 6 is not declared",
         ),

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from vcard.apdu import ISOError
+from vcard.apdu import SW, ISOError
 from vcard.profile import ProfileError, TableReader, load_profile
 from vcard.security import (
     MAX_SESSION_PIN_FAILURES,
@@ -369,6 +369,49 @@ def test_corrupt_counters_are_refused() -> None:
     state["roles"]["1"]["tries_left"] = 9
     with pytest.raises(StateError, match="role 1"):
         SecurityCore(ROLES, state, lambda: None, is_new=False)
+
+
+@pytest.mark.parametrize(
+    ("role", "field", "value"),
+    [
+        ("1", "salt", "not hex"),
+        ("1", "hash", 7),
+        ("1", "iterations", "2000"),
+        ("1", "iterations", 0),
+        ("2", "key", "0102"),
+        ("2", "algorithm", "des"),
+    ],
+)
+def test_unreadable_secrets_are_refused_at_load(role: str, field: str, value: object) -> None:
+    # Refused when the card starts, not with 6F00 after a VERIFY has consumed a try.
+    _, state, _ = make_core()
+    record = state["roles"][role]
+    (record["secret"] if field in ("salt", "hash", "iterations") else record)[field] = value
+    with pytest.raises(StateError, match=f"role {role}"):
+        SecurityCore(ROLES, state, lambda: None, is_new=False)
+
+
+def test_check_verified_reports_status_without_costing_a_try() -> None:
+    core, _, _ = make_core()
+    with pytest.raises(ISOError) as excinfo:
+        core.check_verified(1)
+    assert sw_of(excinfo) == 0x63C3 and core.tries_left(1) == 3
+    core.verify(1, b"123456")
+    core.check_verified(1)
+    for _ in range(3):
+        with pytest.raises(ISOError):
+            core.verify(1, b"000000")
+    with pytest.raises(ISOError) as excinfo:
+        core.check_verified(1)
+    assert sw_of(excinfo) == SW.AUTH_METHOD_BLOCKED
+    core.check_verified(0)  # everyone
+
+
+def test_length_and_charset_rules_compose_well_formed() -> None:
+    user = ROLES[0]
+    assert user.length_fits(b"12345a") and not user.charset_fits(b"12345a")
+    assert not user.length_fits(b"12345") and user.charset_fits(b"12345")
+    assert user.well_formed(b"123456") and not user.well_formed(b"12345a")
 
 
 def test_a_role_added_to_the_profile_gets_state() -> None:

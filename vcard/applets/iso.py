@@ -43,14 +43,10 @@ class IsoApplet(Applet):
         return b""
 
     def _role(self, p2: int) -> int:
-        if p2 & 0xF0 != 0x80 or not 0 <= p2 & 0x0F < 8:
+        """P2 = 0x80 | role; an undeclared role answers 6A88 (UnknownRoleError)."""
+        if p2 & 0xF8 != 0x80:
             raise ISOError(SW.REFERENCE_NOT_FOUND)
-        role = p2 & 0x0F
-        try:
-            self.security.role(role)
-        except KeyError:
-            raise ISOError(SW.REFERENCE_NOT_FOUND) from None
-        return role
+        return self.security.role(p2 & 0x07).role
 
     @command(0x20)
     def verify(self, apdu: CommandAPDU) -> None:
@@ -63,11 +59,8 @@ class IsoApplet(Applet):
         if apdu.p1 != 0x00:
             raise ISOError(SW.INCORRECT_P1P2)
         if not apdu.data:
-            if self.security.is_authenticated(role):
-                return
-            if self.security.is_blocked(role):
-                raise ISOError(SW.AUTH_METHOD_BLOCKED)
-            raise ISOError(0x63C0 | min(self.security.tries_left(role), 15))
+            self.security.check_verified(role)
+            return
         self.security.verify(role, apdu.data)
 
     @command(0x2C)

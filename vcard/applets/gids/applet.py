@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ... import crypto, tlv
-from ...apdu import SW, CommandAPDU, ISOError, ResponseAPDU, verify_failed
+from ...apdu import SW, CommandAPDU, ISOError, ResponseAPDU
 from ...cardos import Applet, HandlerResult, command
 from ...context import AppletContext
-from ...security import Charset
 from . import keys, provision
 from .admin import AdminAuthenticator
 from .config import GidsConfig
@@ -309,7 +308,7 @@ class GidsApplet(Applet):
 
     def _pin_status(self, tag: int, role: int) -> bytes:
         tries = self.security.tries_left(role)
-        limit = self.security.role(role).retries
+        limit = self.security.retry_limit(role)  # the stored limit: `set_value` may have changed it
         return tlv.encode(
             tag, [tlv.encode(TAG_TRIES_LEFT, bytes([tries])), tlv.encode(TAG_TRY_LIMIT, bytes([limit]))]
         )
@@ -405,13 +404,12 @@ class GidsApplet(Applet):
         return "puk_length" if role == self.config.puk_role else "pin_length"
 
     def _check_new_value(self, role: int, value: bytes) -> None:
+        """Format rules before any PIN is compared: a bad length answers 6700, a bad charset 6A80."""
         config = self.security.role(role)
-        if not config.min_length <= len(value) <= config.max_length:
+        if not config.length_fits(value):
             raise ISOError(SW.WRONG_LENGTH, f"PIN of {len(value)} bytes")
-        if config.charset == Charset.DIGITS and not value.isdigit():
-            raise ISOError(SW.INCORRECT_DATA, "PIN must be digits")
-        if config.charset == Charset.ALPHANUMERIC and not value.isalnum():
-            raise ISOError(SW.INCORRECT_DATA, "PIN must be alphanumeric")
+        if not config.charset_fits(value):
+            raise ISOError(SW.INCORRECT_DATA, f"PIN must be {config.charset.value} characters")
 
     def _set_value(self, role: int, value: bytes) -> None:
         self.security.set_value(role, value)
@@ -431,11 +429,8 @@ class GidsApplet(Applet):
         if not self.security.has_value(role):
             raise ISOError(SW.REFERENCE_DATA_NOT_USABLE, "PIN not set yet")
         if not apdu.data:
-            if self.security.is_authenticated(role):
-                return
-            if self.security.is_blocked(role):
-                raise ISOError(SW.AUTH_METHOD_BLOCKED)
-            raise ISOError(verify_failed(self.security.tries_left(role)))
+            self.security.check_verified(role)
+            return
         self.security.verify(role, apdu.data)
 
     @command(0x24)
@@ -508,7 +503,7 @@ class GidsApplet(Applet):
             algorithm = self.security.key_algorithm(role)
             response, authenticated = self.admin_auth.step(apdu.data, algorithm, key)
         except ISOError as error:
-            if error.sw == SW.SECURITY_STATUS_NOT_SATISFIED and self.security.role(role).retries:
+            if error.sw == SW.SECURITY_STATUS_NOT_SATISFIED and self.security.retry_limit(role):
                 self.security.record_failure(role)
             raise
         if authenticated:

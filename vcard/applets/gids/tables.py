@@ -177,12 +177,15 @@ def compress_certificate(der: bytes) -> bytes:
 
 
 def decompress_certificate(data: bytes) -> bytes:
+    """Inverse of `compress_certificate`; inflates at most one byte past the header's length (no zip bomb)."""
     if len(data) < 4 or data[:2] != CERT_COMPRESSED:
         raise TableError("not a compressed minidriver file (01 00 header expected)")
+    length = int.from_bytes(data[2:4], "little")
+    inflater = zlib.decompressobj()
     try:
-        der = zlib.decompress(data[4:])
+        der = inflater.decompress(data[4:], length + 1)
     except zlib.error as error:
         raise TableError(f"bad zlib stream: {error}") from None
-    if len(der) != int.from_bytes(data[2:4], "little"):
+    if len(der) != length or not inflater.eof:
         raise TableError("uncompressed length does not match the header")
     return der
