@@ -10,7 +10,7 @@ buffer, and a malformed encoding raises TLVError, which card code turns into
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .apdu import SW, ISOError
 
@@ -41,16 +41,19 @@ def encode_length(length: int) -> bytes:
 
 def encode(tag: int, value: bytes | Iterable[bytes]) -> bytes:
     """One TLV; `value` may be bytes or an iterable of already-encoded children."""
-    body = value if isinstance(value, bytes | bytearray) else b"".join(value)
-    return tag_bytes(tag) + encode_length(len(body)) + bytes(body)
+    body = bytes(value) if isinstance(value, bytes | bytearray) else b"".join(value)
+    if 0 <= tag < 0x100 and len(body) < 0x80:
+        return bytes((tag, len(body))) + body
+    return tag_bytes(tag) + encode_length(len(body)) + body
 
 
 def is_constructed(tag: int) -> bool:
     return bool(tag_bytes(tag)[0] & 0x20)
 
 
-@dataclass(frozen=True)
-class TLV:
+class TLV(NamedTuple):
+    """One decoded element (a NamedTuple: cheap to build on the per-APDU path)."""
+
     tag: int
     value: bytes
 
@@ -99,21 +102,43 @@ def _read_length(data: bytes, pos: int) -> tuple[int, int]:
     return int.from_bytes(data[pos : pos + count], "big"), pos + count
 
 
+def _element(data: bytes, pos: int) -> tuple[int, int, int]:
+    """Tag, value start and value end of the element at `pos`, every bound checked.
+
+    Single-byte tags with short-form lengths (most of what cards exchange) take
+    the fast path; everything else goes through the general readers.
+    """
+    end = len(data)
+    if pos + 1 < end and data[pos] & 0x1F != 0x1F and data[pos + 1] < 0x80:
+        tag = data[pos]
+        start = pos + 2
+        length = data[pos + 1]
+    else:
+        tag, pos = _read_tag(data, pos)
+        length, start = _read_length(data, pos)
+    if start + length > end:
+        raise TLVError(f"tag {tag:X} claims {length} bytes, {end - start} remain")
+    return tag, start, start + length
+
+
 def iter_decode(data: bytes) -> Iterator[TLV]:
     """Yield top-level TLVs; raises TLVError on any malformed or overlong element."""
     data = bytes(data)
     pos = 0
     while pos < len(data):
-        tag, pos = _read_tag(data, pos)
-        length, pos = _read_length(data, pos)
-        if pos + length > len(data):
-            raise TLVError(f"tag {tag:X} claims {length} bytes, {len(data) - pos} remain")
-        yield TLV(tag, data[pos : pos + length])
-        pos += length
+        tag, start, pos = _element(data, pos)
+        yield TLV(tag, data[start:pos])
 
 
 def decode(data: bytes) -> list[TLV]:
-    return list(iter_decode(data))
+    """All top-level TLVs (strict, like iter_decode, without the generator's cost)."""
+    data = bytes(data)
+    items = []
+    pos = 0
+    while pos < len(data):
+        tag, start, pos = _element(data, pos)
+        items.append(TLV(tag, data[start:pos]))
+    return items
 
 
 def decode_one(data: bytes, expected_tag: int | None = None) -> TLV:
@@ -141,9 +166,12 @@ def find(data: bytes, *path: int) -> bytes | None:
 
 def to_dict(data: bytes) -> dict[int, bytes]:
     """Top-level TLVs as a dict; a repeated tag raises TLVError (templates we parse forbid it)."""
+    data = bytes(data)
     result: dict[int, bytes] = {}
-    for item in iter_decode(data):
-        if item.tag in result:
-            raise TLVError(f"tag {item.tag:X} repeated")
-        result[item.tag] = item.value
+    pos = 0
+    while pos < len(data):
+        tag, start, pos = _element(data, pos)
+        if tag in result:
+            raise TLVError(f"tag {tag:X} repeated")
+        result[tag] = data[start:pos]
     return result
