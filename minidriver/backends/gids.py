@@ -19,9 +19,11 @@ import logging
 import secrets
 import struct
 import uuid
-import zlib
 
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from vcard.applets.gids import tables
+from vcard.applets.gids.tables import MasterFileEntry
 
 from ..constants import (
     AT_KEYEXCHANGE,
@@ -104,50 +106,20 @@ RSA_SIZE_NIBBLE = {1024: 0x06, 2048: 0x07, 3072: 0x08, 4096: 0x09}
 COMPRESSED_PREFIXES = ("kxc", "ksc")
 
 
-def _name9(text: str) -> bytes:
-    raw = text.encode("ascii")
-    if len(raw) > 8:
-        raise ScardError(Scard.E_INVALID_PARAMETER, f"name {text!r} longer than 8 characters")
-    return raw + b"\0" * (9 - len(raw))
-
-
-def _text(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode("ascii", errors="replace")
-
-
-class MasterRecord:
-    """One 28-byte masterfile record: directory, file, data object, EF."""
-
-    __slots__ = ("directory", "do", "ef", "name")
-
-    def __init__(self, directory: str, name: str, do: int, ef: int) -> None:
-        self.directory, self.name, self.do, self.ef = directory, name, do, ef
-
-    def pack(self) -> bytes:
-        return _name9(self.directory) + _name9(self.name) + b"\0\0" + struct.pack("<II", self.do, self.ef)
-
-    @classmethod
-    def unpack(cls, raw: bytes) -> MasterRecord:
-        do, ef = struct.unpack_from("<II", raw, 20)
-        return cls(_text(raw[:9]), _text(raw[9:18]), do, ef)
-
-
-def compress_certificate(der: bytes) -> bytes:
-    """GIDS / minidriver compressed form: 01 00 | uncompressed length (LE16) | zlib stream."""
-    return b"\x01\x00" + struct.pack("<H", len(der)) + zlib.compress(der)
-
-
-def decompress_certificate(data: bytes) -> bytes:
-    if data[:2] != b"\x01\x00" or len(data) < 4:
-        return data  # stored plain
-    (length,) = struct.unpack_from("<H", data, 2)
+def _read_certificate(value: bytes) -> bytes:
+    """Plain DER of a kxc/ksc file: GIDS stores certificates compressed (01 00 | LE16 | zlib)."""
+    if value[:2] != tables.CERT_COMPRESSED:
+        return value  # stored plain
     try:
-        plain = zlib.decompress(data[4:])
-    except zlib.error as error:
+        return tables.decompress_certificate(value)
+    except tables.TableError as error:
         raise ScardError(Scard.E_COMM_DATA_LOST, f"corrupt compressed certificate: {error}") from error
-    if len(plain) != length:
-        raise ScardError(Scard.E_COMM_DATA_LOST, "compressed certificate length mismatch")
-    return plain
+
+
+def _entry(directory: str, name: str, do: int, ef: int) -> MasterFileEntry:
+    if len(directory.encode("ascii")) > 8 or len(name.encode("ascii")) > 8:
+        raise ScardError(Scard.E_INVALID_PARAMETER, f"name {directory}/{name} longer than 8 characters")
+    return MasterFileEntry(directory, name, do, ef)
 
 
 class GidsBackend(Backend):
@@ -207,78 +179,78 @@ class GidsBackend(Backend):
         self.put_do(*CARDCF, data)
 
     # --- masterfile -----------------------------------------------------------------------------
-    def masterfile(self) -> list[MasterRecord]:
-        data = self.get_do(*MASTERFILE)
-        if not data or data[0] != 0x01 or (len(data) - 1) % 28:
-            raise ScardError(Scard.E_COMM_DATA_LOST, "masterfile missing or malformed")
-        return [MasterRecord.unpack(data[i : i + 28]) for i in range(1, len(data), 28)]
+    def masterfile(self) -> list[MasterFileEntry]:
+        try:
+            return tables.decode_masterfile(self.get_do(*MASTERFILE) or b"")
+        except tables.TableError as error:
+            raise ScardError(Scard.E_COMM_DATA_LOST, f"masterfile missing or malformed: {error}") from error
 
-    def write_masterfile(self, records: list[MasterRecord]) -> None:
-        self.put_do(*MASTERFILE, b"\x01" + b"".join(record.pack() for record in records))
+    def write_masterfile(self, records: list[MasterFileEntry]) -> None:
+        self.put_do(*MASTERFILE, tables.encode_masterfile(records))
 
-    def _find(self, records: list[MasterRecord], directory: str | None, name: str) -> MasterRecord:
+    def _find(self, records: list[MasterFileEntry], directory: str | None, name: str) -> MasterFileEntry:
         directory = directory or ""
-        if directory and not any(r.directory == directory and not r.name for r in records):
+        if directory and not any(r.directory == directory and not r.filename for r in records):
             raise ScardError(Scard.E_DIR_NOT_FOUND, directory)
         for record in records:
-            if record.directory == directory and record.name == name:
+            if record.directory == directory and record.filename == name:
                 return record
         raise ScardError(Scard.E_FILE_NOT_FOUND, f"{directory}/{name}")
 
     # --- files ----------------------------------------------------------------------------------
     def read_file(self, directory: str | None, name: str) -> bytes:
         record = self._find(self.masterfile(), directory, name)
-        value = self.get_do(record.ef, record.do)
+        value = self.get_do(record.fid, record.do)
         if value is None:
             raise ScardError(Scard.E_FILE_NOT_FOUND, f"{directory}/{name}")
         if name.startswith(COMPRESSED_PREFIXES) and value:
-            return decompress_certificate(value)
+            return _read_certificate(value)
         return value
 
     def file_info(self, directory: str | None, name: str) -> CARD_FILE_INFO:
         record = self._find(self.masterfile(), directory, name)
-        value = self.get_do(record.ef, record.do) or b""
+        value = self.get_do(record.fid, record.do) or b""
         if name.startswith(COMPRESSED_PREFIXES) and value:
-            value = decompress_certificate(value)
-        return CARD_FILE_INFO(1, len(value), EF_TO_AC.get(record.ef, CARD_FILE_ACCESS_CONDITION.UnknownAc))
+            value = _read_certificate(value)
+        return CARD_FILE_INFO(1, len(value), EF_TO_AC.get(record.fid, CARD_FILE_ACCESS_CONDITION.UnknownAc))
 
     def enum_files(self, directory: str | None) -> list[str]:
         records = self.masterfile()
         wanted = directory or ""
-        if wanted and not any(r.directory == wanted and not r.name for r in records):
+        if wanted and not any(r.directory == wanted and not r.filename for r in records):
             raise ScardError(Scard.E_DIR_NOT_FOUND, wanted)
-        names = [r.name for r in records if r.directory == wanted and r.name]
+        names = [r.filename for r in records if r.directory == wanted and r.filename]
         if not wanted:
-            names += [r.directory for r in records if not r.name]
+            names += [r.directory for r in records if not r.filename]
         return names
 
     def create_directory(self, directory: str, access_condition: int) -> None:
         records = self.masterfile()
         if any(
-            (r.directory == directory and not r.name) or (not r.directory and r.name == directory)
+            (r.directory == directory and not r.filename) or (not r.directory and r.filename == directory)
             for r in records
         ):
             raise ScardError(Scard.ERROR_FILE_EXISTS, directory)
         if access_condition != CARD_DIRECTORY_ACCESS_CONDITION.UserCreateDeleteDirAc:
             raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "only UserCreateDeleteDirAc directories")
-        records.append(MasterRecord(directory, "", 0, EF_DIRS))
+        records.append(_entry(directory, "", 0, EF_DIRS))
         self.write_masterfile(records)
 
     def delete_directory(self, directory: str) -> None:
         records = self.masterfile()
-        if not any(r.directory == directory and not r.name for r in records):
+        if not any(r.directory == directory and not r.filename for r in records):
             raise ScardError(Scard.E_DIR_NOT_FOUND, directory)
-        if any(r.directory == directory and r.name for r in records):
+        if any(r.directory == directory and r.filename for r in records):
             raise ScardError(Scard.ERROR_DIR_NOT_EMPTY, directory)
-        self.write_masterfile([r for r in records if not (r.directory == directory and not r.name)])
+        self.write_masterfile([r for r in records if not (r.directory == directory and not r.filename)])
 
     def create_file(self, directory: str | None, name: str, size: int, access_condition: int) -> None:
         records = self.masterfile()
         wanted = directory or ""
-        if wanted and not any(r.directory == wanted and not r.name for r in records):
+        if wanted and not any(r.directory == wanted and not r.filename for r in records):
             raise ScardError(Scard.E_DIR_NOT_FOUND, wanted)
-        if any(r.directory == wanted and r.name == name for r in records) or (
-            not wanted and any(not r.name and r.directory == name for r in records)
+        if any(r.directory == wanted and r.filename == name for r in records) or (
+            not wanted and any(not r.filename and r.directory == name for r in records)
         ):
             raise ScardError(Scard.ERROR_FILE_EXISTS, f"{wanted}/{name}")
         if size > MAX_FREE_BYTES:
@@ -286,27 +258,27 @@ class GidsBackend(Backend):
         ef = AC_TO_EF.get(CARD_FILE_ACCESS_CONDITION(access_condition))
         if ef is None:
             raise ScardError(Scard.E_INVALID_PARAMETER, f"AccessCondition {access_condition}")
-        used = {r.do for r in records if r.ef == ef}
+        used = {r.do for r in records if r.fid == ef}
         if ef == 0xA000:
             used |= {KEYMAP[1]}
         do = next(candidate for candidate in range(0xDF21, 0xDFFF) if candidate not in used)
         self.put_do(ef, do, b"")
-        records.append(MasterRecord(wanted, name, do, ef))
+        records.append(_entry(wanted, name, do, ef))
         self.write_masterfile(records)
 
     def write_file(self, directory: str | None, name: str, data: bytes) -> None:
         record = self._find(self.masterfile(), directory, name)
         if name.startswith(COMPRESSED_PREFIXES) and data and data[:1] == b"\x30":
-            data = compress_certificate(data)
-        self.put_do(record.ef, record.do, data)
+            data = tables.compress_certificate(data)
+        self.put_do(record.fid, record.do, data)
 
     def delete_file(self, directory: str | None, name: str) -> None:
         records = self.masterfile()
         record = self._find(records, directory, name)
         # A zero-length PUT empties a non-empty DO; a second one deletes the empty DO.
-        if self.get_do(record.ef, record.do):
-            self.put_do(record.ef, record.do, b"")
-        self.put_do(record.ef, record.do, b"")
+        if self.get_do(record.fid, record.do):
+            self.put_do(record.fid, record.do, b"")
+        self.put_do(record.fid, record.do, b"")
         records.remove(record)
         self.write_masterfile(records)
 

@@ -61,8 +61,8 @@ def test_certificates_are_stored_compressed_and_read_back_plain(cd: md.CardData,
     assert certificate.public_key().public_numbers() == gids[1][0].public_numbers()
     backend = cd.pvVendorSpecific.backend  # type: ignore[union-attr]
     assert isinstance(backend, GidsBackend)
-    record = next(r for r in backend.masterfile() if r.name == "kxc00")
-    stored = backend.get_do(record.ef, record.do)
+    record = next(r for r in backend.masterfile() if r.filename == "kxc00")
+    stored = backend.get_do(record.fid, record.do)
     assert stored is not None and stored[:2] == b"\x01\x00" and stored[4:5] == b"\x78"  # 01 00 len zlib
     assert int.from_bytes(stored[2:4], "little") == len(der)
 
