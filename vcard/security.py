@@ -76,7 +76,7 @@ State section layout ("security" in state.json)
      "roles": {
        "1": {"type": "pin", "retries": 3, "tries_left": 3, "default": true,
              "secret": {"kdf": "pbkdf2-sha256", "iterations": 2000,
-                        "salt": "<hex>", "hash": "<hex>"}},      # or null: no value yet
+                        "salt": "<hex>", "hash": "<hex>", "length": 6}},  # or null: no value yet
        "2": {"type": "challenge", "retries": 0, "tries_left": 0, "default": true,
              "algorithm": "3des", "key": "<hex>"},              # key or null
        "4": {"type": "external", ..., "secret": null}}}         # external roles may hold a PIN-pad PIN
@@ -581,9 +581,17 @@ def _parse_initial(reader: TableReader, kind: RoleType, algorithm: str | None) -
 
 
 def _hash_secret(value: bytes) -> dict[str, Any]:
+    """Salted hash of a PIN, with its length: GIDS splits `old || new` by the stored length,
+    and keeping it here commits it together with the value it describes."""
     salt = secrets.token_bytes(SALT_BYTES)
     digest = hashlib.pbkdf2_hmac("sha256", value, salt, PIN_KDF_ITERATIONS)
-    return {"kdf": PIN_KDF, "iterations": PIN_KDF_ITERATIONS, "salt": salt.hex(), "hash": digest.hex()}
+    return {
+        "kdf": PIN_KDF,
+        "iterations": PIN_KDF_ITERATIONS,
+        "salt": salt.hex(),
+        "hash": digest.hex(),
+        "length": len(value),
+    }
 
 
 def _is_hex(value: object) -> bool:
@@ -716,6 +724,9 @@ class SecurityCore:
             and isinstance(secret.get("iterations"), int)
             and not isinstance(secret.get("iterations"), bool)
             and secret["iterations"] > 0
+            and isinstance(secret.get("length"), int)
+            and not isinstance(secret.get("length"), bool)
+            and secret["length"] >= 0
         ):
             raise StateError(f"security state: role {number} has an unreadable secret")
         if record.get("type") == RoleType.CHALLENGE.value:
@@ -793,6 +804,16 @@ class SecurityCore:
         if config.type is RoleType.CHALLENGE:
             return record.get("key") is not None
         return record.get("secret") is not None
+
+    def value_length(self, role: int) -> int | None:
+        """Length of a PIN role's current value (None when it has none).
+
+        GIDS CHANGE REFERENCE DATA sends old || new without a separator; the card
+        splits it by this length, which changes in the same commit as the value.
+        """
+        with self._lock:
+            secret = self._record(role).get("secret")
+            return None if secret is None else int(secret["length"])
 
     def well_formed(self, role: int, value: bytes) -> bool:
         """Whether `value` fits the role's declared length and charset."""

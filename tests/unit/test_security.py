@@ -349,6 +349,18 @@ def test_change() -> None:
     assert "24682468" not in json.dumps(state)
 
 
+def test_value_length_follows_the_value_in_the_same_commit() -> None:
+    core, _, recorder = make_core()
+    assert core.value_length(1) == 6 and core.value_length(5) == 8
+    core.change(1, b"123456", b"24682468")
+    assert core.value_length(1) == 8
+    assert recorder.snapshots[-1]["roles"]["1"]["secret"]["length"] == 8  # durable with the hash
+    core.unblock(1, 5, b"12345678", b"1357913")
+    assert core.value_length(1) == 7
+    core.set_value(3, b"1111111")
+    assert core.value_length(3) == 7
+
+
 def test_pins_are_stored_as_salted_digests_and_survive_a_restart() -> None:
     core, state, _ = make_core()
     text = json.dumps(state)
@@ -378,6 +390,8 @@ def test_corrupt_counters_are_refused() -> None:
         ("1", "hash", 7),
         ("1", "iterations", "2000"),
         ("1", "iterations", 0),
+        ("1", "length", "6"),
+        ("1", "length", -1),
         ("2", "key", "0102"),
         ("2", "algorithm", "des"),
     ],
@@ -386,7 +400,7 @@ def test_unreadable_secrets_are_refused_at_load(role: str, field: str, value: ob
     # Refused when the card starts, not with 6F00 after a VERIFY has consumed a try.
     _, state, _ = make_core()
     record = state["roles"][role]
-    (record["secret"] if field in ("salt", "hash", "iterations") else record)[field] = value
+    (record["secret"] if field in ("salt", "hash", "iterations", "length") else record)[field] = value
     with pytest.raises(StateError, match=f"role {role}"):
         SecurityCore(ROLES, state, lambda: None, is_new=False)
 

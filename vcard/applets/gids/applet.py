@@ -97,9 +97,7 @@ class GidsApplet(Applet):
         if not self.config.initialized:
             provision.blank(self.state)
             return
-        pin = self.security.role(self.config.user_role).initial
-        puk = self.security.role(self.config.puk_role).initial if self.config.puk_role else b""
-        provision.initialised(self.state, self.config.card_id, len(pin) or None, len(puk) or None)
+        provision.initialised(self.state, self.config.card_id)
 
     # ---- lifecycle and security status ----------------------------------------
 
@@ -400,9 +398,6 @@ class GidsApplet(Applet):
             return self.config.puk_role
         raise ISOError(SW.REFERENCE_NOT_FOUND, f"no PIN {p2:02X}")
 
-    def _length_key(self, role: int) -> str:
-        return "puk_length" if role == self.config.puk_role else "pin_length"
-
     def _check_new_value(self, role: int, value: bytes) -> None:
         """Format rules before any PIN is compared: a bad length answers 6700, a bad charset 6A80."""
         config = self.security.role(role)
@@ -413,8 +408,6 @@ class GidsApplet(Applet):
 
     def _set_value(self, role: int, value: bytes) -> None:
         self.security.set_value(role, value)
-        self.state[self._length_key(role)] = len(value)
-        self._commit()
 
     @command(0x20)
     def verify(self, apdu: CommandAPDU) -> None:
@@ -445,7 +438,7 @@ class GidsApplet(Applet):
             return
         if apdu.p1 != 0x00:
             raise ISOError(SW.INCORRECT_P1P2)
-        length = self.state.get(self._length_key(role))
+        length = self.security.value_length(role)
         if length is None:
             raise ISOError(SW.REFERENCE_DATA_NOT_USABLE, "PIN not set yet")
         if len(apdu.data) <= length:
@@ -453,8 +446,6 @@ class GidsApplet(Applet):
         old, new = apdu.data[:length], apdu.data[length:]
         self._check_new_value(role, new)
         self.security.change(role, old, new)  # leaves the PIN verified, as GIDS wants
-        self.state[self._length_key(role)] = len(new)
-        self._commit()
 
     @command(0x2C)
     def reset_retry_counter(self, apdu: CommandAPDU) -> None:
@@ -469,20 +460,16 @@ class GidsApplet(Applet):
                 raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED)
             self._check_new_value(user, apdu.data)
             self.security.unblock(user, self.config.admin_role, b"", apdu.data)
-            self.state["pin_length"] = len(apdu.data)
-            self._commit()
             self.security.deauthenticate(self._roles_mask())
             return
         if apdu.p1 != 0x00 or self.config.puk_role is None:
             raise ISOError(SW.INCORRECT_P1P2)
-        puk_length = self.state.get("puk_length")
+        puk_length = self.security.value_length(self.config.puk_role)
         if puk_length is None or len(apdu.data) <= puk_length:
             raise ISOError(SW.WRONG_LENGTH, "PUK || new PIN expected")
         puk, new = apdu.data[:puk_length], apdu.data[puk_length:]
         self._check_new_value(user, new)
         self.security.unblock(user, self.config.puk_role, puk, new)
-        self.state["pin_length"] = len(new)
-        self._commit()
 
     # ---- admin key -------------------------------------------------------------------
 

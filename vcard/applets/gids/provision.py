@@ -33,12 +33,10 @@ LIFECYCLE_TERMINATED = "terminated"
 def blank(state: dict[str, Any]) -> None:
     """No files, no PIN: the application waits in initialisation mode."""
     state.clear()
-    state.update({"lifecycle": LIFECYCLE_INITIALIZATION, "files": {}, "pin_length": None, "puk_length": None})
+    state.update({"lifecycle": LIFECYCLE_INITIALIZATION, "files": {}})
 
 
-def initialised(
-    state: dict[str, Any], card_id: bytes | None, pin_length: int | None, puk_length: int | None
-) -> None:
+def initialised(state: dict[str, Any], card_id: bytes | None) -> None:
     """The file system `gids-tool --initialize` creates, activated."""
     blank(state)
     fs = FileSystem(state)
@@ -54,4 +52,4 @@ def initialised(
     for (fid, tag), value in contents.items():
         fs.require(fid).put_do(tag, value)
     fs.require(CMAPFILE[0]).put_do(CMAPFILE[1], b"")  # present and empty
-    state.update({"lifecycle": LIFECYCLE_OPERATIONAL, "pin_length": pin_length, "puk_length": puk_length})
+    state["lifecycle"] = LIFECYCLE_OPERATIONAL
