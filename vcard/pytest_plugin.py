@@ -21,24 +21,31 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
-import tempfile
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from .apdu import sw_name
-from .script.parser import Location, ScriptError, parse_bytes, parse_data_pattern, parse_string, parse_sw
-from .script.runner import Connection, Runner, RunResult, Status, format_result
+from .script.functions import ExpressionError
+from .script.parser import (
+    DataPattern,
+    Location,
+    ScriptError,
+    SwPattern,
+    parse_bytes,
+    parse_data_pattern,
+    parse_expectation,
+    parse_string,
+    parse_sw,
+)
+from .script.runner import Connection, PyscardConnection, Runner, RunResult, Status, format_result
 
 DEFAULT_PROFILE = "piv"
-CARD_START_TIMEOUT = 30.0
+HERE = Location("<send>", 0)
+_Parsed = TypeVar("_Parsed")
 
 
 @dataclass(frozen=True)
@@ -84,30 +91,39 @@ class ApduSession:
         **variables: bytes,
     ) -> Response:
         """Transmit and check: `sw` an int or a pattern like "63C?" (None: any), `data` exact or pattern."""
-        raw = self._command(command, variables)
+        if isinstance(sw, int):
+            sw = f"{sw:04X}"
+        if isinstance(data, bytes):
+            data = data.hex()  # exact bytes are the pattern of their hex digits
+        sw_pattern = None if sw is None else _parse(parse_sw, sw)
+        data_pattern = None if data is None else _parse(parse_data_pattern, data)
+        return self._exchange(command, sw_pattern, data_pattern, variables)
+
+    def check(self, command: str | bytes, expected: str, **variables: bytes) -> Response:
+        """Transmit and match a whole script-style expectation such as "61 ?? * 9000" (as after `<`)."""
+        expectation = _parse(parse_expectation, expected)
+        return self._exchange(command, expectation.sw, expectation.data, variables)
+
+    def _exchange(
+        self,
+        command: str | bytes,
+        sw: SwPattern | None,
+        data: DataPattern | None,
+        variables: Mapping[str, bytes],
+    ) -> Response:
+        raw = self._command(command, dict(variables))
         response = self.transmit(raw)
         problems = []
-        if sw is not None:
-            pattern = parse_sw(sw if isinstance(sw, str) else f"{sw:04X}", Location("<send>", 0))
-            if pattern.match(response.sw) is None:
-                problems.append(f"expected SW {pattern.source}, got {response.sw_text}")
-        if data is not None:
-            if isinstance(data, bytes):
-                if response.data != data:
-                    problems.append(f"expected data {data.hex(' ').upper() or '(none)'}")
-            else:
-                data_pattern = parse_data_pattern(data, Location("<send>", 0))
-                if data_pattern.match(response.data, variables) is None:
-                    problems.append(f"expected data {data_pattern.describe(variables)}")
+        try:
+            if sw is not None and sw.match(response.sw, variables) is None:
+                problems.append(f"expected SW {sw.describe(variables)}, got {response.sw_text}")
+            if data is not None and data.match(response.data, variables) is None:
+                problems.append(f"expected data {data.describe(variables)}")
+        except ExpressionError as error:
+            raise AssertionError(f"> {raw.hex(' ').upper()}\n{error}") from None
         if problems:
             raise AssertionError("\n".join([f"> {raw.hex(' ').upper()}", *problems, f"got: {response}"]))
         return response
-
-    def check(self, command: str | bytes, expected: str, **variables: bytes) -> Response:
-        """Transmit and match a whole script-style expectation such as "61 ?? * 9000"."""
-        pattern = expected.strip()
-        head, _, tail = pattern.rpartition(" ")
-        return self.send(command, sw=tail, data=head if head else b"", **variables)
 
     def reset(self) -> None:
         self.connection.reset()
@@ -129,25 +145,17 @@ class ApduSession:
         if isinstance(command, bytes):
             return command
         try:
-            return parse_bytes(command, Location("<send>", 0)).render(variables)
+            return parse_bytes(command, HERE).render(variables)
         except Exception as error:
             raise AssertionError(f"bad command {command!r}: {error}") from None
 
 
-class _PyscardConnection:
-    """Adapts a pyscard CardConnection to the runner's transmit/reset."""
-
-    def __init__(self, connection: Any) -> None:
-        self.connection = connection
-
-    def transmit(self, apdu: bytes) -> bytes:
-        data, sw1, sw2 = self.connection.transmit(list(apdu))
-        return bytes(data) + bytes([sw1, sw2])
-
-    def reset(self) -> None:
-        from smartcard.scard import SCARD_RESET_CARD
-
-        self.connection.reconnect(disposition=SCARD_RESET_CARD)
+def _parse(parser: Callable[[str, Location], _Parsed], text: str) -> _Parsed:
+    """A script pattern given to `send`/`check`; a mistake in it fails the test with the reason."""
+    try:
+        return parser(text, HERE)
+    except ScriptError as error:
+        raise AssertionError(f"bad pattern {text!r}: {error}") from None
 
 
 # ---- hooks -----------------------------------------------------------------------
@@ -213,70 +221,6 @@ def vcard_apdu(vcard_connection: Any) -> ApduSession:
 
 # ---- PC/SC fixtures --------------------------------------------------------------
 
-_lock_guard = threading.Lock()
-_lock_depth = 0
-_lock_stack: contextlib.ExitStack | None = None
-
-
-def _ancestors() -> set[int]:
-    """This process and its parents (Linux /proc), nearest first."""
-    pids = {os.getpid()}
-    pid = os.getppid()
-    while pid > 1 and pid not in pids:
-        pids.add(pid)
-        try:
-            with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-                pid = int(handle.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-    return pids
-
-
-def _held_by_this_process(path: str) -> bool:
-    """Whether this process or a parent already holds the flock on `path` (Linux /proc/locks).
-
-    A test session (vcard's own integration conftest) or a wrapper such as
-    `flock /tmp/vcard-vpcd.lock pytest` may hold the vpcd lock on another
-    descriptor; a flock on a new descriptor would then wait for ever.
-    """
-    try:
-        inode = os.stat(path).st_ino
-        with open("/proc/locks", encoding="ascii") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return False
-    holders = set()
-    for line in lines:
-        fields = line.split()
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(inode):
-            with contextlib.suppress(ValueError):
-                holders.add(int(fields[4]))
-    return bool(holders & _ancestors())
-
-
-@contextlib.contextmanager
-def vpcd_lock() -> Iterator[None]:
-    """The machine-wide vpcd slot lock, re-entrant within this process."""
-    global _lock_depth, _lock_stack
-    from .transport.vpcd import LOCK_PATH, exclusive_slots
-
-    with _lock_guard:
-        if _lock_depth == 0 and _held_by_this_process(LOCK_PATH):
-            _lock_stack = contextlib.ExitStack()  # someone else in this process holds it for us
-        elif _lock_depth == 0:
-            stack = contextlib.ExitStack()
-            stack.enter_context(exclusive_slots())
-            _lock_stack = stack
-        _lock_depth += 1
-    try:
-        yield
-    finally:
-        with _lock_guard:
-            _lock_depth -= 1
-            if _lock_depth == 0 and _lock_stack is not None:
-                _lock_stack.close()
-                _lock_stack = None
-
 
 def pcsc_unavailable(slot: int) -> str | None:
     """Why PC/SC tests cannot run here, or None when pcscd and the vpcd reader are there."""
@@ -304,71 +248,6 @@ def _slot(config: pytest.Config) -> int:
     return int(value)
 
 
-@contextlib.contextmanager
-def running_card(profile: str, slot: int, extra_args: tuple[str, ...] = ()) -> Iterator[str]:
-    """Run `vcard run` for `profile` on vpcd `slot` until the card is in the reader; yield the reader name.
-
-    The caller must hold `vpcd_lock()`.
-    """
-    from smartcard.System import readers
-
-    from .transport.vpcd import VPCD_BASE_PORT, reader_name
-
-    name = reader_name(slot)
-    args = list(extra_args)
-    if "--state" not in args:
-        args.append("--ephemeral")
-    with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "vcard",
-                "run",
-                "--profile",
-                profile,
-                "--vpcd",
-                f"127.0.0.1:{VPCD_BASE_PORT + slot}",
-                *args,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + CARD_START_TIMEOUT
-            while True:
-                if process.poll() is not None:
-                    log.seek(0)
-                    raise RuntimeError(
-                        f"vcard run exited with {process.returncode}:\n{log.read().decode(errors='replace')}"
-                    )
-                reader = next((r for r in readers() if str(r) == name), None)
-                if reader is not None:
-                    connection = reader.createConnection()
-                    try:
-                        connection.connect()
-                    except Exception:
-                        pass
-                    else:
-                        connection.disconnect()
-                        break
-                if time.monotonic() > deadline:
-                    log.seek(0)
-                    raise RuntimeError(
-                        f"the card did not appear in {name!r} within {CARD_START_TIMEOUT:.0f} s:\n"
-                        + log.read().decode(errors="replace")
-                    )
-                time.sleep(0.1)
-            yield name
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 @pytest.fixture
 def vcard_pcsc_reader(request: pytest.FixtureRequest, vcard_profile: str) -> Iterator[str]:
     """A fresh card from `vcard_profile` in a vpcd reader of the local pcscd (skips without them)."""
@@ -376,7 +255,12 @@ def vcard_pcsc_reader(request: pytest.FixtureRequest, vcard_profile: str) -> Ite
     reason = pcsc_unavailable(slot)
     if reason is not None:
         pytest.skip(reason)
-    with vpcd_lock(), running_card(vcard_profile, slot) as name:
+    from .testing import running_card
+    from .transport.vpcd import exclusive_slots
+
+    # re-entrant: inside a session that already holds the lock (vcard's integration conftest,
+    # `flock LOCK pytest`) this does not wait for itself
+    with exclusive_slots(), running_card(vcard_profile, slot) as name:
         yield name
 
 
@@ -397,4 +281,4 @@ def vcard_pcsc_connection(vcard_pcsc_reader: str) -> Iterator[Any]:
 
 @pytest.fixture
 def vcard_pcsc_apdu(vcard_pcsc_connection: Any) -> ApduSession:
-    return ApduSession(_PyscardConnection(vcard_pcsc_connection))
+    return ApduSession(PyscardConnection(vcard_pcsc_connection))

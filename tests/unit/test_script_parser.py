@@ -204,6 +204,7 @@ def test_steps_outside_a_case_form_an_implicit_case() -> None:
         ("var 1X = 00\n", r"x.apdu:1: var needs 'NAME = VALUE'"),
         ("var X = 00\nvar X = 01\n", r"x.apdu:2: var X already has another default at x.apdu:1"),
         ("case a\nassert ${X}\nend\n", r"x.apdu:2: assert needs 'VALUE == PATTERN'"),
+        ("> 00\n< {X:65537} 9000\n", r"x.apdu:2: \{X:65537\}: no response carries more than 65536 bytes"),
     ],
 )
 def test_errors_name_file_line_and_problem(text: str, message: str) -> None:
@@ -229,6 +230,20 @@ def test_a_file_included_twice_is_read_once(tmp_path: Path) -> None:
     (tmp_path / "b.apdu").write_text("include common.apdu\ncase b\n  call sel\nend\n")
     script = parse_script([tmp_path / "a.apdu", tmp_path / "b.apdu"])
     assert [case.name for case in script.cases] == ["a", "b"]
+
+
+def test_a_file_named_first_is_not_read_again_by_an_include(tmp_path: Path) -> None:
+    """`vcard script common.apdu suite.apdu` must not see common's defines twice."""
+    (tmp_path / "common.apdu").write_text("define sel\n  reset\nend\n")
+    (tmp_path / "suite.apdu").write_text("include common.apdu\ncase a\n  call sel\nend\n")
+    script = parse_script([tmp_path / "common.apdu", tmp_path / "suite.apdu"])
+    assert list(script.defines) == ["sel"] and [case.name for case in script.cases] == ["a"]
+
+
+def test_a_tab_may_follow_a_keyword() -> None:
+    script = parse_string('case\t"tabbed"\n\treset\nend\n', "t.apdu")
+    assert [case.name for case in script.cases] == ["tabbed"]
+    assert isinstance(script.cases[0].steps[0], Reset)
 
 
 def test_missing_include_names_the_including_line(tmp_path: Path) -> None:
@@ -298,6 +313,8 @@ def test_evaluation_errors_are_expression_errors() -> None:
         evaluate(parse_expression("NOPE"), {})
     with pytest.raises(ExpressionError, match="3des key must be 24 bytes"):
         evaluate(parse_expression("3des_encrypt(0x00, 0x0000000000000000)"), {})
+    with pytest.raises(ExpressionError, match=r"len\(\): int too big to convert"):
+        evaluate(parse_expression("len(X)"), {"X": bytes(65536)})
 
 
 @given(st.binary(min_size=1, max_size=300))

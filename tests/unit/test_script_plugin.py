@@ -73,3 +73,29 @@ def test_pcsc_unavailable_names_the_missing_reader() -> None:
     reason = pcsc_unavailable(7)
     assert reason is not None
     assert "Virtual PCD 00 07" in reason or "pcscd" in reason or "pyscard" in reason
+
+
+@pytest.mark.vcard_profile("iso")
+def test_computed_status_words_see_the_keyword_variables(vcard_apdu: ApduSession) -> None:
+    vcard_apdu.send(f"00 A4 04 00 [{ISO_AID}]")
+    vcard_apdu.send("00 20 00 81", sw="63${T}", T=b"\xc3")
+    with pytest.raises(AssertionError, match=r"expected SW 63C2, got 63C3"):
+        vcard_apdu.send("00 20 00 81", sw="63${sub(T, 1)}", T=b"\xc3")
+
+
+@pytest.mark.vcard_profile("iso")
+def test_check_reads_the_expectation_as_a_script_does(vcard_apdu: ApduSession) -> None:
+    """The status word is the last word even when an expression in it has spaces, as after '<'."""
+    vcard_apdu.send(f"00 A4 04 00 [{ISO_AID}]")
+    vcard_apdu.check("00 20 00 81", "${cat(0x63, 0xC3)}")
+    vcard_apdu.check("00 84 00 00 08", "/(?P<C>.{16})/ 9000")
+    with pytest.raises(AssertionError, match=r"expected data \(no data\)"):
+        vcard_apdu.check("00 84 00 00 08", "9000")
+
+
+@pytest.mark.vcard_profile("iso")
+def test_bad_patterns_fail_the_test_with_the_reason(vcard_apdu: ApduSession) -> None:
+    with pytest.raises(AssertionError, match=r"bad pattern '90 00': <send>: status word '00'"):
+        vcard_apdu.check(f"00 A4 04 00 [{ISO_AID}]", "90 00")
+    with pytest.raises(AssertionError, match=r"\$\{X\}: variable X is not set"):
+        vcard_apdu.send(f"00 A4 04 00 [{ISO_AID}]", data="${X}")

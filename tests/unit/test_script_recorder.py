@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,20 @@ def _fresh_state(tmp_path: Path, profile: str) -> tuple[Path, Path]:
     return original, copy
 
 
+def _record(
+    path: Path, profile: str, state: Path | None, client: Callable[[InProcessConnection], None], **kwargs: Any
+) -> str:
+    """Run `client` against a card (from `state`, or ephemeral) while recording; the script text."""
+    card = VirtualCard.open(load_profile(profile), state, ephemeral=state is None)
+    try:
+        recorder = install_recorder(card.card, path, **kwargs)
+        client(InProcessConnection(card.card))
+        recorder.close()
+    finally:
+        card.close()
+    return path.read_text()
+
+
 def _replay(path: Path, profile: str, state: Path) -> Any:
     card = VirtualCard.open(load_profile(profile), state, ephemeral=False)
     try:
@@ -75,16 +90,8 @@ def _replay(path: Path, profile: str, state: Path) -> Any:
 
 def test_recorded_piv_session_replays_green(tmp_path: Path) -> None:
     original, copy = _fresh_state(tmp_path, "piv")
-    card = VirtualCard.open(load_profile("piv"), original, ephemeral=False)
     recording = tmp_path / "session.apdu"
-    try:
-        recorder = install_recorder(card.card, recording)
-        connection = InProcessConnection(card.card)
-        _session(connection)
-        recorder.close()
-    finally:
-        card.close()
-    text = recording.read_text()
+    text = _record(recording, "piv", original, _session)
     assert "var MGMT_KEY = 010203040506070801020304050607080102030405060708" in text
     assert '${decrypt("3des", MGMT_KEY, WITNESS_' in text
     assert text.count('case "session') == 2
@@ -97,14 +104,8 @@ def test_recorded_piv_session_replays_green(tmp_path: Path) -> None:
 def test_exact_data_is_checked_on_replay(tmp_path: Path) -> None:
     """Deterministic answers (the CHUID here) are compared: another card's CHUID fails the replay."""
     original, _copy = _fresh_state(tmp_path, "piv")
-    card = VirtualCard.open(load_profile("piv"), original, ephemeral=False)
     recording = tmp_path / "session.apdu"
-    try:
-        recorder = install_recorder(card.card, recording)
-        _session(InProcessConnection(card.card))
-        recorder.close()
-    finally:
-        card.close()
+    _record(recording, "piv", original, _session)
     other = tmp_path / "other"
     VirtualCard.open(load_profile("piv"), other, ephemeral=False).close()
     outcome = _replay(recording, "piv", other)
@@ -115,12 +116,7 @@ def test_exact_data_is_checked_on_replay(tmp_path: Path) -> None:
 def test_gids_admin_authentication_replays(tmp_path: Path) -> None:
     from vcard import crypto
 
-    original, copy = _fresh_state(tmp_path, "gids")
-    card = VirtualCard.open(load_profile("gids"), original, ephemeral=False)
-    recording = tmp_path / "gids.apdu"
-    try:
-        recorder = install_recorder(card.card, recording)
-        connection = InProcessConnection(card.card)
+    def admin_session(connection: InProcessConnection) -> None:
         connection.reset()
         _tx(connection, "00 A4 04 00 09 A0 00 00 03 97 42 54 46 59 00")
         _tx(connection, "00 22 C1 A4 03 83 01 80")
@@ -131,27 +127,46 @@ def test_gids_admin_authentication_replays(tmp_path: Path) -> None:
         response = connection.transmit(bytes.fromhex("008700002C7C2A8228") + cryptogram + b"\x00")
         assert response[-2:] == b"\x90\x00"
         assert _tx(connection, "00 2C 02 80 06 31 32 33 34 35 36")[-2:] == b"\x90\x00"
-        recorder.close()
-    finally:
-        card.close()
-    text = recording.read_text()
+
+    original, copy = _fresh_state(tmp_path, "gids")
+    recording = tmp_path / "gids.apdu"
+    text = _record(recording, "gids", original, admin_session)
     assert "${3des_cbc_encrypt(ADMIN_KEY, 0x0000000000000000, cat(CARD_RANDOM_" in text
     outcome = _replay(recording, "gids", copy)
     assert outcome.ok, "\n".join(format_result(r) for r in outcome.results)
 
 
+def test_piv_external_authentication_replays(tmp_path: Path) -> None:
+    """OpenSC piv-tool's external authentication: the client's 82 answer becomes encrypt(...)."""
+    from vcard import crypto
+
+    def external(connection: InProcessConnection) -> None:
+        connection.reset()
+        _tx(connection, PIV_SELECT.hex())
+        response = _tx(connection, "00 87 03 9B 04 7C 02 81 00 00")
+        assert response[:4] == bytes.fromhex("7C0A8108") and response[-2:] == b"\x90\x00"
+        answer = crypto.block_encrypt("3des", MGMT_KEY, response[4:12])
+        assert connection.transmit(bytes.fromhex("0087039B0C7C0A8208") + answer) == b"\x90\x00"
+        # the authentication counts: PUT DATA needs it
+        assert _tx(connection, "00 DB 3F FF 0E 5C 03 5F C1 0D 53 07 70 00 71 01 00 FE 00") == b"\x90\x00"
+
+    original, copy = _fresh_state(tmp_path, "piv")
+    recording = tmp_path / "external.apdu"
+    text = _record(recording, "piv", original, external)
+    assert '${encrypt("3des", MGMT_KEY, CHALLENGE_1)}' in text, text
+    outcome = _replay(recording, "piv", copy)
+    assert outcome.ok and outcome.count(Status.PASSED) == 1, "\n".join(
+        format_result(r) for r in outcome.results
+    )
+
+
 def test_unknown_key_is_flagged(tmp_path: Path) -> None:
-    card = VirtualCard.open(load_profile("piv"), None, ephemeral=True)
-    recording = tmp_path / "r.apdu"
-    try:
-        recorder = install_recorder(card.card, recording, keys={})
-        connection = InProcessConnection(card.card)
+    def mutual(connection: InProcessConnection) -> None:
         _tx(connection, PIV_SELECT.hex())
         _mutual_auth(connection)
-        recorder.close()
-    finally:
-        card.close()
-    assert "is not known to the recorder: this exchange will not replay" in recording.read_text()
+
+    text = _record(tmp_path / "r.apdu", "piv", None, mutual, keys={})
+    assert "is not known to the recorder: this exchange will not replay" in text
 
 
 @pytest.mark.parametrize("event", ["reset", "power_off"])

@@ -211,6 +211,10 @@ def test_overrides_are_read_like_the_default() -> None:
     assert initial_variables(script, {"PIN": '"x"'})["PIN"] == b"x"
     with pytest.raises(ScriptError, match="--set PUK: the scripts declare no variable PUK"):
         initial_variables(script, {"PUK": "1"})
+    with pytest.raises(
+        ScriptError, match=r"^--set KEY: odd number of hex digits in '0A0': write whole bytes$"
+    ):
+        initial_variables(script, {"KEY": "0A0"})
 
 
 def test_variables_may_use_earlier_variables() -> None:

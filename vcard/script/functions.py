@@ -156,23 +156,28 @@ def _byte(value: int) -> bytes:
     return bytes([value])
 
 
-def _cipher(name: bytes, key: bytes) -> str:
-    text = name.decode(errors="replace").lower()
-    if text == "3des":
-        return "3des"
-    if text == "aes":
-        return _aes_algorithm(key)
-    raise ExpressionError(f'cipher {text!r}: use "3des" or "aes"')
+def ecb(cipher: str, key: bytes, data: bytes, encrypt: bool) -> bytes:
+    """ECB with a cipher named "3des" or "aes" (the key length picks AES-128/192/256).
+
+    What `encrypt(...)`/`decrypt(...)` compute; the recorder uses it to recognise which
+    known key answered a challenge. Raises ExpressionError (a ValueError).
+    """
+    name = cipher.lower()
+    if name == "3des":
+        algorithm = "3des"
+    elif name == "aes":
+        algorithm = _aes_algorithm(key)
+    else:
+        raise ExpressionError(f'cipher {cipher!r}: use "3des" or "aes"')
+    return _ecb(algorithm, encrypt)(key, data)
 
 
 def _encrypt(name: bytes, key: bytes, data: bytes) -> bytes:
-    algorithm = _cipher(name, key)
-    return _ecb(algorithm, True)(key, data)
+    return ecb(name.decode(errors="replace"), key, data, encrypt=True)
 
 
 def _decrypt(name: bytes, key: bytes, data: bytes) -> bytes:
-    algorithm = _cipher(name, key)
-    return _ecb(algorithm, False)(key, data)
+    return ecb(name.decode(errors="replace"), key, data, encrypt=False)
 
 
 def _rsa_public(modulus: bytes, exponent: bytes, data: bytes) -> bytes:
@@ -423,7 +428,7 @@ def evaluate(expr: Expr, variables: Mapping[str, bytes]) -> bytes:
         return function.implementation(*values)
     except ExpressionError:
         raise
-    except ValueError as error:
+    except (ValueError, OverflowError) as error:  # e.g. a wrong key size, len() of 64 KiB or more
         raise ExpressionError(f"{expr.name}(): {error}") from None
 
 

@@ -45,10 +45,10 @@ class Location:
     """Where a statement was written, for every message about it."""
 
     path: str
-    line: int
+    line: int  # 0: not a line of a file (a whole file, a --set option, a pytest helper argument)
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}"
+        return f"{self.path}:{self.line}" if self.line else self.path
 
 
 def _fail(location: Location, problem: str) -> ScriptError:
@@ -379,6 +379,7 @@ class Script:
 
 # ---- lexical helpers -----------------------------------------------------------
 
+MAX_RESPONSE_DATA = 65536  # extended Le; also keeps capture counts within what `re` accepts
 _HEX_DIGITS = set("0123456789abcdefABCDEF")
 _CAPTURE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):(\*|[0-9]+)\}")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -525,6 +526,10 @@ def parse_data_pattern(text: str, location: Location) -> DataPattern:
                     location, f"bad capture {text[index:].split()[0]!r}: write {{NAME:8}} or {{NAME:*}}"
                 )
             name, count = match.group(1), match.group(2)
+            if count != "*" and int(count) > MAX_RESPONSE_DATA:
+                raise _fail(
+                    location, f"{{{name}:{count}}}: no response carries more than {MAX_RESPONSE_DATA} bytes"
+                )
             if name in names:
                 raise _fail(location, f"{name} is captured twice in one pattern")
             names.add(name)
@@ -654,6 +659,7 @@ class Parser:
         except UnicodeDecodeError as error:
             raise ScriptError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
         self._stack.append(resolved)
+        self._included.add(resolved)  # a file named on the command line is not read again by an include
         self.script.files.append(path)
         try:
             self.parse_text(text, str(path), path.parent, group)
@@ -667,7 +673,7 @@ class Parser:
         pending: tuple[Location, ByteTemplate] | None = None
 
         for location, line in _logical_lines(text, name):
-            keyword, _, rest = line.partition(" ")
+            keyword, _, rest = line.replace("\t", " ").partition(" ")
             rest = rest.strip()
             if keyword != "<" and not line.startswith("<") and pending is not None:
                 raise _fail(pending[0], "command has no expected response: add a '<' line (e.g. '< * ????')")
@@ -737,7 +743,6 @@ class Parser:
                 target_path = directory / _unquote(rest, location, "include needs a path")
                 # include once: suites share a common file (defines, vars) and may run together
                 if target_path.resolve() not in self._included or target_path.resolve() in self._stack:
-                    self._included.add(target_path.resolve())
                     self.parse_file(target_path, state.group, location)
             elif keyword == "group":
                 state.group = _unquote(rest, location, "group needs a name")

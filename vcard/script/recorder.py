@@ -39,6 +39,7 @@ from typing import Any
 
 from .. import __version__, crypto, tlv
 from ..apdu import sw_name
+from .functions import ecb
 
 DEFAULT_KEYS: dict[str, bytes] = {
     "MGMT_KEY": bytes.fromhex("010203040506070801020304050607080102030405060708"),
@@ -98,13 +99,15 @@ def _piv_cipher(p1: int) -> str:
 
 
 def _ecb(cipher: str, key: bytes, data: bytes, encrypt: bool) -> bytes | None:
+    """What the replay's `encrypt`/`decrypt` would compute, or None when the key cannot be this cipher's."""
     try:
-        algorithm = "3des" if cipher == "3des" else {16: "aes128", 24: "aes192", 32: "aes256"}[len(key)]
-        size = crypto.block_size(algorithm)
-        operation = crypto.block_encrypt if encrypt else crypto.block_decrypt
-        return b"".join(operation(algorithm, key, data[i : i + size]) for i in range(0, len(data), size))
-    except (KeyError, ValueError):
+        return ecb(cipher, key, data, encrypt)
+    except ValueError:
         return None
+
+
+_CLIENT_HALF = {"witness": (0x80, "decrypt"), "challenge": (0x82, "encrypt")}
+"""PIV: the tag of the client's answer to a pending witness/challenge, and the function computing it."""
 
 
 class Recorder:
@@ -274,20 +277,14 @@ class Recorder:
         if pending is None:
             return None
         # the client's half: replace the bytes that depend on the card's random value
-        if pending.kind == "witness" and request.get(0x80):
+        if pending.kind in _CLIENT_HALF and request.get(_CLIENT_HALF[pending.kind][0]):
+            tag, function = _CLIENT_HALF[pending.kind]
             for key_name, key in self.keys.items():
-                if _ecb(pending.cipher, key, pending.value, encrypt=False) == request[0x80]:
+                if _ecb(pending.cipher, key, pending.value, encrypt=function == "encrypt") == request[tag]:
                     used_keys.add(key_name)
-                    expression = f'${{decrypt("{pending.cipher}", {key_name}, {pending.name})}}'
+                    expression = f'${{{function}("{pending.cipher}", {key_name}, {pending.name})}}'
                     expect = _spaced(data) if data else ""
-                    return _replace(command, request[0x80], expression), expect, None, ""
-        elif pending.kind == "challenge" and request.get(0x82):
-            for key_name, key in self.keys.items():
-                if _ecb(pending.cipher, key, pending.value, encrypt=True) == request[0x82]:
-                    used_keys.add(key_name)
-                    expression = f'${{encrypt("{pending.cipher}", {key_name}, {pending.name})}}'
-                    expect = _spaced(data) if data else ""
-                    return _replace(command, request[0x82], expression), expect, None, ""
+                    return _replace(command, request[tag], expression), expect, None, ""
         elif pending.kind == "gids" and len(request.get(0x82, b"")) == 40:
             for key_name, key in self.keys.items():
                 try:

@@ -122,7 +122,7 @@ def initial_variables(script: Script, overrides: Mapping[str, str]) -> dict[str,
             if variable.text and not (stripped.startswith('"') and stripped.endswith('"')):
                 values[name] = text.encode()
                 continue
-            template = parse_bytes(text, Location("--set", 0), allow_lc=False)
+            template = parse_bytes(text, Location(f"--set {name}", 0), allow_lc=False)
         else:
             template = variable.default
         try:
@@ -340,39 +340,14 @@ class PcscError(Exception):
     """No such reader, no card, or pcscd not running."""
 
 
-def list_readers() -> list[str]:
-    try:
-        from smartcard.System import readers
-    except ImportError as error:  # pragma: no cover - pyscard is a dependency
-        raise PcscError(f"pyscard is not installed: {error}") from None
-    try:
-        return [str(reader) for reader in readers()]
-    except Exception as error:
-        raise PcscError(f"cannot list PC/SC readers (is pcscd running?): {error}") from None
+class PyscardConnection:
+    """A connected pyscard CardConnection as the runner's `transmit`/`reset` (the one adapter).
 
+    `reset` is SCardReconnect with SCARD_RESET_CARD: a warm reset, a new card session.
+    """
 
-class PcscConnection:
-    """A card in a PC/SC reader, through pyscard; `reset` is SCardReconnect with SCARD_RESET_CARD."""
-
-    def __init__(self, reader: str) -> None:
-        from smartcard.System import readers
-
-        try:
-            available = readers()
-        except Exception as error:
-            raise PcscError(f"cannot list PC/SC readers (is pcscd running?): {error}") from None
-        names = [str(r) for r in available]
-        chosen = [r for r in available if str(r) == reader] or [r for r in available if reader in str(r)]
-        if not chosen:
-            raise PcscError(f"no reader named {reader!r}; readers: {', '.join(names) or 'none'}")
-        if len(chosen) > 1:
-            raise PcscError(f"{reader!r} matches several readers: {', '.join(str(r) for r in chosen)}")
-        self.reader = str(chosen[0])
-        self._connection = chosen[0].createConnection()
-        try:
-            self._connection.connect()
-        except Exception as error:
-            raise PcscError(f"{self.reader}: cannot connect to the card: {error}") from None
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
 
     @property
     def atr(self) -> bytes:
@@ -392,11 +367,37 @@ class PcscConnection:
             self._connection.disconnect()
 
 
+class PcscConnection(PyscardConnection):
+    """The card in a PC/SC reader chosen by name (exact, or a unique part of it), through pyscard."""
+
+    def __init__(self, reader: str) -> None:
+        from smartcard.System import readers
+
+        try:
+            available = readers()
+        except Exception as error:
+            raise PcscError(f"cannot list PC/SC readers (is pcscd running?): {error}") from None
+        names = [str(r) for r in available]
+        chosen = [r for r in available if str(r) == reader] or [r for r in available if reader in str(r)]
+        if not chosen:
+            raise PcscError(f"no reader named {reader!r}; readers: {', '.join(names) or 'none'}")
+        if len(chosen) > 1:
+            raise PcscError(f"{reader!r} matches several readers: {', '.join(str(r) for r in chosen)}")
+        self.reader = str(chosen[0])
+        connection = chosen[0].createConnection()
+        try:
+            connection.connect()
+        except Exception as error:
+            raise PcscError(f"{self.reader}: cannot connect to the card: {error}") from None
+        super().__init__(connection)
+
+
 __all__ = [
     "CaseResult",
     "Connection",
     "PcscConnection",
     "PcscError",
+    "PyscardConnection",
     "RunResult",
     "Runner",
     "Status",
