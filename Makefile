@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := pcscd vsmartcard-vpcd swig libpcsclite-dev opensc yubico-piv-tool pcsc-tools \
+                gnutls-bin libengine-pkcs11-openssl \
                 python3 python3-venv python3-dev gcc
 PYTEST_ARGS ?=
 
