@@ -63,6 +63,15 @@ def test_reselect_and_failed_select_keep_the_pin_but_another_applet_clears_it() 
     assert piv.verify(b"") == 0x63C3
 
 
+def test_chuid_expiry_on_29_february() -> None:
+    import datetime
+
+    from vcard.applets.piv.objects import ten_years_from
+
+    assert ten_years_from(datetime.date(2028, 2, 29)) == datetime.date(2038, 2, 28)
+    assert ten_years_from(datetime.date(2026, 11, 22)) == datetime.date(2036, 11, 22)
+
+
 def test_card_reset_clears_the_security_status(card) -> None:  # type: ignore[no-untyped-def]
     assert card.verify() == 0x9000
     card.card.reset()

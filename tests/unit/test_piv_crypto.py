@@ -197,6 +197,18 @@ def test_external_authentication_and_repeated_challenges() -> None:
     assert card.send(0x00, 0x87, 0x03, 0x9B, right, ne=None).sw == 0x6985  # no replay
 
 
+def test_no_encryption_oracle_answers_the_external_challenge() -> None:
+    """`81 C, 82 00` outside mutual authentication must not encrypt the card's own challenge."""
+    card = build()
+    challenge = tlv.find(card.send(0x00, 0x87, 0x03, 0x9B, bytes.fromhex("7C028100")).data, 0x7C, 0x81)
+    assert challenge is not None
+    oracle = tlv.encode(0x7C, [tlv.encode(0x81, challenge), tlv.encode(0x82, b"")])
+    assert card.send(0x00, 0x87, 0x03, 0x9B, oracle).sw == 0x6A80
+    right = tlv.encode(0x7C, tlv.encode(0x82, block_encrypt(Algorithm.TDES, MGM_3DES, challenge)))
+    assert card.send(0x00, 0x87, 0x03, 0x9B, right, ne=None).sw == 0x6985  # the challenge is gone
+    assert card.put_data(0x5FC105, b"\x70\x00") == 0x6982
+
+
 def test_management_algorithm_must_match() -> None:
     card = build()
     assert card.send(0x00, 0x87, 0x0A, 0x9B, bytes.fromhex("7C028000")).sw == 0x6A80

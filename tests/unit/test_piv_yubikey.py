@@ -92,6 +92,23 @@ def test_import_rsa_and_ec_keys(card: PivCard) -> None:
     assert card.send(0x00, 0xF9, 0x9A, 0x00).sw == 0x6A80  # imported keys are not attested
 
 
+def test_import_refuses_inconsistent_rsa_components(card: PivCard) -> None:
+    numbers = rsa.generate_private_key(65537, 1024).private_numbers()
+    good = [numbers.p, numbers.q, numbers.dmp1, numbers.dmq1, numbers.iqmp]
+
+    def body(parts: list[int]) -> bytes:
+        return b"".join(
+            tlv.encode(tag, value.to_bytes(64)) for tag, value in zip(range(1, 6), parts, strict=True)
+        )
+
+    for index in (2, 3, 4):  # a wrong dP, dQ or qInv
+        parts = list(good)
+        parts[index] ^= 2
+        assert card.send(0x00, 0xFE, 0x06, 0x9A, body(parts), ne=None).sw == 0x6A80
+    assert card.send(0x00, 0xFE, 0x07, 0x9A, body(good), ne=None).sw == 0x6A80  # 1024 bits is not RSA-2048
+    assert card.send(0x00, 0xFE, 0x06, 0x9A, body(good), ne=None).sw == 0x9000
+
+
 def test_attestation_certificate_chains_to_5fff01(card: PivCard) -> None:
     assert card.send(0x00, 0xF9, 0x9A, 0x00).sw == 0x6A88
     card.generate(0x9A, 0x11, pin_policy=0x03, touch=0x01)

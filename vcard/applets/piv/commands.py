@@ -8,9 +8,7 @@ chains and splits long responses.
 
 from __future__ import annotations
 
-from typing import cast
-
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
+from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from ... import tlv
 from ...apdu import INS, SW, CommandAPDU, ISOError, verify_failed
@@ -167,22 +165,10 @@ class PivCommands(PivBase):
         if items.get(0x85):
             result = self._exchange(entry, items[0x85])
         elif items.get(0x81):
-            result = self._private_operation(entry, items[0x81])
+            result = entry.private_operation(items[0x81])
         else:
             raise ISOError(SW.INCORRECT_DATA, "expected 81 challenge or 85 exponentiation")
         return tlv.encode(0x7C, tlv.encode(0x82, result))
-
-    @staticmethod
-    def _private_operation(entry: KeyEntry, data: bytes) -> bytes:
-        """Raw RSA (sign or decrypt), ECDSA of a digest, or Ed25519 of a whole message."""
-        kind = entry.kind
-        if kind == "ec":
-            return keys.ecdsa_sign(cast(ec.EllipticCurvePrivateKey, entry.key), data)
-        if kind == "rsa":
-            return keys.rsa_private(cast(rsa.RSAPrivateKey, entry.key), data)
-        if kind == "ed25519":
-            return keys.ed25519_sign(cast(ed25519.Ed25519PrivateKey, entry.key), data)
-        raise ISOError(SW.INCORRECT_DATA, "an X25519 key only does key agreement")
 
     @staticmethod
     def _exchange(entry: KeyEntry, peer: bytes) -> bytes:

@@ -11,8 +11,10 @@ module); this module only maps PIV identifiers onto them and turns bad input int
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import partial
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, utils, x25519
@@ -211,6 +213,26 @@ def ecdh(key: ec.EllipticCurvePrivateKey | x25519.X25519PrivateKey, point: bytes
 
 def ed25519_sign(key: ed25519.Ed25519PrivateKey, message: bytes) -> bytes:
     return crypto.ed25519_sign(key, message)
+
+
+def _agreement_only(data: bytes) -> bytes:
+    raise ISOError(SW.INCORRECT_DATA, "an X25519 key only does key agreement")
+
+
+def private_operation(key: PrivateKey) -> Callable[[bytes], bytes]:
+    """What GENERAL AUTHENTICATE `81` does with this key, bound once when the key is loaded.
+
+    Raw RSA (sign or decrypt), ECDSA of a digest, or Ed25519 of a whole message; an
+    X25519 key answers 6A80. Choosing the operation per key rather than per call keeps
+    type tests off the per-signature path.
+    """
+    if isinstance(key, rsa.RSAPrivateKey):
+        return partial(rsa_private, key)
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return partial(ecdsa_sign, key)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return partial(ed25519_sign, key)
+    return _agreement_only
 
 
 def block_encrypt(algorithm: Algorithm, key: bytes, block: bytes) -> bytes:

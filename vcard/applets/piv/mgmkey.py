@@ -9,7 +9,9 @@ Three client dialogues are served (all within GENERAL AUTHENTICATE, template 7C)
   step of external authentication, any number of times.
 
 A witness or challenge is good for exactly one answer: whatever the outcome, it is
-forgotten, so a replayed response fails.
+forgotten, so a replayed response fails. The card encrypts a host's challenge only in
+the second step of mutual authentication, after the host has proven the key: an
+unauthenticated encryption oracle would let anyone answer the external challenge.
 """
 
 from __future__ import annotations
@@ -63,9 +65,8 @@ class ManagementKeyAuth:
             if not constant_time_equal(response, block_encrypt(algorithm, key, expected)):
                 raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED, "response does not match")
             return b"", True
-        if challenge and response == b"":
-            # Internal authentication of the card: encrypt the host's challenge.
-            if len(challenge) != size:
-                raise ISOError(SW.INCORRECT_DATA, "challenge must be one block")
-            return tlv.encode(0x7C, [tlv.encode(0x82, block_encrypt(algorithm, key, challenge))]), False
+        # Anything else, notably `81 C, 82 00` ("encrypt my challenge") outside mutual
+        # authentication, is refused: answering it would encrypt the card's own outstanding
+        # external-authentication challenge for anyone and so authenticate them without the key.
+        self.clear()
         raise ISOError(SW.INCORRECT_DATA, "unsupported 9B dynamic authentication template")

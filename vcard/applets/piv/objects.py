@@ -92,7 +92,7 @@ NON_GOVERNMENT_FASCN = bytes.fromhex("d4e739da739ced39ce739d836858210842108421c8
 def new_chuid(guid: bytes | None = None, expiry: datetime.date | None = None) -> bytes:
     """A CHUID (Pt1 Table 9) with a random GUID: FASC-N, GUID, expiry, empty signature."""
     guid = guid or secrets.token_bytes(16)
-    expiry = expiry or datetime.date.today().replace(year=datetime.date.today().year + 10)
+    expiry = expiry or ten_years_from(datetime.date.today())
     return b"".join(
         [
             tlv.encode(0x30, NON_GOVERNMENT_FASCN),
@@ -102,6 +102,14 @@ def new_chuid(guid: bytes | None = None, expiry: datetime.date | None = None) ->
             tlv.encode(0xFE, b""),
         ]
     )
+
+
+def ten_years_from(day: datetime.date) -> datetime.date:
+    """The same day ten years on; 29 February becomes 28 February (`replace` would raise)."""
+    try:
+        return day.replace(year=day.year + 10)
+    except ValueError:
+        return day.replace(year=day.year + 10, day=28)
 
 
 def new_ccc(card_id: bytes | None = None) -> bytes:

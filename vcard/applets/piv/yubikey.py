@@ -6,9 +6,7 @@ here follow those clients. Everything that changes the card needs the management
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
-
-from ... import tlv
+from ... import crypto, tlv
 from ...apdu import SW, CommandAPDU, ISOError
 from ...cardos import HandlerResult, command
 from ...crypto import PrivateKey
@@ -199,25 +197,30 @@ class YubicoCommands(PivCommands):
 
 
 def _import(info: keys.AlgorithmInfo, parts: dict[int, bytes]) -> PrivateKey:
-    """Build a private key from IMPORT KEY components, checking sizes (6A80 if inconsistent)."""
+    """Build a private key from IMPORT KEY components, checking sizes (6A80 if inconsistent).
+
+    Keys are built by `vcard.crypto` (the one place that constructs key objects); the CRT
+    values the host sends along with the primes must be the ones the primes imply.
+    """
     try:
         if info.kind == "rsa":
             p, q, dp, dq, qinv = (int.from_bytes(parts[tag], "big") for tag in (1, 2, 3, 4, 5))
-            e = 65537
-            n = p * q
-            if n.bit_length() != info.size * 8:
+            # Before any OpenSSL work: key validation tests primality, slow on oversized input.
+            if (p * q).bit_length() != info.size * 8:
                 raise ValueError("modulus size does not match the algorithm")
-            d = pow(e, -1, (p - 1) * (q - 1))
-            numbers = rsa.RSAPrivateNumbers(p, q, d, dp, dq, qinv, rsa.RSAPublicNumbers(e, n))
-            return numbers.private_key()
-        if info.kind == "ec":
-            scalar = parts[6]
-            if len(scalar) != info.size:
-                raise ValueError("EC private key has the wrong length")
-            curve = ec.SECP256R1() if info.algorithm == Algorithm.P256 else ec.SECP384R1()
-            return ec.derive_private_key(int.from_bytes(scalar, "big"), curve)
-        if info.kind == "ed25519":
-            return ed25519.Ed25519PrivateKey.from_private_bytes(parts[7])
-        return x25519.X25519PrivateKey.from_private_bytes(parts[8])
+            rsa_key = crypto.rsa_private_key_from_primes(p, q)
+            numbers = rsa_key.private_numbers()
+            if (numbers.dmp1, numbers.dmq1, numbers.iqmp) != (dp, dq, qinv):
+                raise ValueError("CRT components do not match the primes")
+            key: PrivateKey = rsa_key
+        else:
+            key = crypto.private_key_from_scalar(info.profile_name, parts[_SCALAR_TAGS[info.kind]])
+        if keys.algorithm_of(key) != info.algorithm:
+            raise ValueError(f"the key is not {info.profile_name}")
+        return key
     except (KeyError, ValueError) as error:
         raise ISOError(SW.INCORRECT_DATA, f"bad key components: {error}") from None
+
+
+# IMPORT KEY tag of the private value: EC scalar 06, Ed25519 07, X25519 08.
+_SCALAR_TAGS = {"ec": 0x06, "ed25519": 0x07, "x25519": 0x08}
