@@ -1,8 +1,9 @@
 """A small local control channel for a running card (`vcard remove`, `vcard insert`, ...).
 
 `vcard run` listens on `<state dir>/control.sock`, a unix stream socket of mode 0600:
-only the card's owner may drive it, and the socket is bound under a tight umask so
-it never exists with wider permissions, not even for a moment. The protocol is JSON
+only the card's owner may drive it, and the socket is bound in a private 0700
+directory and renamed into place once it is 0600, so it never exists with wider
+permissions, not even for a moment. The protocol is JSON
 lines: each request is one JSON object with a "command" key, each answer one JSON
 object with "ok" (and "error" when ok is false). Malformed requests get an error
 answer; nothing a client sends can stop the server.
@@ -20,6 +21,7 @@ import os
 import selectors
 import socket
 import stat
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,7 +40,6 @@ IDLE_TIMEOUT = 600.0
 SUN_PATH_MAX = 107
 """Linux limits a unix socket path to 108 bytes including the terminating NUL."""
 
-_umask_lock = threading.Lock()
 
 
 class ControlError(Exception):
@@ -106,15 +107,20 @@ class ControlServer:
         self._clear_stale_socket()
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            # umask is process-wide: hold a lock, and only ever narrow it, so a file another
-            # thread creates meanwhile can only get stricter permissions, never wider ones.
-            with _umask_lock:
-                previous = os.umask(0o177)
-                try:
-                    listener.bind(os.fspath(self.path))
-                finally:
-                    os.umask(previous)
-            os.chmod(self.path, 0o600)
+            # Bind inside a fresh 0700 directory, narrow the socket to 0600, then rename it
+            # into place: it is never reachable with wider permissions, and the process-wide
+            # umask (which other threads' files depend on) is left alone.
+            private = Path(tempfile.mkdtemp(prefix=".v", dir=self.path.parent))
+            try:
+                staged = private / "s"
+                listener.bind(os.fspath(staged))
+                os.chmod(staged, 0o600)
+                os.rename(staged, self.path)
+            finally:
+                with contextlib.suppress(OSError):
+                    staged.unlink()
+                with contextlib.suppress(OSError):
+                    private.rmdir()
             listener.listen(16)
         except OSError as error:
             listener.close()
