@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -21,7 +20,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from vcard.transport.vpcd import VPCD_BASE_PORT, reader_name
+from vcard.testing import card_present, wait_for_presence
+from vcard.testing import vcard_run_command as vcard_command
+from vcard.transport.vpcd import reader_name
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENSURE_PCSCD = REPO_ROOT / "scripts" / "ensure-pcscd.sh"
@@ -70,65 +71,6 @@ def ensure_pcscd() -> None:
 
 
 # ---- reader state ------------------------------------------------------------------
-
-
-def reader_states() -> dict[str, int]:
-    """Event state of every PC/SC reader, without connecting to any card."""
-    from smartcard import scard
-
-    hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
-    if hresult != scard.SCARD_S_SUCCESS:
-        raise HarnessError(f"cannot reach pcscd: {scard.SCardGetErrorMessage(hresult)}")
-    try:
-        hresult, names = scard.SCardListReaders(context, [])
-        if hresult == scard.SCARD_E_NO_READERS_AVAILABLE:
-            return {}
-        if hresult != scard.SCARD_S_SUCCESS:
-            raise HarnessError(f"SCardListReaders: {scard.SCardGetErrorMessage(hresult)}")
-        query = [(name, scard.SCARD_STATE_UNAWARE) for name in names]
-        hresult, states = scard.SCardGetStatusChange(context, 0, query)
-        if hresult != scard.SCARD_S_SUCCESS:
-            raise HarnessError(f"SCardGetStatusChange: {scard.SCardGetErrorMessage(hresult)}")
-        return {name: int(event) for name, event, _atr in states}
-    finally:
-        scard.SCardReleaseContext(context)
-
-
-def card_present(reader: str) -> bool:
-    from smartcard import scard
-
-    state = reader_states().get(reader)
-    if state is None:
-        raise HarnessError(f"no reader {reader!r} in pcscd (is vsmartcard-vpcd installed?)")
-    return bool(state & scard.SCARD_STATE_PRESENT)
-
-
-def wait_for_presence(reader: str, present: bool, timeout: float) -> bool:
-    """Poll until the reader has (or has no) card; False if `timeout` passes first."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if card_present(reader) == present:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(POLL_INTERVAL)
-
-
-def vcard_command(profile: str, slot: int, extra_args: Sequence[str] = ()) -> list[str]:
-    """The `vcard run` command line for a card on `slot` (ephemeral unless --state is given)."""
-    storage = [] if "--state" in extra_args or "--ephemeral" in extra_args else ["--ephemeral"]
-    return [
-        sys.executable,
-        "-m",
-        "vcard",
-        "run",
-        "--profile",
-        profile,
-        *storage,
-        "--vpcd",
-        f"127.0.0.1:{VPCD_BASE_PORT + slot}",
-        *extra_args,
-    ]
 
 
 class CardProcess:
