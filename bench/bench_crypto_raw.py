@@ -13,27 +13,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import time
-from collections.abc import Callable
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+from timing import rate
 
 from vcard import crypto
-
-
-def rate(operation: Callable[[], object], seconds: float) -> float:
-    """Operations per second, running `operation` for about `seconds`."""
-    operation()  # warm up
-    count = 0
-    started = time.perf_counter()
-    deadline = started + seconds
-    while True:
-        operation()
-        count += 1
-        now = time.perf_counter()
-        if now >= deadline:
-            return count / (now - started)
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "integration")]
+
+from timing import rate  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 from vcard import tlv  # noqa: E402
 from vcard.apdu import CommandAPDU, ResponseAPDU  # noqa: E402
@@ -44,18 +45,6 @@ RSA_BLOCK = b"\x00\x01" + b"\xff" * (256 - 3 - 51) + b"\x00" + SHA256_INFO + DIG
 Transmit = Callable[[bytes], bytes]
 
 
-def rate(operation: Callable[[], object], seconds: float) -> float:
-    """Operations per second over at least `seconds` (after one warm-up call)."""
-    operation()
-    count = 0
-    started = time.perf_counter()
-    while True:
-        for _ in range(10):
-            operation()
-        count += 10
-        elapsed = time.perf_counter() - started
-        if elapsed >= seconds:
-            return count / elapsed
 
 
 def best_of(
