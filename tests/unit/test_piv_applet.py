@@ -63,6 +63,14 @@ def test_reselect_and_failed_select_keep_the_pin_but_another_applet_clears_it() 
     assert piv.verify(b"") == 0x63C3
 
 
+def test_reselect_drops_the_pin_when_the_profile_asks_for_a_yubikey_behaviour() -> None:
+    yubikey_like = build(config_overrides={"reselect_clears_status": True})
+    assert yubikey_like.verify() == 0x9000
+    assert yubikey_like.verify(b"") == 0x9000
+    assert yubikey_like.select(PIV_AID[:5]).sw == 0x9000  # what libykpiv sends to "unverify"
+    assert yubikey_like.verify(b"") == 0x63C3
+
+
 def test_chuid_expiry_on_29_february() -> None:
     import datetime
 

@@ -232,7 +232,13 @@ class PivBase(Applet):
     # ---- SELECT and volatile state ---------------------------------------------------
 
     def select(self, apdu: CommandAPDU) -> HandlerResult:
-        """Answer the application property template; security status is kept on re-SELECT."""
+        """Answer the application property template.
+
+        The security status is kept on a re-SELECT (SP 800-73), unless the profile
+        asks for a YubiKey's behaviour (`reselect_clears_status`).
+        """
+        if self.config.reselect_clears_status:
+            self.deselect()
         return self._apt
 
     def deselect(self) -> None:

@@ -59,6 +59,9 @@ class PivConfig:
     references: Mapping[int, int] = field(default_factory=lambda: {REF_PIN: 1, REF_PUK: 3, REF_MANAGEMENT: 2})
     touch_role: int | None = None
     global_pin_primary: bool = False
+    # SP 800-73 keeps the security status on a re-SELECT of PIV; a YubiKey drops it, and
+    # libykpiv re-selects on purpose to "unverify" before reading the PIN retry counter
+    reselect_clears_status: bool = False
     max_object_size: int = 12710
     attestation: bool = True
     attestation_algorithm: Algorithm = Algorithm.P256
@@ -109,6 +112,7 @@ def parse_config(table: Mapping[str, Any], profile_path: Path) -> PivConfig:
         references=_parse_references(reader),
         touch_role=reader.int("touch_role", None, min=1, max=7),
         global_pin_primary=reader.bool("global_pin_primary", False),
+        reselect_clears_status=reader.bool("reselect_clears_status", False),
         max_object_size=reader.int("max_object_size", PivConfig.max_object_size, min=256, max=65000),
         attestation=reader.bool("attestation", True),
         attestation_algorithm=BY_PROFILE_NAME[attestation_name].algorithm,
