@@ -167,3 +167,24 @@ def test_management_key_with_touch_asks_the_touch_role(tmp_path: Path) -> None:
     card.card.reset()
     card.select()
     assert card.authenticate_mgm() == 0x6982  # right key, but nobody touched the card
+
+
+def test_shipped_multi_pin_profile_binds_keys_to_three_roles() -> None:
+    """profiles/multi-pin.toml: 9A/9D need the user PIN, 9C the signature PIN, 9E the fingerprint."""
+    card = build("multi-pin")
+    assert card.authenticate_mgm() == 0x9000
+    for slot in (0x9A, 0x9C, 0x9E):
+        assert card.generate(slot, 0x11).sw == 0x9000
+    digest = bytes(32)
+    assert card.sign(0x9A, 0x11, digest).sw == 0x6982
+    assert card.verify() == 0x9000  # role 1
+    assert card.sign(0x9A, 0x11, digest).sw == 0x9000
+    assert card.sign(0x9C, 0x11, digest).sw == 0x6982  # role 1 alone is not enough
+    assert card.verify("654321", ref=0x83) == 0x9000  # role 3
+    assert card.sign(0x9C, 0x11, digest).sw == 0x9000
+    assert card.send(0x80, 0x5B, 0x00, 0x00).data == bytes([0b1110])  # PIN_SET: roles 1, 2 (9B) and 3
+    assert card.sign(0x9E, 0x11, digest).sw == 0x9000  # the fingerprint (approve_after 50 ms) is asked
+    assert card.send(0x80, 0x5B, 0x00, 0x00).data == bytes([0b11110])
+    assert card.send(0x80, 0x5F, 0x00, 0x00, bytes([0b1000])).sw == 0x9000  # deauthenticate role 3 only
+    assert card.sign(0x9C, 0x11, digest).sw == 0x6982
+    assert card.sign(0x9A, 0x11, digest).sw == 0x9000
