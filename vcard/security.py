@@ -84,17 +84,6 @@ State section layout ("security" in state.json)
 `retries` 0 means no counter. `default` stays true until the value is changed.
 Role 0 (everyone) and roles of type `empty` are always satisfied and never
 appear in the PIN_SET. The PIN_SET and session PINs are volatile (not stored).
-
-Changes to the contract skeleton (all compatible for callers)
-------------------------------------------------------------
-- RoleType and Charset are StrEnum (were `str, Enum`): same values, `str()` is the value.
-- RoleConfig: new fields external_policy, external_delay_ms, external_timeout.
-- AccessRule: new field `never`.
-- `role(n)` raises UnknownRoleError, both a KeyError and an ISOError 6A88.
-- `set_value(..., algorithm=None)`: new optional argument for challenge keys.
-- ExternalPinSource: new `decide()` (default built on `request()`), which the core calls.
-- `change()` leaves the role authenticated on success (PIV and GIDS both say so).
-- `tries_left()` of a role without a counter is NO_COUNTER_TRIES (15), never negative.
 """
 
 from __future__ import annotations

@@ -18,10 +18,6 @@ from vcard.profile import (
     load_profile,
 )
 
-needs_parse_role = pytest.mark.skipif(
-    not hasattr(security, "parse_role"), reason="vcard.security.parse_role is not written yet"
-)
-
 
 @pytest.fixture
 def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -341,7 +337,6 @@ retries = 3
 """
 
 
-@needs_parse_role
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
@@ -373,7 +368,6 @@ def test_bad_roles(in_tmp: Path, extra: str, expected: str) -> None:
     assert load_error(ROLE_1 + extra, in_tmp).startswith(expected)
 
 
-@needs_parse_role
 def test_roles_are_parsed_in_order(in_tmp: Path) -> None:
     write(in_tmp, ROLE_1 + ROLE_1.replace("role = 1", "role = 3").replace('"user"', '"unblock"'))
     profile = load_profile("p.toml")
@@ -382,7 +376,6 @@ def test_roles_are_parsed_in_order(in_tmp: Path) -> None:
     assert profile.security == {}
 
 
-@needs_parse_role
 def test_shipped_profiles_all_load() -> None:
     names = list_profile_names()
     assert "iso" in names
@@ -393,7 +386,6 @@ def test_shipped_profiles_all_load() -> None:
         assert profile.description
 
 
-@needs_parse_role
 def test_iso_profile() -> None:
     profile = load_profile("iso")
     assert profile.atr == atr.build(b"vcard")
