@@ -59,6 +59,21 @@ def _sbin(tool: str) -> bool:
     return Path("/usr/sbin", tool).exists()
 
 
+def require_clients(problem: str | None) -> None:
+    """Module-level guard for client tools: a missing tool fails the run (make test installs
+    them, so a silent skip would hide a broken set-up) unless integration tests are skipped
+    on purpose with VCARD_SKIP_INTEGRATION=1."""
+    import pytest
+
+    if problem is None:
+        return
+    if os.environ.get("VCARD_SKIP_INTEGRATION", "") not in ("", "0"):
+        pytest.skip(problem, allow_module_level=True)
+    pytest.fail(
+        f"{problem} (run `make test`, which installs it, or set VCARD_SKIP_INTEGRATION=1)", pytrace=False
+    )
+
+
 def ensure_pcscd() -> None:
     """Run scripts/ensure-pcscd.sh; raise HarnessError with its output if it fails."""
     result = subprocess.run(

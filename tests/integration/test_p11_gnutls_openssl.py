@@ -22,6 +22,7 @@ import pytest
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from harness import CardProcess, require_clients
 from p11_support import (
     MODULE,
     PIN,
@@ -34,15 +35,13 @@ from p11_support import (
     with_pin,
     without_label,
 )
+from test_piv_clients import Tools as PivTools
+from test_piv_clients import provision
 
 pytestmark = pytest.mark.integration
 
-if (_missing := missing_clients()) is not None:
-    pytest.skip(_missing, allow_module_level=True)
+require_clients(missing_clients())
 
-from harness import CardProcess  # noqa: E402
-from test_piv_clients import Tools as PivTools  # noqa: E402
-from test_piv_clients import provision  # noqa: E402
 
 MESSAGE = b"signed through PKCS#11 by a vcard\n"
 # PIV slot -> (yubico-piv-tool algorithm, PIV algorithm number); 9c is PIN-always

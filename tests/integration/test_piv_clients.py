@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness import CardProcess, require_clients
+from piv_host import PcscCard, selfsigned_certificate
 
 pytestmark = pytest.mark.integration
 
@@ -25,11 +27,12 @@ MODULE = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
 MGM_KEY = "010203040506070801020304050607080102030405060708"
 TOOLS = ("opensc-tool", "piv-tool", "pkcs15-tool", "pkcs11-tool", "yubico-piv-tool", "openssl")
 
-if any(shutil.which(tool) is None for tool in TOOLS) or not Path(MODULE).exists():
-    pytest.skip("OpenSC, yubico-piv-tool or opensc-pkcs11.so missing", allow_module_level=True)
+require_clients(
+    None
+    if all(shutil.which(tool) for tool in TOOLS) and Path(MODULE).exists()
+    else "OpenSC, yubico-piv-tool or opensc-pkcs11.so missing"
+)
 
-from harness import CardProcess  # noqa: E402
-from piv_host import PcscCard, selfsigned_certificate  # noqa: E402
 
 
 @contextlib.contextmanager
