@@ -101,7 +101,7 @@ class Card:
         applets: Sequence[Applet] = (),
         default_applet: Applet | None = None,
         max_chain_bytes: int = DEFAULT_MAX_CHAIN_BYTES,
-        on_reset: Callable[[], None] | None = None,
+        on_reset: Callable[[bool], None] | None = None,
     ) -> None:
         self.atr = atr
         self.applets = list(applets)
@@ -124,23 +124,31 @@ class Card:
 
     # ---- power -------------------------------------------------------------
 
+    # `on_reset(cold)` tells the owner of card-wide volatile state (the security core)
+    # which kind of reset happened: a cold one (power cycle) ends the card session, a
+    # warm one (vpcd control code 02, SCARD_RESET_CARD) keeps power, so state the
+    # profile declares warm-reset-proof (session PINs, minidriver spec) may survive it.
+
     def power_on(self) -> None:
+        """Cold start (vpcd 01); nothing happens when the card is already powered."""
         with self.lock:
             if not self.powered:
-                self._clear_volatile()
+                self._clear_volatile(cold=True)
             self.powered = True
 
     def power_off(self) -> None:
+        """Power removed (vpcd 00): a cold reset for everything volatile."""
         with self.lock:
-            self._clear_volatile()
+            self._clear_volatile(cold=True)
             self.powered = False
 
     def reset(self) -> None:
+        """Warm reset (vpcd 02): applets start over, the power stays on."""
         with self.lock:
-            self._clear_volatile()
+            self._clear_volatile(cold=False)
             self.powered = True
 
-    def _clear_volatile(self) -> None:
+    def _clear_volatile(self, cold: bool) -> None:
         for applet in self.applets:
             applet.reset()
         self.selected = self.default_applet
@@ -149,7 +157,7 @@ class Card:
         self._chain = None
         self._pending_response = b""
         if self.on_reset is not None:
-            self.on_reset()
+            self.on_reset(cold)
 
     # ---- command processing -----------------------------------------------
 

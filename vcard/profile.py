@@ -316,10 +316,14 @@ class Profile:
 
     `applets` holds the raw `[applets.<type>]` tables in file order: each applet
     validates its own table with a TableReader when the runtime builds it.
-    `security` holds the `[security]` keys other than `roles` and
-    `idle_reset_seconds` (already parsed here), for settings owned elsewhere such
-    as the external PIN policy; their owner should read them with a TableReader
-    (where="security") and `finish()` it.
+    `security` holds the `[security]` keys other than `roles`,
+    `idle_reset_seconds` and `session_pins_survive_warm_reset` (already parsed
+    here), for settings owned elsewhere such as the external PIN policy; their
+    owner should read them with a TableReader (where="security") and `finish()` it.
+    `session_pins_survive_warm_reset` (default false: issue 3's "until card reset
+    or power-off") lets session PINs outlive a warm reset, as the minidriver spec
+    wants ("at least until a cold reset") so a host can re-authenticate after
+    Windows' idle reset.
     """
 
     name: str
@@ -331,6 +335,7 @@ class Profile:
     roles: tuple[RoleConfig, ...]
     idle_reset_seconds: float
     security: dict[str, Any]
+    session_pins_survive_warm_reset: bool = False
 
 
 def list_profile_names() -> list[str]:
@@ -475,8 +480,9 @@ def load_profile(name_or_path: str | Path, applet_types: Collection[str] | None 
         )
 
     idle_reset_seconds = security.float("idle_reset_seconds", 0.0, min=0.0)
+    session_pins_survive_warm_reset = security.bool("session_pins_survive_warm_reset", False)
     roles = _parse_roles(security)
-    parsed = {"roles", "idle_reset_seconds"}
+    parsed = {"roles", "idle_reset_seconds", "session_pins_survive_warm_reset"}
     rest = {key: value for key, value in security.raw.items() if key not in parsed}
 
     return Profile(
@@ -489,4 +495,5 @@ def load_profile(name_or_path: str | Path, applet_types: Collection[str] | None 
         roles=roles,
         idle_reset_seconds=idle_reset_seconds,
         security=rest,
+        session_pins_survive_warm_reset=session_pins_survive_warm_reset,
     )

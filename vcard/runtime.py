@@ -70,7 +70,13 @@ class VirtualCard:
             else:
                 _check_profile_matches(document, profile, directory)
             state = CardState(store, document, is_new)
-            security = SecurityCore(profile.roles, state.section("security"), state.commit, is_new)
+            security = SecurityCore(
+                profile.roles,
+                state.section("security"),
+                state.commit,
+                is_new,
+                session_pins_survive_warm_reset=profile.session_pins_survive_warm_reset,
+            )
             applets: dict[str, Applet] = {}
             for type_name, config in profile.applets.items():
                 context = AppletContext(

@@ -84,6 +84,7 @@ FEATURE_EXTERNAL_PINS = 0x0002
 FEATURE_DEAUTHENTICATE = 0x0004
 FEATURE_IDLE_RESET = 0x0008
 FEATURE_PIN_ALWAYS_WINDOW = 0x0010
+FEATURE_SESSION_PINS_SURVIVE_WARM_RESET = 0x0020
 
 CARD_FLAG_SESSION_PINS_LOCKED = 0x01
 
@@ -164,6 +165,8 @@ class VendorCommands:
             features |= FEATURE_EXTERNAL_PINS
         if self.idle_reset_seconds > 0:
             features |= FEATURE_IDLE_RESET
+        if security.session_pins_survive_warm_reset:
+            features |= FEATURE_SESSION_PINS_SURVIVE_WARM_RESET
         children = [
             tlv.encode(TAG_FORMAT, _byte(CAPABILITIES_FORMAT)),
             tlv.encode(TAG_FEATURES, features.to_bytes(2, "big")),

@@ -487,13 +487,14 @@ def test_power_on_twice_does_not_reset(card: Fixture) -> None:
     assert c.selected is piv
 
 
-def test_on_reset_callback() -> None:
-    calls: list[int] = []
-    c = Card(atr.build(b""), [], on_reset=lambda: calls.append(1))
+def test_on_reset_callback_says_warm_or_cold() -> None:
+    calls: list[bool] = []
+    c = Card(atr.build(b""), [], on_reset=calls.append)
     c.power_on()
+    c.power_on()  # already powered: nothing happens
     c.reset()
     c.power_off()
-    assert calls == [1, 1, 1]
+    assert calls == [True, False, True]  # cold power-on, warm reset (vpcd 02), cold power-off
     assert not c.powered
 
 

@@ -196,24 +196,15 @@ def test_idle_reset_is_reported_once_and_the_layer_recovers() -> None:
     virtual.close()
 
 
-class SessionKeepingTransport(InProcessTransport):
-    """A card whose warm reset keeps session PINs, as the spec asks ("at least until a cold reset")."""
+def _idle_reset_after_a_session_pin(virtual: Any) -> tuple[md.CardData, bytes]:
+    """Generate a user session PIN through the layer, then let a held transaction idle into a reset.
 
-    def __init__(self, virtual: Any) -> None:
-        super().__init__(virtual.card)
-        self.virtual = virtual
-
-    def reset(self) -> None:
-        self._control_round_trip()
-        self.virtual.security.idle_reset()  # PIN_SET dropped, session PINs kept
-
-
-def test_recovery_re_authenticates_from_the_cached_session_pin() -> None:
-    virtual = VirtualCard.open(load_profile("piv"), None, ephemeral=True)
-    PivProvisioner(InProcessConnection(virtual.card)).provision({0x9A: "rsa2048"})
+    The reset is the real one: the resource-manager model warm-resets the card through
+    the in-process transport (vpcd's control code 02), nothing stands in for the card.
+    """
     clock = Clock()
     card_data = md.CardData.from_transport(
-        SessionKeepingTransport(virtual), idle_reset_seconds=5.0, clock=clock, cache=GlobalCache()
+        InProcessTransport(virtual.card), idle_reset_seconds=5.0, clock=clock, cache=GlobalCache()
     )
     md.CardAcquireContext(card_data, 0)
     token, _ = md.CardAuthenticateEx(
@@ -222,22 +213,56 @@ def test_recovery_re_authenticates_from_the_cached_session_pin() -> None:
     assert token is not None
     md.CardAuthenticateEx(card_data, md.ROLE_USER, md.CARD_AUTHENTICATE_SESSION_PIN, token)
     assert card_data.session_pin_cache == {md.ROLE_USER: token}
+    assert virtual.security.session_pin_count(md.ROLE_USER) == 1
     with pytest.raises(md.ScardError) as reset, card_data.transaction():
-        clock.now += 6
+        clock.now += 6  # the caller holds the transaction and does nothing for 6 s
         md.CardReadFile(card_data, None, "cardid")
     assert reset.value.code == md.SCARD_W_RESET_CARD
-    assert _state(card_data) == 0x02  # re-authenticated from the session PIN, never from a PIN
+    assert card_data.hScard is not None and card_data.hScard.rm.resets == 1
+    return card_data, token
+
+
+def test_recovery_re_authenticates_from_the_cached_session_pin(multi: Any) -> None:
+    """multi-pin keeps session PINs across a warm reset (spec: "at least until a cold reset")."""
+    assert multi.profile.session_pins_survive_warm_reset
+    card_data, token = _idle_reset_after_a_session_pin(multi)
+    # The next call recovered: reconnect, re-select, and the session PIN (never a PIN) re-presented.
+    assert _state(card_data) == 0x02
     ctx = card_data.pvVendorSpecific
     assert ctx is not None and ctx.recoveries == 1
+    assert card_data.session_pin_cache == {md.ROLE_USER: token}
     digest = hashlib.sha256(b"x").digest()
-    md.CardSignData(card_data, md.CARD_SIGNING_INFO(2, 0, md.AT_KEYEXCHANGE, 0, md.CALG_SHA_256, digest))
-    virtual.close()
+    signature = md.CardSignData(
+        card_data, md.CARD_SIGNING_INFO(2, 0, md.AT_KEYEXCHANGE, 0, md.CALG_SHA_256, digest)
+    )
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, utils
+
+    multi.keys[0x9A].verify(signature[::-1], digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+    # A cold reset (power cycle) still ends the session PIN.
+    multi.card.power_off()
+    multi.card.power_on()
+    assert multi.security.session_pin_count(md.ROLE_USER) == 0
+
+
+def test_without_the_profile_setting_a_warm_reset_ends_session_pins() -> None:
+    """The default (issue 3: "until card reset or power-off"): nothing to recover from."""
+    virtual = VirtualCard.open(load_profile("piv"), None, ephemeral=True)
+    try:
+        PivProvisioner(InProcessConnection(virtual.card)).provision({0x9A: "rsa2048"})
+        assert not virtual.profile.session_pins_survive_warm_reset
+        card_data, _ = _idle_reset_after_a_session_pin(virtual)
+        assert _state(card_data) == 0
+        assert card_data.session_pin_cache == {}  # refused by the card, dropped by the layer
+        assert virtual.security.session_pin_count(md.ROLE_USER) == 0
+    finally:
+        virtual.close()
 
 
 def test_no_recovery_for_roles_whose_policy_forbids_caching(multi: Any) -> None:
     clock = Clock()
     card_data = md.CardData.from_transport(
-        SessionKeepingTransport(multi), idle_reset_seconds=5.0, clock=clock, cache=GlobalCache()
+        InProcessTransport(multi.card), idle_reset_seconds=5.0, clock=clock, cache=GlobalCache()
     )
     md.CardAcquireContext(card_data, 0)
     md.CardAuthenticateEx(card_data, FINGER_ROLE, 0, None)  # cache policy "none"

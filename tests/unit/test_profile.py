@@ -73,6 +73,14 @@ BAD_PROFILES = [
     ("[security]\nidle_reset_seconds = nan", "p.toml: [security] idle_reset_seconds: must be a number >= 0"),
     ("[security]\nidle_reset_seconds = true", "p.toml: [security] idle_reset_seconds: must be a number"),
     (
+        '[security]\nsession_pins_survive_warm_reset = "yes"',
+        'p.toml: [security] session_pins_survive_warm_reset: must be true or false, got "yes"',
+    ),
+    (
+        "[security]\nsession_pins_survive_warm_reset = 1",
+        "p.toml: [security] session_pins_survive_warm_reset: must be true or false, got 1",
+    ),
+    (
         "[security]\nroles = 3",
         "p.toml: [security] roles: must be an array of tables ([[security.roles]]), got 3",
     ),
@@ -135,7 +143,17 @@ def test_minimal_profile_defaults(in_tmp: Path) -> None:
         roles=(),
         idle_reset_seconds=0.0,
         security={},
+        session_pins_survive_warm_reset=False,
     )
+
+
+def test_session_pins_survive_warm_reset_is_read_and_set_by_the_windows_like_profiles(in_tmp: Path) -> None:
+    write(in_tmp, "[security]\nsession_pins_survive_warm_reset = true\nidle_reset_seconds = 5")
+    profile = load_profile("p.toml")
+    assert profile.session_pins_survive_warm_reset and profile.security == {}
+    assert load_profile("multi-pin").session_pins_survive_warm_reset
+    assert load_profile("tpm-vsc").session_pins_survive_warm_reset
+    assert not load_profile("piv").session_pins_survive_warm_reset  # the default stays issue 3's
 
 
 def test_card_level_values_are_read(in_tmp: Path) -> None:

@@ -454,6 +454,98 @@ def test_challenge_role_key_and_set_value() -> None:
     assert sw_of(excinfo) == 0x6985
 
 
+COUNTED_ADMIN = RoleConfig(2, "admin", RoleType.CHALLENGE, ADMIN_KEY, 0, 8, retries=3, algorithm="3des")
+
+
+def counted_admin_core() -> tuple[SecurityCore, Recorder]:
+    core, _, recorder = make_core((*ROLES[:1], COUNTED_ADMIN, *ROLES[2:]))
+    return core, recorder
+
+
+def test_challenge_response_try_is_durable_before_the_check_runs() -> None:
+    core, recorder = counted_admin_core()
+    seen: list[tuple[bytes, str, int]] = []
+
+    def wrong(key: bytes, algorithm: str) -> bool:
+        # What a crash during the comparison would leave on disk: the try already gone.
+        seen.append((key, algorithm, recorder.tries(2)))
+        return False
+
+    with pytest.raises(ISOError) as excinfo:
+        core.authenticate_with(2, wrong)
+    assert sw_of(excinfo) == 0x6982  # the applet's status word, not 63Cx
+    assert seen == [(ADMIN_KEY, "3des", 2)]
+    assert recorder.tries(2) == 2 and core.tries_left(2) == 2
+    assert not core.is_authenticated(2)
+
+
+def test_three_wrong_cryptograms_block_the_role_and_a_right_one_restores() -> None:
+    core, recorder = counted_admin_core()
+    with pytest.raises(ISOError):
+        core.authenticate_with(2, lambda key, algorithm: False)
+    core.authenticate_with(2, lambda key, algorithm: key == ADMIN_KEY)
+    assert core.is_authenticated(2) and core.is_armed(2)
+    assert core.tries_left(2) == 3 and recorder.tries(2) == 3
+    for left in (2, 1, 0):
+        with pytest.raises(ISOError) as excinfo:
+            core.authenticate_with(2, lambda key, algorithm: False)
+        assert sw_of(excinfo) == 0x6982 and core.tries_left(2) == left
+    assert core.is_blocked(2) and not core.is_authenticated(2)
+    commits = len(recorder.snapshots)
+    with pytest.raises(ISOError) as excinfo:
+        core.authenticate_with(2, lambda key, algorithm: pytest.fail("a blocked role must not be checked"))
+    assert sw_of(excinfo) == 0x6983
+    assert len(recorder.snapshots) == commits  # nothing consumed, nothing restored
+    core.set_value(2, ADMIN_KEY)  # the way out: an authorised reset of the key
+    core.authenticate_with(2, lambda key, algorithm: True)
+    assert core.tries_left(2) == 3
+
+
+def test_a_check_that_raises_keeps_the_try_and_passes_its_error() -> None:
+    core, recorder = counted_admin_core()
+    core.authenticate(2)
+
+    def broken(key: bytes, algorithm: str) -> bool:
+        raise ISOError(SW.INCORRECT_DATA, "applet's own refusal")
+
+    with pytest.raises(ISOError) as excinfo:
+        core.authenticate_with(2, broken)
+    assert sw_of(excinfo) == 0x6A80
+    assert recorder.tries(2) == 2 and not core.is_authenticated(2)
+
+
+def test_before_grant_runs_after_the_match_and_may_refuse_the_grant() -> None:
+    core, recorder = counted_admin_core()
+    with pytest.raises(ISOError):
+        core.authenticate_with(2, lambda key, algorithm: False)
+    order: list[str] = []
+
+    def no_touch() -> None:
+        order.append(f"touch asked with {recorder.tries(2)} tries on disk")
+        raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED, "nobody touched")
+
+    with pytest.raises(ISOError):
+        core.authenticate_with(2, lambda key, algorithm: True, before_grant=no_touch)
+    assert order == ["touch asked with 3 tries on disk"]  # the key was right: the try is given back
+    assert not core.is_authenticated(2)
+    core.authenticate_with(2, lambda key, algorithm: True, before_grant=lambda: None)
+    assert core.is_authenticated(2)
+
+
+def test_authenticate_with_only_for_challenge_roles_and_without_counter() -> None:
+    core, _, recorder = make_core()
+    with pytest.raises(ISOError) as excinfo:
+        core.authenticate_with(1, lambda key, algorithm: True)
+    assert sw_of(excinfo) == 0x6985
+    core.authenticate(2)
+    commits = len(recorder.snapshots)
+    with pytest.raises(ISOError) as excinfo:
+        core.authenticate_with(2, lambda key, algorithm: False)
+    assert sw_of(excinfo) == 0x6982
+    assert not core.is_authenticated(2) and not core.is_blocked(2)
+    assert len(recorder.snapshots) == commits  # no counter: nothing to commit
+
+
 def test_set_value_and_retry_limit_and_factory_reset() -> None:
     core, _, _ = make_core()
     core.set_value(1, b"000000", retries=5)
@@ -525,6 +617,41 @@ def test_session_pin_dies_with_reset_and_change() -> None:
     core.invalidate_session_pins(1)
     with pytest.raises(ISOError):
         core.redeem_session_pin(1, token)
+
+
+@pytest.mark.parametrize("survive", [False, True])
+def test_warm_reset_keeps_session_pins_only_when_the_profile_says_so(survive: bool) -> None:
+    state: dict[str, Any] = {}
+    core = SecurityCore(ROLES, state, Recorder(state), True, session_pins_survive_warm_reset=survive)
+    core.verify(1, b"123456")
+    token = core.issue_session_pin(1)
+    core.reset(cold=False)
+    assert core.pin_set == 0  # a warm reset always drops the PIN_SET
+    assert core.session_pin_count(1) == (1 if survive else 0)
+    if survive:
+        core.redeem_session_pin(1, token)
+        assert core.is_authenticated(1)
+    else:
+        with pytest.raises(ISOError):
+            core.redeem_session_pin(1, token)
+    core.reset(cold=True)
+    assert core.pin_set == 0 and core.session_pin_count(1) == 0
+    with pytest.raises(ISOError):
+        core.redeem_session_pin(1, token)
+
+
+def test_a_warm_reset_that_keeps_session_pins_keeps_their_lockout() -> None:
+    state: dict[str, Any] = {}
+    core = SecurityCore(ROLES, state, Recorder(state), True, session_pins_survive_warm_reset=True)
+    core.verify(1, b"123456")
+    core.issue_session_pin(1)
+    for _ in range(MAX_SESSION_PIN_FAILURES):
+        with pytest.raises(ISOError):
+            core.redeem_session_pin(1, bytes(SESSION_PIN_BYTES))
+    core.reset(cold=False)  # must not hand a guesser a fresh failure budget
+    assert core.session_pins_locked
+    core.reset(cold=True)
+    assert not core.session_pins_locked
 
 
 def test_session_pin_survives_deauthenticate_and_idle_reset() -> None:

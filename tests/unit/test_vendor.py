@@ -28,6 +28,7 @@ from vcard.vendor import (
     FEATURE_EXTERNAL_PINS,
     FEATURE_IDLE_RESET,
     FEATURE_SESSION_PINS,
+    FEATURE_SESSION_PINS_SURVIVE_WARM_RESET,
     find_vendor_commands,
     install_idle_reset,
     install_vendor_commands,
@@ -94,6 +95,31 @@ def send_full(card: Card, apdu: str) -> ResponseAPDU:
 
 def verify_apdu(role: int, pin: bytes) -> bytes:
     return CommandAPDU(0x00, 0x20, 0x00, role, pin).encode()
+
+
+@pytest.mark.parametrize(("profile", "survive"), [("multi-pin", True), ("tpm-vsc", True), ("piv", False)])
+def test_session_pins_surviving_a_warm_reset_is_advertised_and_true(profile: str, survive: bool) -> None:
+    from vcard.profile import load_profile
+    from vcard.runtime import VirtualCard
+
+    virtual = VirtualCard.open(load_profile(profile), None, ephemeral=True)
+    try:
+        card, security = virtual.card, virtual.security
+        card.power_on()
+        template = tlv.decode_one(send_full(card, "805A000000").data, 0xE0)
+        fields = {item.tag: item.value for item in template.children() if item.tag != 0xA0}
+        assert bool(int.from_bytes(fields[0x81], "big") & FEATURE_SESSION_PINS_SURVIVE_WARM_RESET) is survive
+        security.verify(1, security.role(1).initial)
+        token = send(card, "805C0001" + "10").data
+        card.reset()  # vpcd control code 02
+        assert send(card, CommandAPDU(0x80, 0x5D, 0x00, 0x01, token).encode()).sw == (
+            0x9000 if survive else 0x6982
+        )
+        card.power_off()
+        card.power_on()
+        assert send(card, CommandAPDU(0x80, 0x5D, 0x00, 0x01, token).encode()).sw == 0x6982
+    finally:
+        virtual.close()
 
 
 def test_get_capabilities_advertises_session_and_external_pins() -> None:

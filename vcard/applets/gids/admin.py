@@ -16,10 +16,16 @@ External (Windows 8+ when the FCI advertises it):
 
 Malformed templates answer 6984, a second step without a first 6985, a wrong
 cryptogram 6982; every failure forgets the pending challenge.
+
+Only the second step compares anything, so only it goes through the security core's
+`authenticate_with` (a try consumed durably before the comparison when the profile gives
+the admin key a counter; the counter restored and the role granted on a match). The first
+step hands out a challenge and touches no counter.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ... import crypto, tlv
@@ -28,6 +34,12 @@ from .constants import TAG_CHALLENGE, TAG_DYNAMIC_AUTH, TAG_RESPONSE
 
 RANDOM_LENGTH = 16
 PAD_BYTE = 0x80
+
+Check = Callable[[bytes, str], bool]
+"""The comparison of the host's cryptogram, given the key bytes and algorithm the core holds."""
+
+Authenticate = Callable[[Check], None]
+"""Runs a Check with the core's consume-before-compare discipline; returns with the admin role granted."""
 
 
 @dataclass
@@ -55,16 +67,20 @@ class AdminAuthenticator:
                 SW.REFERENCE_DATA_NOT_USABLE, "malformed dynamic authentication template"
             ) from None
 
-    def step(self, data: bytes, algorithm: str, key: bytes) -> tuple[bytes, bool]:
-        """Process one GENERAL AUTHENTICATE; returns (response data, admin now authenticated)."""
+    def step(self, data: bytes, algorithm: str, authenticate: Authenticate) -> bytes:
+        """Process one GENERAL AUTHENTICATE; returns the response data.
+
+        A challenge step returns the card's challenge; a response step returns
+        only once `authenticate` granted the admin role (it raises otherwise).
+        """
         fields = self._parse(data)
         pending, self._pending = self._pending, None
         if TAG_CHALLENGE in fields and TAG_RESPONSE not in fields:
-            return self._challenge(fields[TAG_CHALLENGE], algorithm), False
+            return self._challenge(fields[TAG_CHALLENGE], algorithm)
         if TAG_RESPONSE in fields and TAG_CHALLENGE not in fields:
             if pending is None:
                 raise ISOError(SW.CONDITIONS_NOT_SATISFIED, "no challenge pending")
-            return self._response(pending, fields[TAG_RESPONSE], algorithm, key), True
+            return self._response(pending, fields[TAG_RESPONSE], authenticate)
         raise ISOError(SW.REFERENCE_DATA_NOT_USABLE, "expected a challenge (81) or a response (82)")
 
     def _challenge(self, host_random: bytes, algorithm: str) -> bytes:
@@ -78,24 +94,34 @@ class AdminAuthenticator:
             raise ISOError(SW.REFERENCE_DATA_NOT_USABLE, f"host random of {len(host_random)} bytes")
         return tlv.encode(TAG_DYNAMIC_AUTH, [tlv.encode(TAG_CHALLENGE, challenge)])
 
-    def _response(self, pending: _Pending, cryptogram: bytes, algorithm: str, key: bytes) -> bytes:
-        size = crypto.block_size(algorithm)
-        iv = bytes(size)
+    @staticmethod
+    def _response(pending: _Pending, cryptogram: bytes, authenticate: Authenticate) -> bytes:
+        proven: list[tuple[bytes, str]] = []  # the key and algorithm the check matched with
+
+        def check(key: bytes, algorithm: str) -> bool:
+            size = crypto.block_size(algorithm)
+            iv = bytes(size)
+            if not pending.mutual:
+                expected = crypto.cbc_encrypt(algorithm, key, iv, pending.card_random)
+                return crypto.constant_time_equal(cryptogram, expected)
+            if len(cryptogram) != 2 * RANDOM_LENGTH + size:
+                return False
+            plain = crypto.cbc_decrypt(algorithm, key, iv, cryptogram)
+            ok = crypto.constant_time_equal(plain[:RANDOM_LENGTH], pending.card_random)
+            ok &= crypto.constant_time_equal(plain[RANDOM_LENGTH : 2 * RANDOM_LENGTH], pending.host_random)
+            ok &= plain[-1] == PAD_BYTE
+            if ok:
+                proven.append((key, algorithm))
+            return ok
+
+        authenticate(check)
         if not pending.mutual:
-            expected = crypto.cbc_encrypt(algorithm, key, iv, pending.card_random)
-            if not crypto.constant_time_equal(cryptogram, expected):
-                raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED, "wrong external authentication cryptogram")
             return b""
-        if len(cryptogram) != 2 * RANDOM_LENGTH + size:
-            raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED, "mutual authentication cryptogram length")
-        plain = crypto.cbc_decrypt(algorithm, key, iv, cryptogram)
-        ok = crypto.constant_time_equal(plain[:RANDOM_LENGTH], pending.card_random)
-        ok &= crypto.constant_time_equal(plain[RANDOM_LENGTH : 2 * RANDOM_LENGTH], pending.host_random)
-        ok &= plain[-1] == PAD_BYTE
-        if not ok:
-            raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED, "wrong mutual authentication cryptogram")
+        key, algorithm = proven[0]
+        size = crypto.block_size(algorithm)
         z2 = crypto.random_bytes(size - 1) + bytes([PAD_BYTE])
-        answer = crypto.cbc_encrypt(algorithm, key, iv, pending.host_random + pending.card_random + z2)
+        plain = pending.host_random + pending.card_random + z2
+        answer = crypto.cbc_encrypt(algorithm, key, bytes(size), plain)
         return tlv.encode(TAG_DYNAMIC_AUTH, [tlv.encode(TAG_RESPONSE, answer)])
 
 

@@ -485,17 +485,10 @@ class GidsApplet(Applet):
             raise ISOError(SW.AUTH_METHOD_BLOCKED)
         if not self.security.has_value(role):
             raise ISOError(SW.REFERENCE_DATA_NOT_USABLE, "no admin key")
-        key = self.security.value(role)
-        try:
-            algorithm = self.security.key_algorithm(role)
-            response, authenticated = self.admin_auth.step(apdu.data, algorithm, key)
-        except ISOError as error:
-            if error.sw == SW.SECURITY_STATUS_NOT_SATISFIED and self.security.retry_limit(role):
-                self.security.record_failure(role)
-            raise
-        if authenticated:
-            self.security.authenticate(role)
-        return response
+        algorithm = self.security.key_algorithm(role)
+        return self.admin_auth.step(
+            apdu.data, algorithm, lambda check: self.security.authenticate_with(role, check)
+        )
 
     # ---- keys: MSE, PSO, GENERATE -----------------------------------------------------------
 

@@ -8,6 +8,8 @@ chains and splits long responses.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from ... import tlv
@@ -182,17 +184,19 @@ class PivCommands(PivBase):
         if p1 not in (algorithm, Algorithm.TDES_ECB_DEFAULT):
             raise ISOError(SW.INCORRECT_DATA, f"the management key is algorithm {algorithm:02X}")
         role = self.config.management_role
+        touch = bool(self.state["management"].get("touch"))
+
+        def authenticate(check: Callable[[bytes, str], bool]) -> None:
+            # The touch comes after the key is proven (a missing touch costs no try) and before 9B is granted.
+            confirm = (lambda: self._touch(keys.TouchPolicy.ALWAYS)) if touch else None
+            self.security.authenticate_with(role, check, before_grant=confirm)
+
         try:
-            response, authenticated = self._mgm.step(algorithm, self.security.value(role), items)
+            return self._mgm.step(algorithm, self.security.value(role), items, authenticate)
         except ISOError as error:
             if error.sw == SW.SECURITY_STATUS_NOT_SATISFIED:
                 self.security.deauthenticate(1 << role)
             raise
-        if authenticated:
-            if self.state["management"].get("touch"):
-                self._touch(keys.TouchPolicy.ALWAYS)
-            self.security.authenticate(role)
-        return response
 
     @command(INS.GENERATE_ASYMMETRIC_KEY_PAIR)
     def generate_key_pair(self, apdu: CommandAPDU) -> HandlerResult:

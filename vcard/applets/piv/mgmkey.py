@@ -12,15 +12,27 @@ A witness or challenge is good for exactly one answer: whatever the outcome, it 
 forgotten, so a replayed response fails. The card encrypts a host's challenge only in
 the second step of mutual authentication, after the host has proven the key: an
 unauthenticated encryption oracle would let anyone answer the external challenge.
+
+Only the two steps that compare a host's answer (mutual step 2, external step 2) go
+through the security core's `authenticate_with`, which consumes a try durably before the
+comparison when the profile gives 9B a retry counter. Steps that only hand out a witness
+or a challenge touch no counter: restoring one there would let anyone refill the tries.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ... import tlv
 from ...apdu import SW, ISOError
 from .keys import Algorithm, block_encrypt, block_size, constant_time_equal, random_bytes
+
+Check = Callable[[bytes, str], bool]
+"""The applet's comparison: given the key bytes and the core's algorithm name, does the answer match?"""
+
+Authenticate = Callable[[Check], None]
+"""Runs a Check under the core's consume-before-compare discipline and grants 9B on a match."""
 
 
 @dataclass
@@ -34,8 +46,15 @@ class ManagementKeyAuth:
         self.witness = None
         self.challenge = None
 
-    def step(self, algorithm: Algorithm, key: bytes, items: dict[int, bytes]) -> tuple[bytes, bool]:
-        """Process one 7C template; returns (response data, authenticated now)."""
+    def step(
+        self, algorithm: Algorithm, key: bytes, items: dict[int, bytes], authenticate: Authenticate
+    ) -> bytes:
+        """Process one 7C template; returns the response data.
+
+        `key` encrypts the witness and the host's challenge; the comparing steps
+        call `authenticate`, which raises (6982 on a mismatch, 6983 when blocked)
+        or returns with 9B granted.
+        """
         size = block_size(algorithm)
         witness = items.get(0x80)
         challenge = items.get(0x81)
@@ -44,27 +63,33 @@ class ManagementKeyAuth:
             self.clear()
             self.witness = random_bytes(size)
             encrypted = block_encrypt(algorithm, key, self.witness)
-            return tlv.encode(0x7C, [tlv.encode(0x80, encrypted)]), False
+            return tlv.encode(0x7C, [tlv.encode(0x80, encrypted)])
         if witness:
             expected, self.witness = self.witness, None
             self.challenge = None
             if challenge is None or len(challenge) != size:
                 raise ISOError(SW.INCORRECT_DATA, "mutual authentication needs a challenge of one block")
-            if expected is None or not constant_time_equal(witness, expected):
-                raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED, "witness does not match")
-            return tlv.encode(0x7C, [tlv.encode(0x82, block_encrypt(algorithm, key, challenge))]), True
+            if expected is None:
+                raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED, "no witness outstanding")
+            pending_witness = expected
+            authenticate(lambda _key, _algorithm: constant_time_equal(witness, pending_witness))
+            return tlv.encode(0x7C, [tlv.encode(0x82, block_encrypt(algorithm, key, challenge))])
         if challenge == b"" and not response:
             self.clear()
             self.challenge = random_bytes(size)
-            return tlv.encode(0x7C, [tlv.encode(0x81, self.challenge)]), False
+            return tlv.encode(0x7C, [tlv.encode(0x81, self.challenge)])
         if response and challenge is None:
             expected, self.challenge = self.challenge, None
             self.witness = None
             if expected is None:
                 raise ISOError(SW.CONDITIONS_NOT_SATISFIED, "no challenge outstanding")
-            if not constant_time_equal(response, block_encrypt(algorithm, key, expected)):
-                raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED, "response does not match")
-            return b"", True
+            pending_challenge = expected
+            authenticate(
+                lambda card_key, _algorithm: constant_time_equal(
+                    response, block_encrypt(algorithm, card_key, pending_challenge)
+                )
+            )
+            return b""
         # Anything else, notably `81 C, 82 00` ("encrypt my challenge") outside mutual
         # authentication, is refused: answering it would encrypt the card's own outstanding
         # external-authentication challenge for anyone and so authenticate them without the key.

@@ -1,29 +1,4 @@
-"""Security core: roles 0-7, PIN_SET security status, retry counters, session and external PINs.
-
-Windows models card authentication as up to eight roles (PIN identifiers 0..7)
-and a PIN_SET bitmask whose bit n means role n is authenticated; several roles
-may be authenticated at once. Applets map their key references onto roles
-(PIV: 80 PIN -> role 1, 9B management key -> role 2, ...) in their profile
-tables; the core knows nothing of PIV or GIDS. One SecurityCore serves every
-applet of a card, so the vendor commands (DEAUTHENTICATE, session PINs) and the
-idle reset act on the applets' status without knowing them.
-
-What applets must do (the rules the core cannot enforce alone)
--------------------------------------------------------------
-- Keep every "is authenticated" flag in the core (`verify`, `authenticate`,
-  `is_authenticated`, `check`), never in the applet: that is what makes vendor
-  DEAUTHENTICATE, card reset and the idle reset work on every applet. Volatile
-  applet data tied to an authentication (an outstanding 9B witness) can follow
-  the status with `add_status_listener`.
-- Pass PIN values *unpadded* (PIV strips its FF padding first): the core stores
-  and compares the value the profile declares (`initial = "123456"`).
-- Check a value's format with `well_formed` before `verify` where the applet's
-  spec wants a malformed value to cost a try without a comparison (PIV: call
-  `record_failure`, answer 63Cx) or to be refused for free (answer 6A80/6700).
-- Call `check(rule)` exactly once per operation: a rule with `always` consumes
-  the fresh authentication it needs (PIV 9C "PIN always").
-- On deselect, drop the roles the applet owns with `deauthenticate(mask)` (PIV:
-  status is cleared when another application is selected).
+"""SecurityCore: the PIN_SET, retry counters, PIN-always, session PINs and resets of one card.
 
 PIN-always
 ----------
@@ -46,14 +21,19 @@ disk) *before* the value is compared, and the counter is given back only by a
 later commit after a match. A crash between the two can cost a correct try but
 can never give a wrong one back. Values are compared as PBKDF2 digests with
 `hmac.compare_digest`. Failed verification clears the role's bit (PIV: "PIN
-status FALSE").
+status FALSE"). Challenge-response roles follow the same rule through
+`authenticate_with`: the applet's constant-time check runs only after the try is
+durable.
 
 Session PINs
 ------------
 `issue_session_pin(role)` (role authenticated) returns 16 random bytes from
 `secrets`; only their SHA-256 digest is kept, in memory: a card reset or
 power-off (`reset`) kills them, any connection may redeem them (pcscd shares
-the card), and they are unrelated to the PIN. `redeem_session_pin` answers 6982
+the card), and they are unrelated to the PIN. With the profile setting
+`session_pins_survive_warm_reset` only a cold reset (a power cycle) kills them:
+a warm reset keeps them, with their failure count and lock-out (the minidriver
+spec: "at least until a cold reset"). `redeem_session_pin` answers 6982
 for every failure (wrong, expired, other role, locked out) and counts it; after
 MAX_SESSION_PIN_FAILURES failures every session PIN is invalidated and
 redemption is refused until the card is reset or a new session PIN is issued
@@ -93,28 +73,26 @@ import hmac
 import logging
 import secrets
 import threading
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .apdu import SW, ISOError, verify_failed
-from .crypto import KEY_LENGTHS
-from .store import StateError
-
-if TYPE_CHECKING:
-    from .profile import TableReader
+from ..apdu import SW, ISOError, verify_failed
+from ..crypto import KEY_LENGTHS
+from ..store import StateError
+from .external import ExternalDecision, ExternalOutcome, ExternalPinSource, OperatorPinSource, PolicyPinSource
+from .roles import (
+    MAX_ROLES,
+    PIN_SET_ALL_ROLES,
+    PIN_SET_NONE,
+    ROLE_EVERYONE,
+    AccessRule,
+    RoleConfig,
+    RoleType,
+    UnknownRoleError,
+)
 
 log = logging.getLogger("vcard.security")
 trace_log = logging.getLogger("vcard.trace")
-
-ROLE_EVERYONE = 0
-ROLE_USER = 1
-ROLE_ADMIN = 2
-MAX_ROLES = 8
-PIN_SET_NONE = 0x00
-PIN_SET_ALL_ROLES = 0xFF
 
 NO_COUNTER_TRIES = 15
 """What `tries_left` reports for a role without a retry counter: the most a 63Cx status word can say."""
@@ -130,443 +108,6 @@ PIN_KDF = "pbkdf2-sha256"
 # (about 0.6 ms) that a PIN-always signature loop is bounded by the signature.
 PIN_KDF_ITERATIONS = 2000
 SALT_BYTES = 16
-
-CACHE_POLICIES = ("normal", "timed", "none", "always_prompt")
-PURPOSES = (
-    "authentication",
-    "signature",
-    "encryption",
-    "non_repudiation",
-    "administrator",
-    "primary",
-    "unblock_only",
-)
-EXTERNAL_POLICIES = ("approve", "deny", "approve_after", "operator")
-DEFAULT_EXTERNAL_TIMEOUT = 30.0
-
-# Windows minidriver numbering (SECRET_TYPE, SECRET_PURPOSE, PIN_CACHE_POLICY_TYPE),
-# used by the vendor GET CAPABILITIES answer so a host can build PIN_INFO directly.
-PURPOSE_CODES: dict[str, int] = {name: code for code, name in enumerate(PURPOSES)}
-CACHE_POLICY_CODES: dict[str, int] = {name: code for code, name in enumerate(CACHE_POLICIES)}
-
-
-class RoleType(StrEnum):
-    PIN = "pin"  # alphanumeric PIN verified by comparing a value sent by the host
-    EXTERNAL = "external"  # verified outside the host (PIN pad, biometric): ExternalPinSource decides
-    CHALLENGE = "challenge"  # challenge-response with a symmetric key (PIV 9B, GIDS admin key)
-    EMPTY = "empty"  # no authenticator: always satisfied (role 0, "everyone")
-
-
-SECRET_TYPE_CODES: dict[RoleType, int] = {
-    RoleType.PIN: 0,  # AlphaNumericPinType
-    RoleType.EXTERNAL: 1,  # ExternalPinType
-    RoleType.CHALLENGE: 2,  # ChallengeResponsePinType
-    RoleType.EMPTY: 3,  # EmptyPinType
-}
-
-
-class Charset(StrEnum):
-    DIGITS = "digits"
-    ALPHANUMERIC = "alphanumeric"
-    ANY = "any"  # any byte value (PIV allows any bytes but requires FF padding to 8)
-
-
-_DIGITS = frozenset(b"0123456789")
-_ALPHANUMERIC = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-
-
-class UnknownRoleError(ISOError, KeyError):
-    """A role number no profile table declares: 6A88 on the card, a KeyError for Python callers."""
-
-    def __init__(self, role: int) -> None:
-        ISOError.__init__(self, SW.REFERENCE_NOT_FOUND, f"role {role} is not declared")
-        self.role = role
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "unknown role"
-
-
-@dataclass(frozen=True)
-class RoleConfig:
-    """One role as a profile declares it (validated by `parse_role`)."""
-
-    role: int  # 0..7
-    label: str  # "user", "admin", "signature PIN", ...
-    type: RoleType
-    initial: bytes = b""  # initial PIN value (PIN roles) or key bytes (challenge roles)
-    min_length: int = 4
-    max_length: int = 8
-    charset: Charset = Charset.ANY
-    retries: int = 3  # 0 = unlimited (challenge keys without a counter)
-    unblocked_by: int | None = None  # role whose PIN/key unblocks this one (PUK role or admin)
-    changed_by: tuple[int, ...] = ()  # roles that may set this role's value without the old one
-    cache_policy: str = "normal"  # PinCacheNormal / PinCacheTimed / PinCacheNone / PinCacheAlwaysPrompt
-    purpose: str = "authentication"  # AuthenticationPin, DigitalSignaturePin, EncryptionPin, ...
-    algorithm: str | None = None  # challenge roles: "3des", "aes128", "aes192", "aes256"
-    external_policy: str = "operator"  # external roles: approve | deny | approve_after | operator
-    external_delay_ms: int = 0  # approve_after: how long the "user" takes
-    external_timeout: float = DEFAULT_EXTERNAL_TIMEOUT  # seconds before an external verification fails
-
-    def well_formed(self, value: bytes) -> bool:
-        """Whether `value` fits this role's length and character rules (PIN-like roles)."""
-        return self.length_fits(value) and self.charset_fits(value)
-
-    def length_fits(self, value: bytes) -> bool:
-        """The length rule alone, for applets that answer a bad length (6700) apart from a bad charset."""
-        return self.min_length <= len(value) <= self.max_length
-
-    def charset_fits(self, value: bytes) -> bool:
-        """The character rule alone (see `length_fits`)."""
-        if self.charset is Charset.DIGITS:
-            return all(byte in _DIGITS for byte in value)
-        if self.charset is Charset.ALPHANUMERIC:
-            return all(byte in _ALPHANUMERIC for byte in value)
-        return True
-
-    @property
-    def has_counter(self) -> bool:
-        return self.retries > 0
-
-
-@dataclass(frozen=True)
-class AccessRule:
-    """Which roles an operation needs.
-
-    `all_of`: every role listed must be authenticated ("roles 1 and 3");
-    `any_of`: at least one of these (empty = no constraint) ("any of 1 or 2");
-    `always`: the authentication must be fresh and is consumed by exactly one
-    operation (PIV "PIN always", key 9C): at least one role of the rule must
-    have been authenticated by the command just before (see module docstring);
-    `never`: nobody (PIV "Never", GIDS SC byte FF).
-    An empty rule (the default) is satisfied by everyone.
-    """
-
-    all_of: frozenset[int] = field(default_factory=frozenset)
-    any_of: frozenset[int] = field(default_factory=frozenset)
-    always: bool = False
-    never: bool = False
-
-    @property
-    def roles(self) -> frozenset[int]:
-        return self.all_of | self.any_of
-
-    @classmethod
-    def parse(cls, text: str) -> AccessRule:
-        """'always' | 'never' | 'role 1' | 'roles 1 and 3' | 'any of 1 or 2' | 'role 1 always'.
-
-        'always' alone means everyone (PIV's name for "no condition"); 'always'
-        after a rule means PIN-always. Raises ValueError with a message meant to
-        be shown in a profile error.
-        """
-        if not isinstance(text, str):
-            raise ValueError(f"an access rule must be a string, got {text!r}")
-        words = text.strip().lower().split()
-        if not words:
-            raise ValueError(f"empty access rule; {_RULE_FORMS}")
-        always = False
-        if len(words) > 1 and words[-1] == "always":
-            always = True
-            words = words[:-1]
-        if words in (["always"], ["everyone"]):
-            if always:
-                raise ValueError(f"{text!r}: 'always' alone already means everyone; nothing to make fresh")
-            return cls()
-        if words == ["never"]:
-            if always:
-                raise ValueError(f"{text!r}: 'never' cannot be combined with 'always'")
-            return cls(never=True)
-        if words[0] == "role" and len(words) == 2:
-            rule = cls(all_of=frozenset({_rule_role(words[1], text)}), always=always)
-        elif words[0] == "roles":
-            rule = cls(all_of=_rule_roles(words[1:], "and", text), always=always)
-        elif words[:2] == ["any", "of"]:
-            rule = cls(any_of=_rule_roles(words[2:], "or", text), always=always)
-        else:
-            raise ValueError(f"unknown access rule {text!r}; {_RULE_FORMS}")
-        if always and rule.roles <= {ROLE_EVERYONE}:
-            raise ValueError(f"{text!r}: role 0 (everyone) never authenticates, so it cannot be 'always'")
-        return rule
-
-    def __str__(self) -> str:
-        if self.never:
-            return "never"
-        if not self.all_of and not self.any_of:
-            return "always"
-        parts: list[str] = []
-        if self.all_of:
-            numbers = sorted(self.all_of)
-            if len(numbers) == 1:
-                parts.append(f"role {numbers[0]}")
-            else:
-                parts.append("roles " + " and ".join(str(n) for n in numbers))
-        if self.any_of:
-            parts.append("any of " + " or ".join(str(n) for n in sorted(self.any_of)))
-        return " and ".join(parts) + (" always" if self.always else "")
-
-
-_RULE_FORMS = (
-    "expected 'always', 'never', 'role N', 'roles N and M', 'any of N or M' "
-    "(N from 0 to 7), optionally followed by 'always'"
-)
-
-
-def _rule_role(word: str, text: str) -> int:
-    if not word.isdigit() or not 0 <= int(word) < MAX_ROLES:
-        raise ValueError(f"{text!r}: {word!r} is not a role number from 0 to {MAX_ROLES - 1}")
-    return int(word)
-
-
-def _rule_roles(words: list[str], separator: str, text: str) -> frozenset[int]:
-    if len(words) < 3 or len(words) % 2 == 0 or any(word != separator for word in words[1::2]):
-        raise ValueError(
-            f"{text!r}: expected two or more role numbers joined by '{separator}'; {_RULE_FORMS}"
-        )
-    numbers = [_rule_role(word, text) for word in words[0::2]]
-    if len(set(numbers)) != len(numbers):
-        raise ValueError(f"{text!r}: a role is listed twice")
-    return frozenset(numbers)
-
-
-# ---- external PIN sources -----------------------------------------------------------
-
-
-class ExternalOutcome(StrEnum):
-    APPROVE = "approve"  # the PIN pad / fingerprint reader says yes
-    DENY = "deny"  # presented and rejected: costs a try
-    PIN = "pin"  # a PIN was entered on the pad: verified against the role's value
-    TIMEOUT = "timeout"  # nothing presented in time: costs nothing
-
-
-@dataclass(frozen=True)
-class ExternalDecision:
-    outcome: ExternalOutcome
-    pin: bytes = field(default=b"", repr=False)  # never in reprs or logs
-
-
-class ExternalPinSource:
-    """Decides external-PIN verifications: a profile policy or an operator via `vcard pinpad`.
-
-    Subclasses implement `request` (yes/no) or, to distinguish a timeout or pass
-    an entered PIN, `decide`; the core calls `decide`.
-    """
-
-    def request(self, role: int, timeout: float) -> bool:
-        """Block until approved (True) or denied / timed out (False)."""
-        raise NotImplementedError
-
-    def decide(self, role: int, timeout: float) -> ExternalDecision:
-        """Block for at most `timeout` seconds and say what happened at the PIN pad."""
-        approved = self.request(role, timeout)
-        return ExternalDecision(ExternalOutcome.APPROVE if approved else ExternalOutcome.DENY)
-
-
-class PolicyPinSource(ExternalPinSource):
-    """A profile's fixed answer: `approve`, `deny`, or `approve_after` a delay (a simulated user)."""
-
-    def __init__(self, policy: str, delay_ms: int = 0) -> None:
-        if policy not in ("approve", "deny", "approve_after"):
-            raise ValueError(f"unknown external PIN policy {policy!r}")
-        if delay_ms < 0:
-            raise ValueError("delay_ms must be >= 0")
-        self.policy = policy
-        self.delay_ms = delay_ms
-
-    def decide(self, role: int, timeout: float) -> ExternalDecision:
-        if self.policy == "deny":
-            return ExternalDecision(ExternalOutcome.DENY)
-        if self.policy == "approve_after":
-            delay = self.delay_ms / 1000
-            if delay > timeout:
-                time.sleep(max(timeout, 0.0))
-                return ExternalDecision(ExternalOutcome.TIMEOUT)
-            time.sleep(delay)
-        return ExternalDecision(ExternalOutcome.APPROVE)
-
-    def request(self, role: int, timeout: float) -> bool:
-        return self.decide(role, timeout).outcome is ExternalOutcome.APPROVE
-
-
-class _PendingRequest:
-    def __init__(self, role: int) -> None:
-        self.role = role
-        self.decision: ExternalDecision | None = None
-
-
-class NoPendingVerification(LookupError):
-    """The operator acted while no external verification was waiting."""
-
-
-class OperatorPinSource(ExternalPinSource):
-    """Decisions from a person at the running card (`vcard pinpad approve|deny|enter PIN`).
-
-    A verification waits in `decide`; `submit` answers the oldest waiting one.
-    An operator action with nothing waiting is refused (after an optional wait),
-    never stored for later: a stale approval must not unlock a future request.
-    """
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._pending: list[_PendingRequest] = []
-
-    def pending_roles(self) -> list[int]:
-        with self._condition:
-            return [request.role for request in self._pending]
-
-    def decide(self, role: int, timeout: float) -> ExternalDecision:
-        request = _PendingRequest(role)
-        deadline = time.monotonic() + max(timeout, 0.0)
-        with self._condition:
-            self._pending.append(request)
-            self._condition.notify_all()
-            try:
-                while request.decision is None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return ExternalDecision(ExternalOutcome.TIMEOUT)
-                    self._condition.wait(remaining)
-                return request.decision
-            finally:
-                if request in self._pending:
-                    self._pending.remove(request)
-
-    def request(self, role: int, timeout: float) -> bool:
-        return self.decide(role, timeout).outcome is ExternalOutcome.APPROVE
-
-    def submit(self, outcome: ExternalOutcome, pin: bytes = b"", wait: float = 0.0) -> int:
-        """Answer the oldest waiting verification; returns its role.
-
-        Waits up to `wait` seconds for a verification to start (so a script may
-        run `vcard pinpad approve` right after starting the client), then raises
-        NoPendingVerification.
-        """
-        if outcome is ExternalOutcome.TIMEOUT:
-            raise ValueError("an operator cannot submit a timeout")
-        deadline = time.monotonic() + max(wait, 0.0)
-        with self._condition:
-            while not any(request.decision is None for request in self._pending):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise NoPendingVerification("no external PIN verification is waiting")
-                self._condition.wait(remaining)
-            request = next(request for request in self._pending if request.decision is None)
-            request.decision = ExternalDecision(outcome, pin if outcome is ExternalOutcome.PIN else b"")
-            self._condition.notify_all()
-            return request.role
-
-
-# ---- profile parsing ------------------------------------------------------------------
-
-
-def parse_role(reader: TableReader) -> RoleConfig:
-    """One `[[security.roles]]` table. The caller (the profile loader) calls `reader.finish()`."""
-    role = reader.int("role", min=0, max=MAX_ROLES - 1)
-    default_type = RoleType.EMPTY.value if role == ROLE_EVERYONE else RoleType.PIN.value
-    kind = RoleType(reader.str("type", default_type, choices=[t.value for t in RoleType]))
-    default_label = {ROLE_EVERYONE: "everyone", ROLE_USER: "user", ROLE_ADMIN: "admin"}.get(
-        role, f"role {role}"
-    )
-    label = reader.str("label", default_label)
-    if role == ROLE_EVERYONE and kind is not RoleType.EMPTY:
-        raise reader.error("type", f'role 0 is "everyone" and must be of type "empty", got "{kind.value}"')
-
-    pin_like = kind in (RoleType.PIN, RoleType.EXTERNAL)
-    min_length = reader.int("min_length", 4 if pin_like else 0, min=0, max=255)
-    max_length = reader.int("max_length", max(8, min_length), min=1, max=255)
-    if max_length < min_length:
-        raise reader.error("max_length", f"must be >= min_length ({min_length}), got {max_length}")
-    charset = Charset(reader.str("charset", Charset.ANY.value, choices=[c.value for c in Charset]))
-    counted = kind in (RoleType.PIN, RoleType.EXTERNAL)
-    retries = reader.int("retries", 3 if counted else 0, min=1 if counted else 0, max=15)
-
-    algorithm: str | None = None
-    if kind is RoleType.CHALLENGE:
-        algorithm = reader.str("algorithm", "3des", choices=list(KEY_LENGTHS))
-    elif reader.has("algorithm"):
-        raise reader.error("algorithm", 'only roles of type "challenge" have an algorithm')
-
-    initial = _parse_initial(reader, kind, algorithm)
-    config_for_check = RoleConfig(
-        role, label, kind, min_length=min_length, max_length=max_length, charset=charset
-    )
-    if pin_like and initial and not config_for_check.well_formed(initial):
-        key = "initial" if reader.has("initial") else "initial_hex"
-        raise reader.error(
-            key,
-            f"does not fit this role: {min_length} to {max_length} characters of charset {charset.value!r}",
-        )
-
-    unblocked_by = reader.int("unblocked_by", None, min=0, max=MAX_ROLES - 1)
-    changed_by_raw = reader.list("changed_by", [])
-    changed: list[int] = []
-    for item in changed_by_raw:
-        if not isinstance(item, int) or isinstance(item, bool) or not 0 <= item < MAX_ROLES:
-            raise reader.error("changed_by", f"must be an array of role numbers from 0 to 7, got {item!r}")
-        if item in changed:
-            raise reader.error("changed_by", f"role {item} is listed twice")
-        changed.append(item)
-    cache_policy = reader.str(
-        "cache_policy", "none" if kind is RoleType.EMPTY else "normal", choices=CACHE_POLICIES
-    )
-    purpose = reader.str(
-        "purpose", "administrator" if role == ROLE_ADMIN else "authentication", choices=PURPOSES
-    )
-
-    policy, delay_ms, timeout = "operator", 0, DEFAULT_EXTERNAL_TIMEOUT
-    if kind is RoleType.EXTERNAL:
-        external = reader.table("external", {})
-        policy = external.str("policy", "operator", choices=EXTERNAL_POLICIES)
-        delay_ms = external.int("delay_ms", 0, min=0, max=600_000)
-        timeout = external.float("timeout_s", DEFAULT_EXTERNAL_TIMEOUT, min=0.001, max=3600.0)
-        if policy != "approve_after" and external.has("delay_ms") and delay_ms:
-            raise external.error("delay_ms", 'only the "approve_after" policy waits')
-        external.finish()
-    elif reader.has("external"):
-        raise reader.error("external", 'only roles of type "external" have an [external] table')
-
-    return RoleConfig(
-        role=role,
-        label=label,
-        type=kind,
-        initial=initial,
-        min_length=min_length,
-        max_length=max_length,
-        charset=charset,
-        retries=retries,
-        unblocked_by=unblocked_by,
-        changed_by=tuple(changed),
-        cache_policy=cache_policy,
-        purpose=purpose,
-        algorithm=algorithm,
-        external_policy=policy,
-        external_delay_ms=delay_ms,
-        external_timeout=timeout,
-    )
-
-
-def _parse_initial(reader: TableReader, kind: RoleType, algorithm: str | None) -> bytes:
-    has_text, has_hex = reader.has("initial"), reader.has("initial_hex")
-    if has_text and has_hex:
-        raise reader.error("initial_hex", 'give either "initial" (text) or "initial_hex", not both')
-    if kind is RoleType.EMPTY:
-        if has_text or has_hex:
-            raise reader.error(
-                "initial" if has_text else "initial_hex", 'a role of type "empty" has no value'
-            )
-        return b""
-    if kind is RoleType.CHALLENGE:
-        if has_text:
-            raise reader.error("initial", 'a challenge key is given as "initial_hex"')
-        assert algorithm is not None
-        key: bytes = reader.hex("initial_hex", b"", lengths=[KEY_LENGTHS[algorithm]])
-        return key
-    if has_hex:
-        value: bytes = reader.hex("initial_hex")
-        return value
-    text: str = reader.str("initial", "")
-    return text.encode("utf-8")
-
-
-# ---- the core -------------------------------------------------------------------------
 
 
 def _hash_secret(value: bytes) -> dict[str, Any]:
@@ -618,6 +159,7 @@ class SecurityCore:
         commit: Callable[[], None],
         is_new: bool,
         external: ExternalPinSource | None = None,
+        session_pins_survive_warm_reset: bool = False,
     ) -> None:
         configs: dict[int, RoleConfig] = {}
         for config in roles:
@@ -641,6 +183,7 @@ class SecurityCore:
         self._session_failures = 0
         self._session_locked = False
         self._listeners: list[StatusListener] = []
+        self.session_pins_survive_warm_reset = session_pins_survive_warm_reset
         self.operator = external if isinstance(external, OperatorPinSource) else OperatorPinSource()
         self._sources: dict[int, ExternalPinSource] = {}
         for config in self._roles.values():
@@ -912,16 +455,73 @@ class SecurityCore:
                 raise ISOError(SW.AUTH_METHOD_BLOCKED, f"role {role} is blocked")
             self._grant(role, "authenticate")
 
+    def authenticate_with(
+        self,
+        role: int,
+        check: Callable[[bytes, str], bool],
+        *,
+        mismatch: SW = SW.SECURITY_STATUS_NOT_SATISFIED,
+        before_grant: Callable[[], None] | None = None,
+    ) -> None:
+        """Challenge-response with the PIN discipline: the try is durable before `check` compares.
+
+        `check(key, algorithm)` is the applet's constant-time comparison of the
+        host's cryptogram; only the step that compares may call this, never a
+        step that hands out a witness or challenge (a success restores the
+        counter, so a comparison-free success would let anyone refill tries).
+        Blocked: 6983 and nothing is consumed. No key: 6984. Mismatch (False):
+        the failure rules of a wrong PIN (bit cleared, blocked at zero, session
+        PINs of a blocked role invalidated) and ISOError(`mismatch`), the
+        applet's own status word rather than 63Cx. If `check` raises, the try
+        stays consumed, the same failure rules apply and its error goes through.
+        Match: the counter is restored durably; then `before_grant` (a user
+        presence step such as a PIV touch) runs without the core lock, so an
+        operator can answer through the control socket, and may raise to refuse
+        the grant; then the role is granted and armed as by `authenticate`.
+        """
+        with self._lock:
+            config = self.role(role)
+            if config.type is not RoleType.CHALLENGE:
+                raise ISOError(SW.CONDITIONS_NOT_SATISFIED, f"role {role} holds no key")
+            self._require_unblocked(role)
+            key, algorithm = self.value(role), self.key_algorithm(role)
+            left = self._consume_try(role)
+            try:
+                matched = check(key, algorithm)
+            except BaseException:
+                self._failed(role, left, "challenge-response check raised")
+                raise
+            if not matched:
+                self._failed(role, left, "challenge-response failed")
+                raise ISOError(mismatch, f"role {role}: wrong cryptogram")
+            self._restore_tries(role)
+        if before_grant is not None:
+            before_grant()
+        with self._lock:
+            self._grant(role, "challenge-response")
+
     def deauthenticate(self, pin_set: int) -> None:
         """Clear only the bits in `pin_set` (session PINs stay valid)."""
         with self._lock:
             self._drop(pin_set & 0xFF, "deauthenticate")
 
-    def reset(self) -> None:
-        """Card reset / power-off: clear every bit and every session PIN."""
+    def reset(self, cold: bool = True) -> None:
+        """Card reset: clear every bit; clear every session PIN unless the reset is warm and kept.
+
+        The Card's `on_reset(cold)`: a power cycle is cold, a warm reset (vpcd 02,
+        SCARD_RESET_CARD) is not. Session PINs end with both by default (issue 3:
+        "until card reset or power-off"); with `session_pins_survive_warm_reset`
+        (a profile setting) they, and their failure count and lockout, outlive a
+        warm reset, as the minidriver spec asks ("at least until a cold reset").
+        """
         with self._lock:
-            self._drop(PIN_SET_ALL_ROLES, "card reset")
+            kept = not cold and self.session_pins_survive_warm_reset
+            self._drop(PIN_SET_ALL_ROLES, "cold reset" if cold else "warm reset")
             self._armed.clear()
+            if kept:
+                if self._sessions:
+                    log.info("warm reset: session PINs kept (session_pins_survive_warm_reset)")
+                return
             self._sessions.clear()
             self._session_failures = 0
             self._session_locked = False
