@@ -16,7 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import CardProcess, wait_for_presence
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
+from harness import CardProcess, pcsc_connection, transmit, wait_for_presence
+
+from vcard import tlv
 
 pytestmark = pytest.mark.integration
 
@@ -246,3 +251,145 @@ def test_tpm_vsc_look_alike(tools: Tools) -> None:
         output = tools.gids("--unblock", "--admin-key", vsc_admin_key, "--pin", "87654321")
         assert "Unblock PIN done successfully" in output
         tools.p11("-l", "--pin", "87654321", "-O")
+
+
+def _ec_import_apdu(key: ec.EllipticCurvePrivateKey, key_ref: int) -> bytes:
+    """vcard's ECC import (no client has one): `70 {84 kk, A5 {83 03, 84 00, 87 {SEC1 ECPrivateKey}}}`."""
+    der = key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )  # what `openssl ec -outform DER` writes: version 1, scalar, [0] curve, [1] point
+    value = tlv.encode(0xA5, [bytes.fromhex("830103"), bytes.fromhex("840100"), tlv.encode(0x87, der)])
+    data = tlv.encode(0x70, [tlv.encode(0x84, bytes([key_ref])), value])
+    assert len(data) <= 255
+    return bytes([0x00, 0xDB, 0x3F, 0xFF, len(data)]) + data
+
+
+def test_opensc_cannot_import_or_create_ec_keys(tools: Tools) -> None:
+    """OpenSC 0.23's gids driver is RSA-only (a client limit): it refuses EC keys, the card stays as it was.
+
+    The driver registers RSA algorithms only, so pkcs15-init stops at its key
+    compatibility check and PKCS#11 offers no CKM_EC_KEY_PAIR_GEN; behind that,
+    card-gids.c maps only RSA sizes to a GIDS algorithm id (gids_create_keyfile:
+    SC_ERROR_NOT_SUPPORTED) and gids_import_key says "GIDS supports RSA keys only (but
+    may support ECC one day)". If this test fails because OpenSC succeeds, OpenSC gained
+    ECC for GIDS: turn it into a real client import test.
+    """
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tools.home / "ec.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    with gids_card("gids"):
+        refused = tools.run(
+            "pkcs15-init",
+            "-r",
+            READER,
+            "--store-private-key",
+            "ec.pem",
+            "--auth-id",
+            "80",
+            "--pin",
+            "123456",
+            "--verify-pin",
+            "--label",
+            "ec",
+            check=False,
+        )
+        # pkcs15-init's key compatibility check: the gids driver registers RSA algorithms only
+        assert "Key length/algorithm not supported by card" in refused, refused
+        generated = tools.p11(
+            "-l",
+            "--pin",
+            "123456",
+            "--keypairgen",
+            "--key-type",
+            "EC:prime256v1",
+            "--label",
+            "e",
+            check=False,
+        )
+        assert "EC key mechanism 1040 not supported" in generated, generated  # no CKM_EC_KEY_PAIR_GEN
+        card = tools.apdus(
+            "00A4040009A0000003974254465900", "00CBA010045C02DF2300", "00CB3FFF0A7008840181A5037F498000"
+        )
+        replies = card.split("Received")[1:]
+        assert "DF 23 00" in replies[1]  # still an empty cmapfile: no container was left behind
+        assert "SW1=0x69, SW2=0x84" in replies[2]  # and no key EF B081
+
+
+def test_ec_key_imported_at_apdu_level_signs_and_agrees(tools: Tools) -> None:
+    """The APDUs a host with ECC support would send, through pcscd + vpcd, and the key then used."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    point = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    fcp = bytes.fromhex(
+        "6247 820118 8302B081 8C058F10101000 A537"
+        "B809 80010D 830181 950140  B809 80018D 830181 950140  B809 80014D 830181 950140"
+        "B609 80011D 830181 950140  B609 80015D 830181 950140".replace(" ", "")
+    )  # OpenSC's key-exchange key EF, with the P-384 size nibble 0D
+    with gids_card("gids"):
+        connection = pcsc_connection(READER)
+        try:
+            assert transmit(connection, "00A4040009A0000003974254465900")[1] == 0x9000
+            assert transmit(connection, "00200080063132333435 36".replace(" ", ""))[1] == 0x9000
+            assert transmit(connection, bytes([0x00, 0xE0, 0x00, 0x00, len(fcp)]) + fcp)[1] == 0x9000
+            assert transmit(connection, "00440000")[1] == 0x9000
+            assert transmit(connection, _ec_import_apdu(key, 0x81)) == (b"", 0x9000)
+            template, sw = transmit(connection, "00CB3FFF0A7008840181A5037F498000")
+            assert (template, sw) == (tlv.encode(0x7F49, tlv.encode(0x86, point)), 0x9000)
+
+            digest = hashes.Hash(hashes.SHA384())
+            digest.update(b"imported through vpcd")
+            hashed = digest.finalize()
+            assert transmit(connection, "002241B606 80015D 840181".replace(" ", ""))[1] == 0x9000
+            signature, sw = transmit(
+                connection, bytes([0x00, 0x2A, 0x9E, 0x9A, len(hashed)]) + hashed + b"\x00"
+            )
+            assert sw == 0x9000 and len(signature) == 96
+            der = encode_dss_signature(
+                int.from_bytes(signature[:48], "big"), int.from_bytes(signature[48:], "big")
+            )
+            key.public_key().verify(der, hashed, ec.ECDSA(Prehashed(hashes.SHA384())))
+
+            peer = ec.generate_private_key(ec.SECP384R1())
+            peer_point = peer.public_key().public_bytes(
+                serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+            )
+            assert transmit(connection, "002241B806 80014D 840181".replace(" ", ""))[1] == 0x9000
+            secret, sw = transmit(
+                connection, bytes([0x00, 0x2A, 0x80, 0x86, len(peer_point)]) + peer_point + b"\x00"
+            )
+            assert (secret, sw) == (peer.exchange(ec.ECDH(), key.public_key()), 0x9000)
+        finally:
+            connection.disconnect()
+
+
+def test_pkcs15_init_imports_an_rsa_key(tools: Tools) -> None:
+    """OpenSC's RSA import still passes the card's key-EF size check (EF algid 07 for a 2048-bit key)."""
+    tools.run(
+        "openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "rsa.pem"
+    )
+    tools.run("openssl", "pkey", "-in", "rsa.pem", "-pubout", "-out", "expected.pem")
+    with gids_card("gids"):
+        tools.run(
+            "pkcs15-init",
+            "-r",
+            READER,
+            "--store-private-key",
+            "rsa.pem",
+            "--auth-id",
+            "80",
+            "--pin",
+            "123456",
+            "--verify-pin",
+            "--label",
+            "imported",
+        )
+        tools.run("pkcs15-tool", "-r", READER, "--read-public-key", "00", "-o", "pub.pem")
+    tools.run("openssl", "pkey", "-pubin", "-in", "expected.pem", "-outform", "DER", "-out", "a.der")
+    tools.run("openssl", "pkey", "-pubin", "-in", "pub.pem", "-outform", "DER", "-out", "b.der")
+    assert (tools.home / "a.der").read_bytes() == (tools.home / "b.der").read_bytes()

@@ -363,6 +363,7 @@ class GidsApplet(Applet):
         self._commit()
 
     def _put_key(self, data: bytes) -> None:
+        """Key import: RSA (PKCS#1) or ECC (SEC1 ECPrivateKey), see keys.import_private_key; admin key 80."""
         template = tlv.decode_one(data, TAG_KEY_TEMPLATE).value
         key_ref = self._key_ref(template)
         value_template = tlv.find(template, TAG_KEY_VALUE_TEMPLATE)
@@ -373,9 +374,10 @@ class GidsApplet(Applet):
         if key_ref == ADMIN_KEY_REF:
             self._put_admin_key(value_template)
             return
-        key = keys.import_rsa(value_template)
+        # Parse and check everything first: a refused import leaves the previous key in place.
+        key = keys.import_private_key(value_template, ef.fcp.crts)
         ef.key_pem = crypto.private_key_to_pem(key)
-        self._commit()
+        self._commit()  # durable before the 9000 goes out; the answer carries no data
 
     def _put_admin_key(self, value_template: bytes) -> None:
         """New admin key bytes into the admin role (3DES: 24 bytes; AES: 16 or 32, or 24 if already AES)."""
