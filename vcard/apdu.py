@@ -6,8 +6,8 @@ This is the only module that parses APDU bytes. Everything above it works with
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 
 class SW(IntEnum):
@@ -100,8 +100,7 @@ SHORT_MAX_NE = 256
 EXTENDED_MAX_NE = 65536
 
 
-@dataclass(frozen=True)
-class CommandAPDU:
+class CommandAPDU(NamedTuple):
     """A command APDU of ISO 7816-4 cases 1-4, short or extended.
 
     `ne` is the maximum number of response bytes the client expects (Le decoded:
@@ -194,8 +193,7 @@ class CommandAPDU:
         return header + body
 
 
-@dataclass(frozen=True)
-class ResponseAPDU:
+class ResponseAPDU(NamedTuple):
     data: bytes
     sw: int
 
