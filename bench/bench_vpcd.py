@@ -11,6 +11,11 @@ TCP, the link) is identical and only the card differs:
 - (c) our card again with TCP_QUICKACK not re-armed (what delayed ACKs cost).
 
 (a) and (b) alternate in `--rounds` rounds (the slot holds one card at a time).
+Then the same comparison as users run it, each card in a process of its own:
+(d) `vcard run --profile iso --ephemeral` against (e) the responder started with
+`--serve-responder` (this script), also alternating. In-thread runs share the GIL
+with the pyscard client; separate processes do not, but cold caches on every wake-up
+weigh more on the card's larger code path, so both figures are printed.
 
 Each round trip is a SELECT of the iso applet or a VERIFY status query
 (`00 20 00 81`), alternating. The ratio ours/responder is the card's share of the
@@ -155,6 +160,32 @@ def measure(label: str, card: SmartCard, quickack: bool, count: int) -> Timing:
         wait_presence(READER, False)
 
 
+def measure_process(label: str, command: list[str], count: int) -> Timing:
+    """Round trips to a card served by another process (started here, stopped after)."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
+    try:
+        wait_presence(READER, True)
+        return Timing(label, round_trips(READER, count))
+    finally:
+        process.terminate()
+        process.wait(10)
+        wait_presence(READER, False)
+
+
+def serve_responder() -> int:
+    """Run the trivial responder on slot 0 until SIGTERM (the (e) process)."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    link = VpcdLink(Responder(), "127.0.0.1", VPCD_BASE_PORT + SLOT, name="responder")
+    link.start()
+    stop.wait()
+    link.stop()
+    return 0
+
+
 def removal_latency(card: Card, samples: int) -> list[float]:
     """Seconds from stopping the card's link until pcscd reports the reader empty."""
     latencies = []
@@ -219,7 +250,14 @@ def run(apdus: int, slow_apdus: int, seconds: float, rounds: int) -> None:
         removals = removal_latency(iso.card, 5)
     finally:
         iso.close()
-    timings = [ours, responder, slow]
+    ours_process = Timing("(d) vcard run process (iso)", [])
+    responder_process = Timing("(e) responder process", [])
+    vcard_run = [sys.executable, "-m", "vcard", "run", "--profile", "iso", "--ephemeral"]
+    serve = [sys.executable, str(Path(__file__).resolve()), "--serve-responder"]
+    for _ in range(rounds):
+        ours_process.samples += measure_process(ours_process.label, vcard_run, per_round).samples
+        responder_process.samples += measure_process(responder_process.label, serve, per_round).samples
+    timings = [ours, responder, slow, ours_process, responder_process]
 
     local = VirtualCard.open(profile, None, ephemeral=True)
     try:
@@ -242,6 +280,10 @@ def run(apdus: int, slow_apdus: int, seconds: float, rounds: int) -> None:
         )
     print()
     print(f"ours / responder (median):       {ours.median / responder.median:6.2f}   (target <= 1.3)")
+    print(
+        f"  same, separate processes:      {ours_process.median / responder_process.median:6.2f}"
+        "   (target <= 1.3)"
+    )
     print(f"no-quickack / quickack (median): {slow.median / ours.median:6.2f}")
     print(f"in-process SELECT via Card.transmit: {rate:,.0f}/s   (target >= 50,000/s)")
     print(
@@ -256,7 +298,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--slow-apdus", type=int, default=60, help="APDUs measured without quickack")
     parser.add_argument("--rounds", type=int, default=3, help="alternations of (a) and (b)")
     parser.add_argument("--seconds", type=float, default=1.0, help="duration of the in-process SELECT loop")
+    parser.add_argument("--serve-responder", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.serve_responder:
+        return serve_responder()
     if args.apdus < 2 or args.slow_apdus < 2 or args.rounds < 1 or args.seconds <= 0:
         parser.error("--apdus and --slow-apdus must be >= 2, --rounds >= 1 and --seconds > 0")
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
