@@ -164,7 +164,8 @@ class Card:
     def transmit(self, raw: bytes) -> bytes:
         """Process one command APDU; always returns data + SW1 SW2."""
         with self.lock:
-            started = time.perf_counter()
+            tracing = trace_log.isEnabledFor(logging.DEBUG)
+            started = time.perf_counter() if tracing else 0.0
             try:
                 for hook in self.before_command:
                     hook()
@@ -182,7 +183,7 @@ class Card:
                 response = ResponseAPDU(b"", SW.NO_PRECISE_DIAGNOSIS)
                 encoded = response.encode()
             self.last_command_time = time.monotonic()
-            if trace_log.isEnabledFor(logging.DEBUG):
+            if tracing:
                 self._trace(raw, response, time.perf_counter() - started)
             return encoded
 
@@ -234,6 +235,8 @@ class Card:
 
     def _assemble_chain(self, apdu: CommandAPDU) -> CommandAPDU | None:
         """Collect CLA|0x10 command chains; None while the chain is still open."""
+        if self._chain is None and not apdu.is_chained:
+            return apdu  # the common case: a whole command
         key = (apdu.cla & ~0x10 & 0xFF, apdu.ins, apdu.p1, apdu.p2)
         if self._chain is not None and self._chain[0] != key:
             self._chain = None
