@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from vcard import tlv
+from vcard import tlv, vendor
 
 from ..constants import (
     CARD_PIN_STRENGTH_PLAINTEXT,
@@ -241,7 +241,7 @@ class Backend:
 
     def deauthenticate(self, pin_set: int) -> None:
         """Clear the roles in pin_set on the card: vendor DEAUTHENTICATE when the card has it."""
-        if self.vendor.ensure() and self.vendor.features & FEATURE_DEAUTHENTICATE:
+        if self.vendor.ensure() and self.vendor.features & vendor.FEATURE_DEAUTHENTICATE:
             self.vendor.deauthenticate(pin_set)
             return
         self._deauthenticate_without_vendor(pin_set)
@@ -333,18 +333,8 @@ def der_to_raw_ecdsa(signature: bytes, bits: int) -> bytes:
     return r.to_bytes(size, "big") + s.to_bytes(size, "big")
 
 
-# --- the card-level vendor commands (docs/vendor-commands.md, vcard/vendor.py) ----------------
-
-VENDOR_CLA = 0x80
-INS_GET_CAPABILITIES = 0x5A
-INS_GET_PIN_SET = 0x5B
-INS_ISSUE_SESSION_PIN = 0x5C
-INS_VERIFY_SESSION_PIN = 0x5D
-INS_VERIFY_EXTERNAL = 0x5E
-INS_DEAUTHENTICATE = 0x5F
-FEATURE_SESSION_PINS = 0x0001
-FEATURE_EXTERNAL_PINS = 0x0002
-FEATURE_DEAUTHENTICATE = 0x0004
+# --- the card-level vendor commands (docs/vendor-commands.md) ---------------------------------
+# The wire format (CLA/INS, feature bits, GET CAPABILITIES tags) is defined once, in vcard.vendor.
 
 
 @dataclass
@@ -375,7 +365,7 @@ class VendorCommands:
     def fetch(self) -> bytes:
         """The raw GET CAPABILITIES answer, or b"" on a card without the vendor commands."""
         try:
-            return self.apdu.send(VENDOR_CLA, INS_GET_CAPABILITIES, 0, 0)
+            return self.apdu.send(vendor.VENDOR_CLA, vendor.INS_GET_CAPABILITIES, 0, 0)
         except ApduError:
             return b""
 
@@ -386,30 +376,30 @@ class VendorCommands:
         self.available = False
         self.roles = {}
         try:
-            template = tlv_dict(answer).get(0xE0) if answer else None
+            template = tlv_dict(answer).get(vendor.TAG_CAPABILITIES) if answer else None
             items = tlv.decode(template) if template is not None else []  # one A0 per role
         except (ValueError, tlv.TLVError):
             return
         for tag, value in ((item.tag, item.value) for item in items):
-            if tag == 0x81:
+            if tag == vendor.TAG_FEATURES:
                 self.features = int.from_bytes(value, "big")
-            elif tag == 0xA0:
+            elif tag == vendor.TAG_ROLE:
                 fields = tlv_dict(value)
 
                 def byte(t: int, default: int = 0, fields: dict[int, bytes] = fields) -> int:
                     return fields[t][0] if fields.get(t) else default
 
                 role = VendorRole(
-                    number=byte(0x80),
-                    secret_type=byte(0x81),
-                    purpose=byte(0x82),
-                    cache_policy=byte(0x83),
-                    change_permission=byte(0x87),
-                    unblock_permission=byte(0x88),
-                    strength=byte(0x8C),
-                    label=fields.get(0x8D, b"").decode("utf-8", "replace"),
-                    tries_left=byte(0x84, 0xFF),
-                    retry_limit=byte(0x85),
+                    number=byte(vendor.TAG_ROLE_NUMBER),
+                    secret_type=byte(vendor.TAG_ROLE_TYPE),
+                    purpose=byte(vendor.TAG_ROLE_PURPOSE),
+                    cache_policy=byte(vendor.TAG_ROLE_CACHE_POLICY),
+                    change_permission=byte(vendor.TAG_ROLE_CHANGE_PERMISSION),
+                    unblock_permission=byte(vendor.TAG_ROLE_UNBLOCK_PERMISSION),
+                    strength=byte(vendor.TAG_ROLE_PIN_STRENGTH),
+                    label=fields.get(vendor.TAG_ROLE_LABEL, b"").decode("utf-8", "replace"),
+                    tries_left=byte(vendor.TAG_ROLE_TRIES_LEFT, 0xFF),
+                    retry_limit=byte(vendor.TAG_ROLE_RETRY_LIMIT),
                 )
                 self.roles[role.number] = role
         self.available = template is not None
@@ -434,25 +424,25 @@ class VendorCommands:
                 PIN_CACHE_POLICY(6, role.cache_policy, 0),
                 0,
             )
-            strength = role.strength if self.features & FEATURE_SESSION_PINS else role.strength & 1
+            strength = role.strength if self.features & vendor.FEATURE_SESSION_PINS else role.strength & 1
             infos[number] = RoleInfo(
                 number,
                 info,
                 strength or CARD_PIN_STRENGTH_PLAINTEXT,
                 role.label,
-                bool(self.features & FEATURE_SESSION_PINS),
+                bool(self.features & vendor.FEATURE_SESSION_PINS),
             )
         return infos
 
     def pin_set(self) -> int:
-        return self.apdu.send(VENDOR_CLA, INS_GET_PIN_SET, 0, 0)[0]
+        return self.apdu.send(vendor.VENDOR_CLA, vendor.INS_GET_PIN_SET, 0, 0)[0]
 
     def issue_session_pin(self, role: int, drop_status: bool) -> bytes:
-        return self.apdu.send(VENDOR_CLA, INS_ISSUE_SESSION_PIN, int(drop_status), role)
+        return self.apdu.send(vendor.VENDOR_CLA, vendor.INS_ISSUE_SESSION_PIN, int(drop_status), role)
 
     def verify_session_pin(self, role: int, token: bytes) -> None:
         try:
-            self.apdu.send(VENDOR_CLA, INS_VERIFY_SESSION_PIN, 0, role, token, le=None)
+            self.apdu.send(vendor.VENDOR_CLA, vendor.INS_VERIFY_SESSION_PIN, 0, role, token, le=None)
         except ApduError as error:
             raise ScardError(
                 Scard.W_WRONG_CHV, f"session PIN refused (SW {error.sw:04X})", attempts_remaining=0xFFFFFFFF
@@ -460,11 +450,11 @@ class VendorCommands:
 
     def verify_external(self, role: int, drop_status: bool) -> bytes:
         try:
-            return self.apdu.send(VENDOR_CLA, INS_VERIFY_EXTERNAL, int(drop_status), role)
+            return self.apdu.send(vendor.VENDOR_CLA, vendor.INS_VERIFY_EXTERNAL, int(drop_status), role)
         except ApduError as error:
             if error.sw == 0x6982:
                 raise ScardError(Scard.W_CANCELLED_BY_USER, "external verification timed out") from error
             raise wrong_pin(error.sw) from error
 
     def deauthenticate(self, pin_set: int) -> None:
-        self.apdu.send(VENDOR_CLA, INS_DEAUTHENTICATE, 0, 0, bytes([pin_set & 0xFF]), le=None)
+        self.apdu.send(vendor.VENDOR_CLA, vendor.INS_DEAUTHENTICATE, 0, 0, bytes([pin_set & 0xFF]), le=None)
