@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -100,27 +98,14 @@ def inprocess_cards() -> dict[str, Any]:
 @contextlib.contextmanager
 def pcscd_cards() -> Iterator[dict[str, Any]]:
     """PIV and GIDS cards in `vcard run` processes on vpcd slots 0 and 1, under the vpcd lock."""
-    from vcard.transport.vpcd import VPCD_BASE_PORT, exclusive_slots, reader_name
+    from vcard.testing import running_card
+    from vcard.transport.vpcd import exclusive_slots
 
     with exclusive_slots(), contextlib.ExitStack() as stack:
         cards: dict[str, Any] = {}
         for slot, profile in enumerate(("piv", "gids")):
-            command = [
-                sys.executable,
-                "-m",
-                "vcard",
-                "run",
-                "--profile",
-                profile,
-                "--ephemeral",
-                "--vpcd",
-                f"127.0.0.1:{VPCD_BASE_PORT + slot}",
-            ]
-            process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            stack.callback(process.wait, 10)
-            stack.callback(process.terminate)
-            reader = reader_name(slot)
-            transport = _wait_for_card(reader)
+            reader = stack.enter_context(running_card(profile, slot))
+            transport = PcscTransport(reader)
             if profile == "piv":
                 PivProvisioner(transport).provision({0x9A: "rsa2048"})
                 transport.close()
@@ -131,17 +116,6 @@ def pcscd_cards() -> Iterator[dict[str, Any]]:
                 reader, cache=cache
             )
         yield cards
-
-
-def _wait_for_card(reader: str, timeout: float = 15.0) -> PcscTransport:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return PcscTransport(reader)
-        except md.ScardError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def main() -> None:
