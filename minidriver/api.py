@@ -21,7 +21,9 @@ import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
+
+from vcard.host import ApduError, CardEndpoint, Connection, SmartCardProtocol
 
 from .backends.base import Backend, Container, RoleInfo
 from .cache import GLOBAL_CACHE, CacheStore, Freshness, FreshnessCache
@@ -126,10 +128,7 @@ from .structures import (
     PUBLICKEYBLOB,
     StructureError,
 )
-from .transport import ApduChannel, ApduError, InProcessTransport, PcscTransport, Transport
-
-if TYPE_CHECKING:
-    from vcard.transport.vpcd import SmartCard
+from .transport import connect_inprocess, connect_pcsc
 
 log = logging.getLogger("minidriver.api")
 
@@ -161,9 +160,9 @@ class CardData:
 
     # --- construction ---------------------------------------------------------------------------
     @classmethod
-    def from_transport(
+    def from_connection(
         cls,
-        transport: Transport,
+        connection: Connection,
         version: int = CARD_DATA_CURRENT_VERSION,
         idle_reset_seconds: float | None = DEFAULT_IDLE_RESET_SECONDS,
         clock: Callable[[], float] | None = None,
@@ -172,27 +171,28 @@ class CardData:
         piv_writable: bool = False,
     ) -> CardData:
         rm = (
-            ResourceManager(transport, idle_reset_seconds, clock)
+            ResourceManager(connection, idle_reset_seconds, clock)
             if clock
-            else ResourceManager(transport, idle_reset_seconds)
+            else ResourceManager(connection, idle_reset_seconds)
         )
-        return cls(version, transport.atr, "vcard", rm.connect(), cache, applet, piv_writable)
+        return cls(version, connection.atr, "vcard", rm.connect(), cache, applet, piv_writable)
 
     @classmethod
     def connect(cls, reader: str | None = None, delay: float = 0.0, **kwargs: Any) -> CardData:
         """A CARD_DATA for a PC/SC reader (first reader if None), ready for CardAcquireContext."""
-        return cls.from_transport(PcscTransport(reader, delay), **kwargs)
+        return cls.from_connection(connect_pcsc(reader, delay), **kwargs)
 
     @classmethod
-    def inprocess(cls, card: SmartCard, delay: float = 0.0, **kwargs: Any) -> CardData:
-        """A CARD_DATA for a vcard Card in this process (no pcscd)."""
-        return cls.from_transport(InProcessTransport(card, delay), **kwargs)
+    def inprocess(cls, card: CardEndpoint, delay: float = 0.0, **kwargs: Any) -> CardData:
+        """A CARD_DATA for a card object in this process (no pcscd), counted like a reader."""
+        return cls.from_connection(connect_inprocess(card, delay), **kwargs)
 
     @property
-    def transport(self) -> Transport:
+    def connection(self) -> Connection:
+        """The PC/SC (or in-process) connection under the handle; its `meter` counts every call."""
         if self.hScard is None:
             raise ScardError(Scard.E_INVALID_HANDLE, "no card handle")
-        return self.hScard.transport
+        return self.hScard.connection
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -216,7 +216,7 @@ class CardData:
     def close(self) -> None:
         if self.hScard is not None:
             self.hScard.disconnect()
-            self.hScard.transport.close()
+            self.hScard.connection.close()
 
 
 # --- the minidriver context ------------------------------------------------------------------
@@ -537,7 +537,7 @@ def CardAcquireContext(card_data: CardData, dwFlags: int = 0) -> None:
     candidates: list[type[Backend]] = [PivBackend, GidsBackend]
     if card_data.applet is not None:
         candidates = [cls for cls in candidates if cls.name == card_data.applet]
-    channel = ApduChannel(handle)
+    channel = SmartCardProtocol(handle)
     handle.begin_transaction()
     try:
         for backend_class in candidates:

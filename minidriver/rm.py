@@ -7,7 +7,7 @@ What it models, because the minidriver spec depends on it:
 - The five-second rule ("If a transaction is held on the card for more than five
   seconds with no operations happening on that card, then the card is reset",
   SCardBeginTransaction remarks): the idle timeout is configurable; the reset
-  happens through the transport (a real warm reset, so the card drops its
+  happens through the connection (a real warm reset, so the card drops its
   security state), and the next call on every handle reports SCARD_W_RESET_CARD
   until that handle reconnects (Windows 8+ behaviour).
 - Several handles on one card (processes): a reset caused by one is reported to
@@ -22,8 +22,13 @@ import logging
 import time
 from collections.abc import Callable
 
+from vcard.host import Connection, Disposition
+
 from .errors import Scard, ScardError
-from .transport import SCARD_LEAVE_CARD, SCARD_RESET_CARD, SCARD_UNPOWER_CARD, Transport
+from .transport import scard_errors
+
+SCARD_LEAVE_CARD = Disposition.LEAVE_CARD
+_RESETTING = (Disposition.RESET_CARD, Disposition.UNPOWER_CARD)
 
 log = logging.getLogger("minidriver.rm")
 
@@ -35,11 +40,11 @@ class ResourceManager:
 
     def __init__(
         self,
-        transport: Transport,
+        connection: Connection,
         idle_reset_seconds: float | None = DEFAULT_IDLE_RESET_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.transport = transport
+        self.connection = connection
         self.idle_reset_seconds = idle_reset_seconds
         self.clock = clock
         self.handles: list[CardHandle] = []
@@ -64,7 +69,8 @@ class ResourceManager:
 
     def reset_card(self, by: CardHandle | None) -> None:
         """Reset the card; every handle except `by` will see SCARD_W_RESET_CARD."""
-        self.transport.reset()
+        with scard_errors():
+            self.connection.reset()
         self.resets += 1
         for handle in self.handles:
             if handle is not by:
@@ -82,8 +88,8 @@ class CardHandle:
         self.closed = False
 
     @property
-    def transport(self) -> Transport:
-        return self.rm.transport
+    def connection(self) -> Connection:
+        return self.rm.connection
 
     @property
     def in_transaction(self) -> bool:
@@ -104,7 +110,8 @@ class CardHandle:
             return
         if self.rm.holder is not None:
             raise ScardError(Scard.E_SHARING_VIOLATION, "another handle holds a transaction")
-        self.transport.begin_transaction()
+        with scard_errors():
+            self.connection.begin_transaction()
         self.rm.holder = self
         self.depth = 1
         self.rm.last_activity = self.rm.clock()
@@ -121,11 +128,10 @@ class CardHandle:
             return
         self.depth = 0
         self.rm.holder = None
-        if disposition in (SCARD_RESET_CARD, SCARD_UNPOWER_CARD):
-            self.transport.end_transaction(SCARD_LEAVE_CARD)
+        with scard_errors():
+            self.connection.end_transaction(SCARD_LEAVE_CARD if disposition in _RESETTING else disposition)
+        if disposition in _RESETTING:
             self.rm.reset_card(by=self)
-        else:
-            self.transport.end_transaction(disposition)
 
     def transmit(self, apdu: bytes) -> bytes:
         """SCardTransmit; outside a transaction it is its own short transaction (as on Windows)."""
@@ -133,7 +139,8 @@ class CardHandle:
         if self.rm.holder is not None and self.rm.holder is not self:
             raise ScardError(Scard.E_SHARING_VIOLATION, "another handle holds a transaction")
         try:
-            return self.transport.transmit(apdu)
+            with scard_errors():
+                return self.connection.transmit(apdu)
         finally:
             self.rm.last_activity = self.rm.clock()
 
@@ -144,10 +151,11 @@ class CardHandle:
         if self.rm.holder is self:
             self.rm.holder = None
             self.depth = 0
-        if initialization in (SCARD_RESET_CARD, SCARD_UNPOWER_CARD):
+        if initialization in _RESETTING:
             self.rm.reset_card(by=self)
         else:
-            self.transport.reconnect()
+            with scard_errors():
+                self.connection.reconnect()
         self.reset_pending = False
 
     def disconnect(self, disposition: int = SCARD_LEAVE_CARD) -> None:
@@ -156,7 +164,7 @@ class CardHandle:
             return
         if self.rm.holder is self:
             self.rm.holder = None
-        if disposition in (SCARD_RESET_CARD, SCARD_UNPOWER_CARD):
+        if disposition in _RESETTING:
             self.rm.reset_card(by=self)
         self.closed = True
         self.rm.handles.remove(self)
