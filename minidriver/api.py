@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import logging
 import struct
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ from .padding import (
     pkcs1_type2_unpad,
     pss_encode,
 )
-from .rm import DEFAULT_IDLE_RESET_SECONDS, CardHandle, ResourceManager
+from .rm import CONSOLE, DEFAULT_IDLE_RESET_SECONDS, CardHandle, ResourceManager, ResourceManagerHub, Session
 from .structures import (
     BCRYPT_ECCKEY_BLOB,
     BCRYPT_OAEP_PADDING_INFO,
@@ -157,6 +158,8 @@ class CardData:
     piv_writable: bool = False  # PIV: optional write support (certificates, key generation) with the 9B key
     pvVendorSpecific: _Context | None = None
     session_pin_cache: dict[int, bytes] = field(default_factory=dict)  # the CSP's cache: session PINs only
+    session: Session = CONSOLE  # the logon session this CSP instance serves
+    cache_scope: bytes = CONSOLE.cache_scope  # its data-cache entries' key prefix (shared only in legacy)
 
     # --- construction ---------------------------------------------------------------------------
     @classmethod
@@ -169,13 +172,27 @@ class CardData:
         cache: CacheStore | None = GLOBAL_CACHE,
         applet: str | None = None,
         piv_writable: bool = False,
+        session: Session = CONSOLE,
+        hub: ResourceManagerHub | None = None,
     ) -> CardData:
-        rm = (
-            ResourceManager(connection, idle_reset_seconds, clock)
-            if clock
-            else ResourceManager(connection, idle_reset_seconds)
+        """A CARD_DATA over `connection`; with `hub`, the card's resource manager is shared by
+        every session of the process (terminal-server model), else it is this context's own."""
+        if hub is not None:
+            handle, scope = hub.connect(connection, session), hub.cache_scope(session)
+        else:
+            rm = ResourceManager(connection, idle_reset_seconds, clock or time.monotonic)
+            handle, scope = rm.connect(session=session), session.cache_scope
+        return cls(
+            version,
+            connection.atr,
+            "vcard",
+            handle,
+            cache,
+            applet,
+            piv_writable,
+            session=session,
+            cache_scope=scope,
         )
-        return cls(version, connection.atr, "vcard", rm.connect(), cache, applet, piv_writable)
 
     @classmethod
     def connect(cls, reader: str | None = None, delay: float = 0.0, **kwargs: Any) -> CardData:
@@ -301,7 +318,9 @@ class _Context:
         if self.fresh is None:
             if self.card_id is None:
                 self.card_id = self.backend.card_id()
-            self.fresh = FreshnessCache(card_data.cache, self.card_id, self.read_cardcf())
+            self.fresh = FreshnessCache(
+                card_data.cache, self.card_id, self.read_cardcf(), card_data.cache_scope
+            )
         return self.fresh
 
     def read_cardcf(self) -> CARD_CACHE_FILE_FORMAT:

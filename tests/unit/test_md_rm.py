@@ -36,7 +36,8 @@ class EchoTransport(Connection):
         pass
 
     def _end_transaction(self, disposition: Disposition) -> None:
-        pass
+        if disposition is Disposition.RESET_CARD:
+            self.resets += 1
 
     def _reconnect(self, initialization: Disposition) -> None:
         if initialization is Disposition.RESET_CARD:
