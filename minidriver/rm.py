@@ -146,7 +146,9 @@ class ResourceManager:
             if deadline is not None and self.clock is not time.monotonic:
                 # a test clock does not move while we wait: report the conflict instead of hanging
                 raise ScardError(Scard.E_SHARING_VIOLATION, "another handle holds a transaction")
+            started = time.monotonic()
             self._changed.wait(None if deadline is None else max(deadline - self.clock(), 0.001))
+            handle.waited += time.monotonic() - started
 
     def reset_card(self, by: CardHandle) -> None:
         """`by` resets the card; every other handle will see SCARD_W_RESET_CARD."""
@@ -174,6 +176,7 @@ class CardHandle:
         self.reset_pending = False
         self.depth = 0  # nested begin/end from the API layer count as one SCard transaction
         self.closed = False
+        self.waited = 0.0  # seconds spent waiting for other handles' transactions
         self._holds_legacy_lock = False
 
     @property
@@ -303,7 +306,9 @@ class CardHandle:
     def _take_legacy_lock(self) -> None:
         lock = self.rm.legacy_lock
         if lock is not None and not self._holds_legacy_lock:
+            started = time.monotonic()
             lock.acquire()
+            self.waited += time.monotonic() - started
             self._holds_legacy_lock = True
 
     def _release_legacy_lock(self) -> None:
