@@ -55,6 +55,82 @@ class StateError(Exception):
     """A state directory or file that cannot be used; the message names it and the problem."""
 
 
+class StateFieldError(StateError):
+    """A field of a state section that this vcard cannot read.
+
+    Raised by the code that owns the section (the security core, an applet), which
+    knows neither the file nor where its section sits in the document: `field` is
+    dotted from the section, and `located` names the file and the section.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+    def located(self, where: str, section: str) -> StateError:
+        """The error as the user sees it: `<file>: <section>.<field>: <problem>`."""
+        field = f"{section}.{self.field}" if section else self.field
+        return StateError(f"{where}: {field}: {self.problem}")
+
+
+JSONType = type[dict[str, Any]] | type[list[Any]] | type[str] | type[int] | type[bool]
+_TYPE_NAMES: dict[type, str] = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    int: "an integer",
+    bool: "a boolean",
+}
+
+
+def require_field(
+    section: dict[str, Any], key: str, kind: JSONType, where: str, optional: bool = False
+) -> Any:
+    """`section[key]` when present and of JSON type `kind` (None too if `optional`).
+
+    Otherwise StateFieldError naming `where.key`: a missing field or a value of the
+    wrong type is refused, never replaced by a default.
+    """
+    dotted = f"{where}.{key}" if where else key
+    if key not in section:
+        raise StateFieldError(dotted, "missing")
+    value = section[key]
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise StateFieldError(dotted, f"must be {_TYPE_NAMES[kind]}, got {_json_type(value)}")
+    return value
+
+
+def require_hex(section: dict[str, Any], key: str, where: str, optional: bool = False) -> str | None:
+    """A hex string field (how the state stores bytes)."""
+    value: str | None = require_field(section, key, str, where, optional)
+    if value is not None:
+        try:
+            bytes.fromhex(value)
+        except ValueError:
+            raise StateFieldError(f"{where}.{key}" if where else key, "must be hexadecimal") from None
+    return value
+
+
+def check_envelope(document: Document) -> None:
+    """The fields of the document that the runtime reads (schema is checked at load).
+
+    The sections' contents are checked by their owners (`security` by the security
+    core, `applets.<name>` by each applet) when the card opens.
+    """
+    require_field(document, "vcard", str, "")
+    profile = require_field(document, "profile", dict, "")
+    require_field(profile, "name", str, "profile")
+    require_field(profile, "path", str, "profile")
+    card = require_field(document, "card", dict, "")
+    require_field(card, "serial", str, "card")
+    require_field(card, "created", str, "card")
+    require_field(document, "security", dict, "")
+    require_field(document, "applets", dict, "")
+
+
 def default_state_dir(profile_name: str) -> Path:
     """Where a profile's card lives unless the user says otherwise.
 
@@ -221,10 +297,12 @@ class StateStore:
             return None
         except OSError as exc:
             raise StateError(f"{path}: cannot open the state file: {exc.strerror}") from exc
+        # Checked before fdopen: a directory opens read-only but cannot be read as a file.
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise StateError(f"{path}: the state file is not a regular file")
         with os.fdopen(fd, "rb") as file:
-            info = os.fstat(file.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise StateError(f"{path}: the state file is not a regular file")
             mode = stat.S_IMODE(info.st_mode)
             if mode & ~FILE_MODE:
                 log.warning("%s had mode %03o; setting it to %03o", path, mode, FILE_MODE)
@@ -249,9 +327,9 @@ class StateStore:
             raise StateError(f"{path}: the state must be a JSON object, got {_json_type(document)}")
         schema = document.get("schema")
         if schema is None:
-            raise StateError(f"{path}: the state has no \"schema\" field")
+            raise StateError(f'{path}: the state has no "schema" field')
         if not isinstance(schema, int) or isinstance(schema, bool):
-            raise StateError(f"{path}: \"schema\" must be an integer, got {_json_type(schema)}")
+            raise StateError(f'{path}: "schema" must be an integer, got {_json_type(schema)}')
         if schema > SCHEMA_VERSION:
             raise StateError(
                 f"{path}: written by a newer vcard (schema {schema}); "

@@ -379,7 +379,7 @@ def test_pins_are_stored_as_salted_digests_and_survive_a_restart() -> None:
 def test_corrupt_counters_are_refused() -> None:
     _, state, _ = make_core()
     state["roles"]["1"]["tries_left"] = 9
-    with pytest.raises(StateError, match="role 1"):
+    with pytest.raises(StateError, match=r"roles\.1\.tries_left"):
         SecurityCore(ROLES, state, lambda: None, is_new=False)
 
 
@@ -401,7 +401,7 @@ def test_unreadable_secrets_are_refused_at_load(role: str, field: str, value: ob
     _, state, _ = make_core()
     record = state["roles"][role]
     (record["secret"] if field in ("salt", "hash", "iterations", "length") else record)[field] = value
-    with pytest.raises(StateError, match=f"role {role}"):
+    with pytest.raises(StateError, match=rf"roles\.{role}\.(secret\.)?{field}"):
         SecurityCore(ROLES, state, lambda: None, is_new=False)
 
 

@@ -78,7 +78,7 @@ from typing import Any
 
 from ..apdu import SW, ISOError, verify_failed
 from ..crypto import KEY_LENGTHS
-from ..store import StateError
+from ..store import StateFieldError, require_field, require_hex
 from .external import ExternalDecision, ExternalOutcome, ExternalPinSource, OperatorPinSource, PolicyPinSource
 from .roles import (
     MAX_ROLES,
@@ -124,15 +124,17 @@ def _hash_secret(value: bytes) -> dict[str, Any]:
     }
 
 
-def _is_hex(value: object) -> bool:
-    """A string `bytes.fromhex` reads (how the state stores bytes)."""
-    if not isinstance(value, str):
-        return False
-    try:
-        bytes.fromhex(value)
-    except ValueError:
-        return False
-    return True
+def _check_secret(secret: dict[str, Any], where: str) -> None:
+    """A stored PIN digest `_secret_matches` can use."""
+    kdf = require_field(secret, "kdf", str, where)
+    if kdf != PIN_KDF:
+        raise StateFieldError(f"{where}.kdf", f"unknown KDF {kdf!r}; this vcard reads {PIN_KDF}")
+    require_hex(secret, "salt", where)
+    require_hex(secret, "hash", where)
+    if require_field(secret, "iterations", int, where) <= 0:
+        raise StateFieldError(f"{where}.iterations", "must be positive")
+    if require_field(secret, "length", int, where) < 0:
+        raise StateFieldError(f"{where}.length", "must not be negative")
 
 
 def _secret_matches(secret: dict[str, Any], value: bytes) -> bool:
@@ -214,59 +216,57 @@ class SecurityCore:
         return record
 
     def _load(self, is_new: bool) -> None:
+        """A new card gets the profile's roles; an existing card's section is checked, never re-made.
+
+        Whatever cannot be read is refused (StateFieldError naming the field): replacing
+        it with the profile's values would hand a blocked PIN its tries back. A role
+        the profile declares and the state lacks (a role added to the profile later)
+        starts with the profile's value; it is saved with the next change.
+        """
         state = self._state
-        if is_new or not state:
+        if is_new:
             state.clear()
             state["format"] = STATE_FORMAT
             state["roles"] = {str(r): self._initial_record(c) for r, c in self._roles.items()}
-            if not is_new:
-                self._commit()
             return
-        if state.get("format") != STATE_FORMAT or not isinstance(state.get("roles"), dict):
-            raise StateError(f"security state: unknown format {state.get('format')!r} (this vcard reads 1)")
-        records: dict[str, Any] = state["roles"]
-        repaired = False
+        found = require_field(state, "format", int, "")
+        if found != STATE_FORMAT:
+            raise StateFieldError("format", f"unknown format {found}; this vcard reads format {STATE_FORMAT}")
+        records: dict[str, Any] = require_field(state, "roles", dict, "")
         for number, config in self._roles.items():
-            record = records.get(str(number))
-            if not isinstance(record, dict) or record.get("type") != config.type.value:
-                log.warning(
-                    "role %d: no usable stored state for a %s role; using the profile's",
-                    number,
-                    config.type.value,
-                )
+            if str(number) not in records:
+                log.info("role %d is new in the profile: it starts with the profile's value", number)
                 records[str(number)] = self._initial_record(config)
-                repaired = True
                 continue
-            self._check_record(number, record)
-        if repaired:
-            self._commit()
+            self._check_record(config, require_field(records, str(number), dict, "roles"))
 
     @staticmethod
-    def _check_record(number: int, record: dict[str, Any]) -> None:
+    def _check_record(config: RoleConfig, record: dict[str, Any]) -> None:
         """Refuse at load what would otherwise fail mid-command (6F00), after a try was already consumed."""
-        retries, left = record.get("retries"), record.get("tries_left")
-        if not isinstance(retries, int) or not isinstance(left, int) or not 0 <= left <= max(retries, 0):
-            raise StateError(f"security state: role {number} has bad counters {retries!r}/{left!r}")
-        secret = record.get("secret")
-        if secret is not None and not (
-            isinstance(secret, dict)
-            and secret.get("kdf") == PIN_KDF
-            and _is_hex(secret.get("salt"))
-            and _is_hex(secret.get("hash"))
-            and isinstance(secret.get("iterations"), int)
-            and not isinstance(secret.get("iterations"), bool)
-            and secret["iterations"] > 0
-            and isinstance(secret.get("length"), int)
-            and not isinstance(secret.get("length"), bool)
-            and secret["length"] >= 0
-        ):
-            raise StateError(f"security state: role {number} has an unreadable secret")
-        if record.get("type") == RoleType.CHALLENGE.value:
-            algorithm, key = record.get("algorithm"), record.get("key")
-            if algorithm not in KEY_LENGTHS or (
-                key is not None and not (_is_hex(key) and len(key) == 2 * KEY_LENGTHS[algorithm])
-            ):
-                raise StateError(f"security state: role {number} has an unreadable {algorithm!r} key")
+        where = f"roles.{config.role}"
+        kind = require_field(record, "type", str, where)
+        if kind != config.type.value:
+            raise StateFieldError(
+                f"{where}.type", f"is {kind!r}, but the profile declares a {config.type.value} role"
+            )
+        retries = require_field(record, "retries", int, where)
+        left = require_field(record, "tries_left", int, where)
+        if not 0 <= retries <= 15:
+            raise StateFieldError(f"{where}.retries", f"{retries} is outside 0..15")
+        if not 0 <= left <= retries:
+            raise StateFieldError(f"{where}.tries_left", f"{left} is outside 0..{retries} (the retry limit)")
+        require_field(record, "default", bool, where)
+        if config.type in (RoleType.PIN, RoleType.EXTERNAL):
+            secret = require_field(record, "secret", dict, where, optional=True)
+            if secret is not None:
+                _check_secret(secret, f"{where}.secret")
+        elif config.type is RoleType.CHALLENGE:
+            algorithm = require_field(record, "algorithm", str, where)
+            if algorithm not in KEY_LENGTHS:
+                raise StateFieldError(f"{where}.algorithm", f"unknown key algorithm {algorithm!r}")
+            key = require_hex(record, "key", where, optional=True)
+            if key is not None and len(key) != 2 * KEY_LENGTHS[algorithm]:
+                raise StateFieldError(f"{where}.key", f"a {algorithm} key has {KEY_LENGTHS[algorithm]} bytes")
 
     def _record(self, role: int) -> dict[str, Any]:
         record: dict[str, Any] = self._state["roles"][str(role)]
