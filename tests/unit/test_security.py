@@ -825,15 +825,19 @@ def test_operator_source_is_shared_and_injectable() -> None:
     assert Always().decide(1, 1.0) == ExternalDecision(ExternalOutcome.APPROVE)
 
 
-def test_a_failing_source_is_a_denial() -> None:
+def test_a_failing_source_costs_no_try() -> None:
     class Broken(ExternalPinSource):
         def decide(self, role: int, timeout: float) -> ExternalDecision:
             raise RuntimeError("reader unplugged")
 
-    core, _, _ = make_core(external=Broken())
+    core, _, recorder = make_core(external=Broken())
     with pytest.raises(ISOError) as excinfo:
         core.verify_external(4)
-    assert sw_of(excinfo) == 0x63C2
+    # Nothing was presented: 6F00, and the try taken before asking is given back durably.
+    assert sw_of(excinfo) == SW.NO_PRECISE_DIAGNOSIS
+    assert core.tries_left(4) == 3 and recorder.tries(4) == 3
+    assert recorder.tries(4, -2) == 2  # it was consumed (durably) before the source was asked
+    assert not core.is_authenticated(4)
 
 
 # ---- visibility -------------------------------------------------------------------------------

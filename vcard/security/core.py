@@ -48,7 +48,9 @@ Roles of type `external` are verified without a value from the host
 (`verify_external`): an ExternalPinSource decides (a profile policy, or the
 operator through `vcard pinpad`). The try is consumed before asking; approval
 gives it back and yields a session PIN; denial keeps it consumed (63Cx); a
-timeout gives it back (nothing was presented) and answers 6982.
+timeout gives it back (nothing was presented) and answers 6982; a source that
+fails (raises) gives it back too and answers 6F00. While the source waits, the
+card lets readers of its state in (`outside_wait`); commands still queue.
 
 State section layout ("security" in state.json)
 -----------------------------------------------
@@ -68,12 +70,14 @@ appear in the PIN_SET. The PIN_SET and session PINs are volatile (not stored).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from ..apdu import SW, ISOError, verify_failed
@@ -187,6 +191,9 @@ class SecurityCore:
         self._listeners: list[StatusListener] = []
         self.session_pins_survive_warm_reset = session_pins_survive_warm_reset
         self.operator = external if isinstance(external, OperatorPinSource) else OperatorPinSource()
+        # Entered around an external source's wait; the card sets it to let its state
+        # lock go meanwhile (vcard.vendor.install_vendor_commands).
+        self.outside_wait: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
         self._sources: dict[int, ExternalPinSource] = {}
         for config in self._roles.values():
             if config.type is RoleType.EXTERNAL:
@@ -839,19 +846,24 @@ class SecurityCore:
             before = int(self._record(role)["tries_left"])
             left = self._consume_try(role)
         wait = config.external_timeout if timeout is None else timeout
-        # The core lock is not held while a person decides: the control socket
-        # (`vcard info`, `vcard pinpad`) must keep working meanwhile.
+        # Neither the core lock nor the card's state lock is held while a person
+        # decides: the control socket (`vcard info`, `vcard pinpad`) must keep working.
+        decision: ExternalDecision | None
         try:
-            decision = source.decide(role, wait)
+            with self.outside_wait():
+                decision = source.decide(role, wait)
         except Exception:
-            log.exception("external PIN source failed for role %d", role)
-            decision = ExternalDecision(ExternalOutcome.DENY)
+            # A broken PIN pad is not a wrong PIN: nothing was presented.
+            log.exception("external PIN source failed for role %d; the try is given back", role)
+            decision = None
         with self._lock:
-            if decision.outcome is ExternalOutcome.TIMEOUT:
+            if decision is None or decision.outcome is ExternalOutcome.TIMEOUT:
                 record = self._record(role)
                 if record["retries"] > 0 and record["tries_left"] < before:
                     record["tries_left"] = before
                     self._commit()
+                if decision is None:
+                    raise ISOError(SW.NO_PRECISE_DIAGNOSIS, f"role {role}: the external PIN source failed")
                 raise ISOError(
                     SW.SECURITY_STATUS_NOT_SATISFIED, f"role {role}: external verification timed out"
                 )
