@@ -138,7 +138,7 @@ def _located(store: StateStore, section: str) -> Iterator[None]:
 
 def _check_profile_matches(document: dict[str, Any], profile: Profile, directory: Path | None) -> None:
     recorded = document["profile"]["name"]
-    if recorded is not None and recorded != profile.name:
+    if recorded != profile.name:
         raise StateError(
             f"{directory}/state.json: this card was created from profile {recorded!r}, not {profile.name!r};"
             f" use --profile {recorded} or another --state directory"

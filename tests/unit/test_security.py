@@ -428,12 +428,19 @@ def test_length_and_charset_rules_compose_well_formed() -> None:
     assert user.well_formed(b"123456") and not user.well_formed(b"12345a")
 
 
-def test_a_role_added_to_the_profile_gets_state() -> None:
-    _, state, _ = make_core(ROLES[:2])
+def test_a_role_missing_from_the_state_is_refused_not_recreated() -> None:
+    # Re-creating it from the profile would give a blocked PIN its value and tries back.
+    core, state, _ = make_core()
+    for _ in range(3):
+        with pytest.raises(ISOError):
+            core.verify(3, b"000000")
+    assert core.is_blocked(3)
+    del state["roles"]["3"]
+    before = json.dumps(state, sort_keys=True)
     commits: list[int] = []
-    core = SecurityCore(ROLES, state, lambda: commits.append(1), is_new=False)
-    core.verify(3, b"654321")
-    assert commits
+    with pytest.raises(StateError, match=r"^roles\.3: missing$"):
+        SecurityCore(ROLES, state, lambda: commits.append(1), is_new=False)
+    assert not commits and json.dumps(state, sort_keys=True) == before
 
 
 def test_challenge_role_key_and_set_value() -> None:

@@ -107,6 +107,7 @@ PIV_CASES: list[tuple[str, Edit, str]] = [
     ("salt not hex", _set("security.roles.1.secret.salt", "zz"), "security.roles.1.secret.salt"),
     ("role of another type", _set("security.roles.1.type", "challenge"), "security.roles.1.type"),
     ("role record not an object", _set("security.roles.1", "pin"), "security.roles.1"),
+    ("role record missing", _delete("security.roles.1"), "security.roles.1"),
     ("missing applets", _delete("applets"), "applets"),
     ("card of the wrong type", _set("card", "x"), "card"),
     ("missing profile", _delete("profile"), "profile"),

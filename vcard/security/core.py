@@ -226,9 +226,9 @@ class SecurityCore:
         """A new card gets the profile's roles; an existing card's section is checked, never re-made.
 
         Whatever cannot be read is refused (StateFieldError naming the field): replacing
-        it with the profile's values would hand a blocked PIN its tries back. A role
-        the profile declares and the state lacks (a role added to the profile later)
-        starts with the profile's value; it is saved with the next change.
+        it with the profile's values would hand a blocked PIN its tries back. That holds
+        for a role the profile declares and the state lacks too: deleting a blocked
+        role's record must not bring it back with the profile's PIN and counter.
         """
         state = self._state
         if is_new:
@@ -241,10 +241,6 @@ class SecurityCore:
             raise StateFieldError("format", f"unknown format {found}; this vcard reads format {STATE_FORMAT}")
         records: dict[str, Any] = require_field(state, "roles", dict, "")
         for number, config in self._roles.items():
-            if str(number) not in records:
-                log.info("role %d is new in the profile: it starts with the profile's value", number)
-                records[str(number)] = self._initial_record(config)
-                continue
             self._check_record(config, require_field(records, str(number), dict, "roles"))
 
     @staticmethod
