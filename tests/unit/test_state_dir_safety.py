@@ -155,3 +155,19 @@ def test_a_lock_held_by_another_program_names_that_program_not_the_last_vcard(tm
             child.kill()
             child.wait()
     assert lock.read_text() == "99999\n"  # a refused open writes nothing
+
+
+def test_a_holder_that_cannot_be_found_is_reported_without_a_pid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = make_dir(tmp_path / "card")
+    first = StateStore(directory)
+    first.open()
+    try:
+        (directory / "lock").write_text("99999\n")  # whatever the file says
+        monkeypatch.setattr("vcard.store._flock_holder", lambda info: None)  # e.g. no /proc
+        with pytest.raises(StateError) as error:
+            StateStore(directory).open()
+        assert str(error.value) == f"state directory {directory} is in use by another process"
+    finally:
+        first.close()
