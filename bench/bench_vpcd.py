@@ -40,7 +40,8 @@ from vcard import atr
 from vcard.cardos import Card
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
-from vcard.transport.vpcd import VPCD_BASE_PORT, SmartCard, VpcdLink, exclusive_slots, reader_name
+from vcard.testing import exclusive_slots
+from vcard.transport.vpcd import VPCD_BASE_PORT, SmartCard, VpcdLink, reader_name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SLOT = 0

@@ -20,10 +20,9 @@ from typing import Any
 
 import click
 
-from minidriver.cli import md
-
 from . import __version__
 from .apdu import ResponseAPDU, sw_name
+from .md_cli import md
 from .pinpad import pinpad, register_pinpad
 from .profile import PROFILE_DIR, ProfileError, list_profile_names, load_profile, parse_hex
 from .runtime import VirtualCard

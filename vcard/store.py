@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .errors import StateError as StateError  # raised here; defined where the security core can reach it
 
 log = logging.getLogger("vcard.store")
 
@@ -49,10 +50,6 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 
 Document = dict[str, Any]
-
-
-class StateError(Exception):
-    """A state directory or file that cannot be used; the message names it and the problem."""
 
 
 def default_state_dir(profile_name: str) -> Path:

@@ -11,10 +11,10 @@ import pytest
 
 import minidriver as md
 from minidriver.cache import GlobalCache
-from minidriver.testing import PivProvisioner
 from minidriver.transport import TRAFFIC, InProcessTransport
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
+from vcard.testing.provisioning import PivProvisioner
 from vcard.transport.inproc import InProcessConnection
 
 SIGN_PIN_ROLE = 3

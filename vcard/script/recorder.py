@@ -31,14 +31,14 @@ import contextlib
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from .. import __version__, crypto, tlv
 from ..apdu import sw_name
+from ..cardos import Card, CardObserver, PowerEvent
 from .functions import ecb
 
 DEFAULT_KEYS: dict[str, bytes] = {
@@ -309,8 +309,21 @@ def _replace(command: bytes, value: bytes, expression: str) -> str:
     return f"{_spaced(command[:index])} {expression} {_spaced(command[index + len(value) :])}".strip()
 
 
+class _RecorderTap(CardObserver):
+    """Feeds a card's exchanges and power events to a Recorder."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def on_exchange(self, command: bytes, response: bytes, elapsed: float) -> None:
+        self.recorder.exchange(command, response)
+
+    def on_power(self, event: PowerEvent) -> None:
+        self.recorder.boundary(str(event))
+
+
 def install_recorder(
-    card: Any,
+    card: Card,
     path: Path,
     keys: Mapping[str, bytes] | None = None,
     description: str = "",
@@ -321,33 +334,6 @@ def install_recorder(
     every card session boundary, so an interrupted run keeps its finished sessions).
     """
     recorder = Recorder(path, keys, description)
-    original_transmit: Callable[[bytes], bytes] = card.transmit
-    original_power_on: Callable[[], None] = card.power_on
-    original_power_off: Callable[[], None] = card.power_off
-    original_reset: Callable[[], None] = card.reset
-
-    def transmit(raw: bytes) -> bytes:
-        response = original_transmit(raw)
-        recorder.exchange(raw, response)
-        return response
-
-    def power_on() -> None:
-        was_powered = bool(card.powered)
-        original_power_on()
-        if not was_powered:
-            recorder.boundary("power on")
-
-    def power_off() -> None:
-        original_power_off()
-        recorder.boundary("power off")
-
-    def reset() -> None:
-        original_reset()
-        recorder.boundary("reset")
-
-    card.transmit = transmit
-    card.power_on = power_on
-    card.power_off = power_off
-    card.reset = reset
+    card.add_observer(_RecorderTap(recorder))
     recorder._flush()
     return recorder

@@ -78,7 +78,7 @@ from typing import Any
 
 from ..apdu import SW, ISOError, verify_failed
 from ..crypto import KEY_LENGTHS
-from ..store import StateError
+from ..errors import StateError
 from .external import ExternalDecision, ExternalOutcome, ExternalPinSource, OperatorPinSource, PolicyPinSource
 from .roles import (
     MAX_ROLES,

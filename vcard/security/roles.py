@@ -10,13 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 from ..apdu import SW, ISOError
 from ..crypto import KEY_LENGTHS
-
-if TYPE_CHECKING:
-    from ..profile import TableReader
+from ..tablereader import TableReader
 
 ROLE_EVERYONE = 0
 ROLE_USER = 1

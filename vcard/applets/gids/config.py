@@ -15,9 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...context import AppletContext
-from ...profile import TableReader
 from ...security import RoleType
-from .constants import ADMIN_AUTH_EXTERNAL, ADMIN_AUTH_MUTUAL, GIDS_AID, GIDS_AID_PREFIX
+from ...tablereader import TableReader
+from ...wire.aids import GIDS_AID, GIDS_AID_PREFIX
+from .constants import ADMIN_AUTH_EXTERNAL, ADMIN_AUTH_MUTUAL
 
 ADMIN_AUTH_BITS = {"mutual": ADMIN_AUTH_MUTUAL, "external": ADMIN_AUTH_EXTERNAL}
 CARD_ID_LENGTH = 16

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ... import crypto
+from ...wire.gids_tables import FRESH_MASTERFILE_ENTRIES, encode_masterfile
 from .constants import (
     ADMIN_KEY_FCP,
     CARDAPPS,
@@ -23,7 +24,6 @@ from .constants import (
     MASTERFILE,
 )
 from .filesystem import FileSystem
-from .tables import FRESH_MASTERFILE_ENTRIES, encode_masterfile
 
 LIFECYCLE_INITIALIZATION = "initialization"
 LIFECYCLE_OPERATIONAL = "operational"

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...profile import TableReader
 from ...security import AccessRule
+from ...tablereader import TableReader
 from .keys import BY_PROFILE_NAME, KEY_SLOTS, SLOT_ATTESTATION, Algorithm, PinPolicy, TouchPolicy
 
 REF_PIN = 0x80
