@@ -18,6 +18,7 @@ import os
 import tomllib
 from collections.abc import Collection
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ from .tablereader import show_value, suggest
 
 log = logging.getLogger("vcard.profile")
 
-PROFILE_DIR = Path(__file__).parent / "profiles"
+PROFILE_DIR = Path(str(resources.files("vcard.profiles")))
+"""The shipped profiles: the repository's top-level profiles/, installed as the package vcard.profiles."""
 
 @dataclass(frozen=True)
 class Profile:
