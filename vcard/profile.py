@@ -47,8 +47,8 @@ class Profile:
     `idle_reset_seconds` and `session_pins_survive_warm_reset` (already parsed
     here), for settings owned elsewhere such as the external PIN policy; their
     owner should read them with a TableReader (where="security") and `finish()` it.
-    `session_pins_survive_warm_reset` (default false: issue 3's "until card reset
-    or power-off") lets session PINs outlive a warm reset, as the minidriver spec
+    `session_pins_survive_warm_reset` (default false: session PINs last "until card
+    reset or power-off") lets session PINs outlive a warm reset, as the minidriver spec
     wants ("at least until a cold reset") so a host can re-authenticate after
     Windows' idle reset.
     """

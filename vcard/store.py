@@ -14,7 +14,7 @@ against a crash or `kill -9` of the card process, and against power loss:
 - one process at a time: an exclusive `flock` on `<dir>/lock` for as long as the
   store is open, so two card processes cannot interleave their writes.
 
-The document layout (schema 1) is described in docs/internal-contracts.md.
+The document layout (schema 1) is described in docs/architecture.md.
 """
 
 from __future__ import annotations

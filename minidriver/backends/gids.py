@@ -80,7 +80,7 @@ FIRST_KEY_REF = 0x81
 MAX_CONTAINERS = 126
 MAX_FREE_BYTES = 32768  # no card-side free-space query: report what the applet reasonably holds
 
-# Access condition -> EF holding files of that class (gids.md §2.1)
+# Access condition -> EF holding files of that class (docs/gids.md; OpenSC src/libopensc/card-gids.c)
 AC_TO_EF = {
     CARD_FILE_ACCESS_CONDITION.EveryoneReadUserWriteAc: 0xA010,
     CARD_FILE_ACCESS_CONDITION.UserWriteExecuteAc: 0xA011,

@@ -153,7 +153,7 @@ def test_session_pins_survive_warm_reset_is_read_and_set_by_the_windows_like_pro
     assert profile.session_pins_survive_warm_reset and profile.security == {}
     assert load_profile("multi-pin").session_pins_survive_warm_reset
     assert load_profile("tpm-vsc").session_pins_survive_warm_reset
-    assert not load_profile("piv").session_pins_survive_warm_reset  # the default stays issue 3's
+    assert not load_profile("piv").session_pins_survive_warm_reset  # default: any reset ends them
 
 
 def test_card_level_values_are_read(in_tmp: Path) -> None:

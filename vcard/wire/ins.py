@@ -46,7 +46,7 @@ class PivIns(IntEnum):
 
 
 class YubicoIns(IntEnum):
-    """Yubico's PIV extensions (yubico-piv-tool lib/internal.h, Yubico PIV documentation)."""
+    """Yubico's PIV extensions (the YKPIV_INS_* values of yubico-piv-tool lib/ykpiv.h)."""
 
     MOVE_KEY = 0xF6
     GET_METADATA = 0xF7
@@ -60,7 +60,7 @@ class YubicoIns(IntEnum):
 
 
 class GidsIns(IntEnum):
-    """GIDS v2 commands (GIDS specification §4, OpenSC src/libopensc/card-gids.c)."""
+    """GIDS v2 commands (Microsoft GIDS specification v2.0; OpenSC src/libopensc/card-gids.c)."""
 
     SELECT = 0xA4
     GET_DATA = 0xCB
