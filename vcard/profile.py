@@ -160,9 +160,9 @@ def load_profile(name_or_path: str | Path, applet_types: Collection[str] | None 
     data = _read_toml(path)
     top = TableReader(path, "", data)
 
-    description = top.str("description", "")
-    atr_bytes = top.hex("atr", None)
-    default_applet = top.str("default_applet", None)
+    description = top.text("description", "")
+    atr_bytes = top.hex_bytes("atr", None)
+    default_applet = top.text("default_applet", None)
     applets_reader = top.table("applets", {})
     security = top.table("security", {})
     top.finish()
@@ -192,8 +192,8 @@ def load_profile(name_or_path: str | Path, applet_types: Collection[str] | None 
             f"got {show_value(default_applet)}",
         )
 
-    idle_reset_seconds = security.float("idle_reset_seconds", 0.0, min=0.0)
-    session_pins_survive_warm_reset = security.bool("session_pins_survive_warm_reset", False)
+    idle_reset_seconds = security.number("idle_reset_seconds", 0.0, minimum=0.0)
+    session_pins_survive_warm_reset = security.boolean("session_pins_survive_warm_reset", False)
     roles = _parse_roles(security)
     parsed = {"roles", "idle_reset_seconds", "session_pins_survive_warm_reset"}
     rest = {key: value for key, value in security.raw.items() if key not in parsed}

@@ -21,15 +21,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
-# Methods of TableReader are named after the types they read (`.str`, `.int`...),
-# which shadows the builtins inside the class body; these aliases keep the
-# annotations unambiguous.
-_Str = str
-_Int = int
-_Float = float
-_Bool = bool
-_List = list
-
 _T = TypeVar("_T")
 
 
@@ -115,8 +106,10 @@ class TableReader:
 
     `where` is the table's name in messages: "" for the top level,
     "security", "security.roles[0]" (array indices count from 0), "applets.piv".
-    Every getter takes the key, an optional default (leave it out for a required
-    key; None is a valid default) and range/choice constraints, and raises a
+    The getters are named after the TOML value they read (`text`, `integer`,
+    `number`, `boolean`, `hex_bytes`, `array`, `table`, `tables`). Every getter
+    takes the key, an optional default (leave it out for a required key; None is
+    a valid default) and range/choice constraints, and raises a
     ProfileError naming the file, the table and the key. Call `finish()` once all
     keys are read: any key that no getter asked for is reported as unknown, with
     the closest known key as a suggestion.
@@ -133,11 +126,11 @@ class TableReader:
         """The table's values as tomllib returned them (iterate it for user-chosen keys, in file order)."""
         return self._table
 
-    def has(self, key: _Str) -> _Bool:
+    def has(self, key: str) -> bool:
         self._known.add(key)
         return key in self._table
 
-    def error(self, key: _Str | None, problem: _Str) -> ProfileError:
+    def error(self, key: str | None, problem: str) -> ProfileError:
         """A ProfileError located at `key` of this table (or at the table itself if None)."""
         location = display_path(self.path) + ":"
         if self.where:
@@ -148,15 +141,15 @@ class TableReader:
             location += ":"
         return ProfileError(f"{location} {problem}")
 
-    def child_where(self, key: _Str) -> _Str:
+    def child_where(self, key: str) -> str:
         return f"{self.where}.{_key_text(key)}" if self.where else _key_text(key)
 
     def _get(
         self,
-        key: _Str,
+        key: str,
         default: object,
-        accept: Callable[[object], _Bool],
-        expected: _Str,
+        accept: Callable[[object], bool],
+        expected: str,
     ) -> Any:
         """The raw value if present and of the right type, else the default, else an error."""
         self._known.add(key)
@@ -172,10 +165,10 @@ class TableReader:
     # -- scalar getters ------------------------------------------------------------
 
     @overload
-    def str(self, key: _Str, *, choices: Collection[_Str] | None = None) -> _Str: ...
+    def text(self, key: str, *, choices: Collection[str] | None = None) -> str: ...
     @overload
-    def str(self, key: _Str, default: _T, choices: Collection[_Str] | None = None) -> _Str | _T: ...
-    def str(self, key: _Str, default: object = MISSING, choices: Collection[_Str] | None = None) -> Any:
+    def text(self, key: str, default: _T, choices: Collection[str] | None = None) -> str | _T: ...
+    def text(self, key: str, default: object = MISSING, choices: Collection[str] | None = None) -> Any:
         if choices is not None:
             expected = "one of " + ", ".join(json.dumps(c) for c in choices)
         else:
@@ -186,60 +179,62 @@ class TableReader:
         return value
 
     @overload
-    def int(self, key: _Str, *, min: _Int | None = None, max: _Int | None = None) -> _Int: ...
+    def integer(self, key: str, *, minimum: int | None = None, maximum: int | None = None) -> int: ...
     @overload
-    def int(self, key: _Str, default: _T, min: _Int | None = None, max: _Int | None = None) -> _Int | _T: ...
-    def int(
-        self, key: _Str, default: object = MISSING, min: _Int | None = None, max: _Int | None = None
+    def integer(
+        self, key: str, default: _T, minimum: int | None = None, maximum: int | None = None
+    ) -> int | _T: ...
+    def integer(
+        self, key: str, default: object = MISSING, minimum: int | None = None, maximum: int | None = None
     ) -> Any:
-        expected = _range_text("an integer", min, max)
+        expected = _range_text("an integer", minimum, maximum)
 
-        def accept(v: object) -> _Bool:
+        def accept(v: object) -> bool:
             return (
                 isinstance(v, int)
                 and not isinstance(v, bool)
-                and (min is None or v >= min)
-                and (max is None or v <= max)
+                and (minimum is None or v >= minimum)
+                and (maximum is None or v <= maximum)
             )
 
         return self._get(key, default, accept, expected)
 
     @overload
-    def float(self, key: _Str, *, min: _Float | None = None, max: _Float | None = None) -> _Float: ...
+    def number(self, key: str, *, minimum: float | None = None, maximum: float | None = None) -> float: ...
     @overload
-    def float(
-        self, key: _Str, default: _T, min: _Float | None = None, max: _Float | None = None
-    ) -> _Float | _T: ...
-    def float(
-        self, key: _Str, default: object = MISSING, min: _Float | None = None, max: _Float | None = None
+    def number(
+        self, key: str, default: _T, minimum: float | None = None, maximum: float | None = None
+    ) -> float | _T: ...
+    def number(
+        self, key: str, default: object = MISSING, minimum: float | None = None, maximum: float | None = None
     ) -> Any:
         """A finite number; TOML integers are accepted (`idle_reset_seconds = 5`)."""
-        expected = _range_text("a number", min, max)
+        expected = _range_text("a number", minimum, maximum)
 
-        def accept(v: object) -> _Bool:
+        def accept(v: object) -> bool:
             return (
                 isinstance(v, int | float)
                 and not isinstance(v, bool)
                 and math.isfinite(v)
-                and (min is None or v >= min)
-                and (max is None or v <= max)
+                and (minimum is None or v >= minimum)
+                and (maximum is None or v <= maximum)
             )
 
         value = self._get(key, default, accept, expected)
         return float(value) if isinstance(value, int) and key in self._table else value
 
     @overload
-    def bool(self, key: _Str) -> _Bool: ...
+    def boolean(self, key: str) -> bool: ...
     @overload
-    def bool(self, key: _Str, default: _T) -> _Bool | _T: ...
-    def bool(self, key: _Str, default: object = MISSING) -> Any:
+    def boolean(self, key: str, default: _T) -> bool | _T: ...
+    def boolean(self, key: str, default: object = MISSING) -> Any:
         return self._get(key, default, lambda v: isinstance(v, bool), "true or false")
 
     @overload
-    def hex(self, key: _Str, *, lengths: Collection[_Int] | None = None) -> bytes: ...
+    def hex_bytes(self, key: str, *, lengths: Collection[int] | None = None) -> bytes: ...
     @overload
-    def hex(self, key: _Str, default: _T, lengths: Collection[_Int] | None = None) -> bytes | _T: ...
-    def hex(self, key: _Str, default: object = MISSING, lengths: Collection[_Int] | None = None) -> Any:
+    def hex_bytes(self, key: str, default: _T, lengths: Collection[int] | None = None) -> bytes | _T: ...
+    def hex_bytes(self, key: str, default: object = MISSING, lengths: Collection[int] | None = None) -> Any:
         """Bytes written as hex; spaces and colons between digits are allowed ("3B:8A", "3B 8A")."""
         expected = "hex bytes as a string"
         value = self._get(key, default, lambda v: isinstance(v, str), expected)
@@ -258,20 +253,20 @@ class TableReader:
     # -- containers ----------------------------------------------------------------
 
     @overload
-    def list(self, key: _Str) -> _List[Any]: ...
+    def array(self, key: str) -> list[Any]: ...
     @overload
-    def list(self, key: _Str, default: _T) -> _List[Any] | _T: ...
-    def list(self, key: _Str, default: object = MISSING) -> Any:
+    def array(self, key: str, default: _T) -> list[Any] | _T: ...
+    def array(self, key: str, default: object = MISSING) -> Any:
         value = self._get(key, default, lambda v: isinstance(v, list), "an array")
-        return _List(value) if key in self._table else value
+        return list(value) if key in self._table else value
 
-    def table(self, key: _Str, default: Mapping[_Str, Any] | _Missing = MISSING) -> TableReader:
+    def table(self, key: str, default: Mapping[str, Any] | _Missing = MISSING) -> TableReader:
         """A reader for a sub-table (`[where.key]`); `default` (e.g. {}) when it is optional."""
         where = self.child_where(key)
         value = self._get(key, default, lambda v: isinstance(v, Mapping), f"a table ([{where}])")
         return TableReader(self.path, where, value)
 
-    def tables(self, key: _Str) -> _List[TableReader]:
+    def tables(self, key: str) -> list[TableReader]:
         """Readers for an array of tables (`[[where.key]]`); none when the key is absent."""
         where = self.child_where(key)
         expected = f"an array of tables ([[{where}]])"
