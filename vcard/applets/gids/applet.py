@@ -147,7 +147,7 @@ class GidsApplet(Applet):
         self._drop_volatile()
 
     def process(self, apdu: CommandAPDU) -> HandlerResult:
-        if self.state["lifecycle"] == LIFECYCLE_TERMINATED and apdu.ins != 0xA4:
+        if self.state["lifecycle"] == LIFECYCLE_TERMINATED and apdu.ins != GidsIns.SELECT:
             raise ISOError(SW_TERMINATED, "application terminated")
         return super().process(apdu)
 
