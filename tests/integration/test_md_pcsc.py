@@ -12,11 +12,11 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 from harness import CardProcess, wait_for_presence
-from minidriver.cli import md as md_cli
 
 import minidriver as md
 from minidriver.cache import GlobalCache
 from minidriver.transport import PcscTransport
+from vcard.md_cli import md as md_cli
 from vcard.testing.provisioning import PivProvisioner, opensc_api_sequence, provision_gids
 
 pytestmark = pytest.mark.integration

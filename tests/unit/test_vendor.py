@@ -339,6 +339,7 @@ def test_runtime_wires_vendor_commands_and_idle_reset(tmp_path: Path) -> None:
         assert send(card, "805B000001").data == b"\x00"
         summary = virtual.describe()["security"]
         assert summary["roles"][2]["label"] == "finger"
+        assert virtual.vendor.idle_reset_seconds == 5
     finally:
         virtual.close()
 
