@@ -6,7 +6,9 @@ mapped package: the top-level profiles/ directory is installed as `vcard.profile
 
 from setuptools import find_packages, setup
 
+PACKAGES = ["vcard", "vcard.*", "minidriver", "minidriver.*", "signin", "signin.*"]
+
 setup(
-    packages=[*find_packages(include=["vcard", "vcard.*", "minidriver", "minidriver.*"]), "vcard.profiles"],
+    packages=[*find_packages(include=PACKAGES), "vcard.profiles"],
     package_dir={"vcard.profiles": "profiles"},
 )

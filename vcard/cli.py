@@ -28,6 +28,7 @@ from .profile import PROFILE_DIR, ProfileError, list_profile_names, load_profile
 from .runtime import VirtualCard
 from .script.cli import script
 from .store import StateError, default_state_dir
+from .ts_cli import ts
 
 log = logging.getLogger("vcard.cli")
 
@@ -361,3 +362,4 @@ def apdu(profile: str | None, state: Path | None, ephemeral: bool, trace: bool, 
 main.add_command(pinpad)
 main.add_command(script)
 main.add_command(md)
+main.add_command(ts)

@@ -10,6 +10,8 @@ reset. Transports and the CLI take a `VirtualCard`; applets only ever see their
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,10 @@ from typing import Any
 from .applets.registry import APPLET_TYPES
 from .cardos import Applet, Card
 from .context import AppletContext
-from .errors import StateError
+from .errors import StateError, StateFieldError
 from .profile import Profile
 from .security import SecurityCore
-from .store import CardState, StateStore, default_state_dir
+from .store import CardState, StateStore, check_envelope, default_state_dir
 from .vendor import VendorHandlers
 
 log = logging.getLogger("vcard.runtime")
@@ -54,17 +56,25 @@ class VirtualCard:
             if document is None:
                 document = CardState.new_document(profile.name, str(profile.path))
             else:
+                with _located(store, ""):
+                    check_envelope(document)
                 _check_profile_matches(document, profile, directory)
             state = CardState(store, document, is_new)
-            security = SecurityCore(
-                profile.roles,
-                state.section("security"),
-                state.commit,
-                is_new,
-                session_pins_survive_warm_reset=profile.session_pins_survive_warm_reset,
-            )
+            with _located(store, "security"):
+                security = SecurityCore(
+                    profile.roles,
+                    state.section("security"),
+                    state.commit,
+                    is_new,
+                    session_pins_survive_warm_reset=profile.session_pins_survive_warm_reset,
+                )
             applets: dict[str, Applet] = {}
             for type_name, config in profile.applets.items():
+                if not is_new and type_name not in document["applets"]:
+                    # Building it afresh would look like a card that lost its keys.
+                    raise StateError(
+                        f"{store.describe()}: applets.{type_name}: missing (the card has no such applet)"
+                    )
                 context = AppletContext(
                     config=config,
                     profile_path=profile.path,
@@ -73,7 +83,8 @@ class VirtualCard:
                     security=security,
                     is_new=is_new,
                 )
-                applets[type_name] = APPLET_TYPES[type_name](context)
+                with _located(store, f"applets.{type_name}"):
+                    applets[type_name] = APPLET_TYPES[type_name](context)
             default = applets.get(profile.default_applet) if profile.default_applet else None
             vendor = VendorHandlers(security, idle_reset_seconds=profile.idle_reset_seconds)
             card = Card(
@@ -84,6 +95,8 @@ class VirtualCard:
                 commands=vendor.commands(),
                 hooks=vendor.hooks(),
             )
+            # A VERIFY EXTERNAL waiting for an operator must not lock out readers of the card.
+            security.outside_wait = card.released
             if is_new:
                 state.commit()
         except BaseException:
@@ -110,9 +123,18 @@ class VirtualCard:
         }
 
 
+@contextmanager
+def _located(store: StateStore, section: str) -> Iterator[None]:
+    """Name the file and the section in a section owner's StateFieldError."""
+    try:
+        yield
+    except StateFieldError as error:
+        raise error.located(store.describe(), section) from None
+
+
 def _check_profile_matches(document: dict[str, Any], profile: Profile, directory: Path | None) -> None:
-    recorded = document.get("profile", {}).get("name")
-    if recorded is not None and recorded != profile.name:
+    recorded = document["profile"]["name"]
+    if recorded != profile.name:
         raise StateError(
             f"{directory}/state.json: this card was created from profile {recorded!r}, not {profile.name!r};"
             f" use --profile {recorded} or another --state directory"

@@ -9,11 +9,11 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
+from vcard.host import InProcessConnection
 from vcard.md_cli import md
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
 from vcard.testing.provisioning import PivProvisioner
-from vcard.transport.inproc import InProcessConnection
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Record what clients send to a card, as an APDU script that replays green.
 
-`install_recorder(card, path)` wraps a `Card`'s `transmit`, `power_on`,
-`power_off` and `reset`. Every card session (from a power-on or reset to the
+`install_recorder(card, path)` adds an observer to a `Card` that sees every
+exchange and power event (Card.add_observer). Every card session (from a power-on or reset to the
 next) becomes one case that starts with `reset`, so replaying the script against
 a card in the same starting state repeats the same sessions.
 
@@ -37,8 +37,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .. import __version__, crypto, tlv
-from ..apdu import sw_name
+from ..apdu import CommandAPDU, ISOError, ResponseAPDU, sw_name
 from ..cardos import Card, CardObserver, PowerEvent
+from ..wire.ins import IsoIns, YubicoIns
 from .functions import ecb
 
 DEFAULT_KEYS: dict[str, bytes] = {
@@ -47,7 +48,17 @@ DEFAULT_KEYS: dict[str, bytes] = {
 }
 """Keys the recorder tries when it meets a challenge-response: the PIV and GIDS factory defaults."""
 
-RANDOM_INS = frozenset({0x87, 0x47, 0x84, 0x2A, 0xF9, 0xF7})
+RANDOM_INS = frozenset(
+    {
+        IsoIns.GENERAL_AUTHENTICATE,
+        IsoIns.GENERATE_ASYMMETRIC_KEY_PAIR,
+        IsoIns.GET_CHALLENGE,
+        IsoIns.PERFORM_SECURITY_OPERATION,
+        YubicoIns.ATTEST,
+        YubicoIns.GET_METADATA,
+    }
+)
+"""Commands whose answers differ on every run (signatures, keys, challenges, attestations)."""
 FLUSH_EVERY = 50
 GIDS_IV = bytes(8)
 
@@ -88,10 +99,11 @@ def _template(data: bytes) -> dict[int, bytes] | None:
 
 
 def _command_data(command: bytes) -> bytes:
-    """Data field of a short case-3/4 command (all authentication commands are short)."""
-    if len(command) > 5 and command[4] and len(command) >= 5 + command[4]:
-        return command[5 : 5 + command[4]]
-    return b""
+    """Data field of a command (empty when it has none or does not parse)."""
+    try:
+        return CommandAPDU.parse(command).data
+    except ISOError:
+        return b""
 
 
 def _piv_cipher(p1: int) -> str:
@@ -198,7 +210,9 @@ class Recorder:
         seen: dict[bytes, set[bytes]] = {}
         for session in self.sessions:
             for exchange in session.exchanges:
-                seen.setdefault(exchange.command, set()).add(exchange.response[:-2])
+                if len(exchange.response) >= 2:
+                    answer = ResponseAPDU.parse(exchange.response).data
+                    seen.setdefault(exchange.command, set()).add(answer)
         return {command for command, answers in seen.items() if len(answers) > 1}
 
     def _render_session(
@@ -213,9 +227,9 @@ class Recorder:
                 lines.append(f"  > {_spaced(command)}")
                 lines.append(f"  < {'* ' if len(response) > 2 else ''}????")
                 continue
-            data, sw = response[:-2], int.from_bytes(response[-2:], "big")
+            data, sw = ResponseAPDU.parse(response)
             ins = command[1]
-            if ins == 0xC0:
+            if ins == IsoIns.GET_RESPONSE:
                 random_answer = chain_random
             else:
                 random_answer = ins in RANDOM_INS or (ins == 0xCB and _command_data(command)[:1] == b"\x70")
@@ -232,7 +246,7 @@ class Recorder:
             if result is not None:
                 command_text, expect_text, pending, comment = result
                 expect_text = f"{expect_text} {sw:04X}" if expect_text else f"{sw:04X}"
-            elif ins != 0xC0:
+            elif ins != IsoIns.GET_RESPONSE:
                 pending = None
             if comment:
                 lines.append(f"  # {comment}")
