@@ -113,5 +113,5 @@ def test_info_and_other_connections_during_an_operator_wait(operator_card: Path)
         role = pin_pad_role(state)
         assert role["tries_left"] == 3 and role["authenticated"] is True
     finally:
-        waiting.disconnect()
-        other.disconnect()
+        waiting.close()
+        other.close()
