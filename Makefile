@@ -54,6 +54,7 @@ bench: venv pcscd
 lint: venv
 	$(VENV)/bin/ruff check vcard minidriver signin tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

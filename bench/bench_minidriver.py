@@ -25,8 +25,8 @@ from typing import Any
 
 import minidriver as md
 from minidriver.cache import GlobalCache
-from minidriver.testing import PivProvisioner, certificate_for
 from vcard.host import InProcessConnection, PcscConnection
+from vcard.testing.provisioning import PivProvisioner, certificate_for
 
 
 def sign_in(make: Any, cache: GlobalCache, pin: bytes, delay: float) -> tuple[dict[str, int], float]:
@@ -97,8 +97,7 @@ def inprocess_cards() -> dict[str, Any]:
 @contextlib.contextmanager
 def pcscd_cards() -> Iterator[dict[str, Any]]:
     """PIV and GIDS cards in `vcard run` processes on vpcd slots 0 and 1, under the vpcd lock."""
-    from vcard.testing import running_card
-    from vcard.transport.vpcd import exclusive_slots
+    from vcard.testing import exclusive_slots, running_card
 
     with exclusive_slots(), contextlib.ExitStack() as stack:
         cards: dict[str, Any] = {}

@@ -165,7 +165,7 @@ def measure_pcsc(seconds: float) -> dict[str, float | None]:
     try:
         from harness import CardProcess, environment_problem
 
-        from vcard.transport.vpcd import exclusive_slots
+        from vcard.testing import exclusive_slots
     except ImportError as error:
         print(f"pcscd measurement skipped: {error}", file=sys.stderr)
         return {"RSA-2048": None, "P-256": None}

@@ -41,8 +41,8 @@ from vcard.cardos import Card
 from vcard.host import Disposition, PcscConnection, PcscError
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
-from vcard.testing import card_present, wait_for_presence
-from vcard.transport.vpcd import VPCD_BASE_PORT, SmartCard, VpcdLink, exclusive_slots, reader_name
+from vcard.testing import card_present, exclusive_slots, wait_for_presence
+from vcard.transport.vpcd import VPCD_BASE_PORT, SmartCard, VpcdLink, reader_name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SLOT = 0

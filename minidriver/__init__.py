@@ -1,4 +1,4 @@
-"""Host-side layer with the semantics of the Windows Smart Card Minidriver API (v7). Issue 6.
+"""Host-side layer with the semantics of the Windows Smart Card Minidriver API (v7).
 
     from minidriver import CardData, CardAcquireContext, CardAuthenticateEx, CardSignData, ...
 

@@ -94,7 +94,7 @@ class FreshnessCache:
     """The cache as one transaction sees it: a card ID and the cardcf read at its start.
 
     Item layout: the 6-byte cardcf snapshot taken when the item was stored, a
-    DWORD length, then the data. Windows' items (spec digest 4.4) carry 6 more
+    DWORD length, then the data. Windows' items ("File System Requirements", cache file) carry 6 more
     bytes between snapshot and length whose meaning is not documented; they are
     left out, so items are not byte-compatible with a Windows cache dump.
     """

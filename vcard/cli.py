@@ -20,16 +20,15 @@ from typing import Any
 
 import click
 
-from minidriver.cli import md
-from signin.ts.simulate import ts
-
 from . import __version__
 from .apdu import ResponseAPDU, sw_name
+from .md_cli import md
 from .pinpad import pinpad, register_pinpad
 from .profile import PROFILE_DIR, ProfileError, list_profile_names, load_profile, parse_hex
 from .runtime import VirtualCard
 from .script.cli import script
 from .store import StateError, default_state_dir
+from .ts_cli import ts
 
 log = logging.getLogger("vcard.cli")
 

@@ -251,8 +251,7 @@ def vcard_pcsc_reader(request: pytest.FixtureRequest, vcard_profile: str) -> Ite
     reason = pcsc_unavailable(slot)
     if reason is not None:
         pytest.skip(reason)
-    from .testing import running_card
-    from .transport.vpcd import exclusive_slots
+    from .testing import exclusive_slots, running_card
 
     # re-entrant: inside a session that already holds the lock (vcard's integration conftest,
     # `flock LOCK pytest`) this does not wait for itself

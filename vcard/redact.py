@@ -9,22 +9,23 @@ imported, and the data of answers that carry a session PIN. Length stays visible
 
 from __future__ import annotations
 
+from .wire.ins import GidsIns, IsoIns, VendorIns, YubicoIns
+from .wire.vendor import VENDOR_CLA
+
 # ISO 7816-4 interindustry commands whose data is a PIN or PUK.
-_PIN_INS = frozenset({0x20, 0x24, 0x2C})  # VERIFY, CHANGE REFERENCE DATA, RESET RETRY COUNTER
+_PIN_INS = frozenset({IsoIns.VERIFY, IsoIns.CHANGE_REFERENCE_DATA, IsoIns.RESET_RETRY_COUNTER})
 # Yubico PIV extensions: IMPORT ASYMMETRIC KEY (private key) and SET MANAGEMENT KEY.
-_YUBICO_SECRET_INS = frozenset({0xFE, 0xFF})
-_GENERAL_AUTHENTICATE = 0x87
+_YUBICO_SECRET_INS = frozenset({YubicoIns.IMPORT_KEY, YubicoIns.SET_MANAGEMENT_KEY})
 _PIV_MANAGEMENT_KEY = 0x9B
-_PUT_DATA = 0xDB
 _GIDS_KEY_TEMPLATE = 0x70  # PUT DATA 3FFF of a key import template on a GIDS card
 # Card-level vendor commands (class 80): VERIFY SESSION PIN carries one; ISSUE SESSION PIN
 # and VERIFY EXTERNAL answer with one.
-_VENDOR_SECRET_COMMAND_INS = frozenset({0x5D})
-_VENDOR_SECRET_ANSWER_INS = frozenset({0x5C, 0x5E})
+_VENDOR_SECRET_COMMAND_INS = frozenset({VendorIns.VERIFY_SESSION_PIN})
+_VENDOR_SECRET_ANSWER_INS = frozenset({VendorIns.ISSUE_SESSION_PIN, VendorIns.VERIFY_EXTERNAL})
 
 
 def _is_vendor(apdu: bytes) -> bool:
-    return len(apdu) >= 2 and apdu[0] & ~0x10 == 0x80
+    return len(apdu) >= 2 and apdu[0] & ~0x10 == VENDOR_CLA
 
 
 def command_is_secret(apdu: bytes) -> bool:
@@ -38,10 +39,11 @@ def command_is_secret(apdu: bytes) -> bool:
         return False
     if ins in _PIN_INS or ins in _YUBICO_SECRET_INS:
         return True
-    if ins == _GENERAL_AUTHENTICATE:
+    if ins == IsoIns.GENERAL_AUTHENTICATE:
         # PIV management key (P2 9B) and the GIDS admin key (P1 P2 00 00) mutual authentication
         return p2 == _PIV_MANAGEMENT_KEY or (p1, p2) == (0x00, 0x00)
-    return ins == _PUT_DATA and (p1, p2) == (0x3F, 0xFF) and _first_data_byte(apdu) == _GIDS_KEY_TEMPLATE
+    gids_key_import = ins == GidsIns.PUT_DATA and (p1, p2) == (0x3F, 0xFF)
+    return gids_key_import and _first_data_byte(apdu) == _GIDS_KEY_TEMPLATE
 
 
 def _first_data_byte(apdu: bytes) -> int | None:

@@ -14,7 +14,7 @@ against a crash or `kill -9` of the card process, and against power loss:
 - one process at a time: an exclusive `flock` on `<dir>/lock` for as long as the
   store is open, so two card processes cannot interleave their writes.
 
-The document layout (schema 1) is described in docs/internal-contracts.md.
+The document layout (schema 1) is described in docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .errors import StateError as StateError  # raised here; defined where the security core can reach it
+from .statefields import json_type, require_field
 
 log = logging.getLogger("vcard.store")
 
@@ -54,69 +56,6 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 
 Document = dict[str, Any]
-
-
-class StateError(Exception):
-    """A state directory or file that cannot be used; the message names it and the problem."""
-
-
-class StateFieldError(StateError):
-    """A field of a state section that this vcard cannot read.
-
-    Raised by the code that owns the section (the security core, an applet), which
-    knows neither the file nor where its section sits in the document: `field` is
-    dotted from the section, and `located` names the file and the section.
-    """
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
-
-    def located(self, where: str, section: str) -> StateError:
-        """The error as the user sees it: `<file>: <section>.<field>: <problem>`."""
-        field = f"{section}.{self.field}" if section else self.field
-        return StateError(f"{where}: {field}: {self.problem}")
-
-
-JSONType = type[dict[str, Any]] | type[list[Any]] | type[str] | type[int] | type[bool]
-_TYPE_NAMES: dict[type, str] = {
-    dict: "an object",
-    list: "an array",
-    str: "a string",
-    int: "an integer",
-    bool: "a boolean",
-}
-
-
-def require_field(
-    section: dict[str, Any], key: str, kind: JSONType, where: str, optional: bool = False
-) -> Any:
-    """`section[key]` when present and of JSON type `kind` (None too if `optional`).
-
-    Otherwise StateFieldError naming `where.key`: a missing field or a value of the
-    wrong type is refused, never replaced by a default.
-    """
-    dotted = f"{where}.{key}" if where else key
-    if key not in section:
-        raise StateFieldError(dotted, "missing")
-    value = section[key]
-    if value is None and optional:
-        return None
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise StateFieldError(dotted, f"must be {_TYPE_NAMES[kind]}, got {_json_type(value)}")
-    return value
-
-
-def require_hex(section: dict[str, Any], key: str, where: str, optional: bool = False) -> str | None:
-    """A hex string field (how the state stores bytes)."""
-    value: str | None = require_field(section, key, str, where, optional)
-    if value is not None:
-        try:
-            bytes.fromhex(value)
-        except ValueError:
-            raise StateFieldError(f"{where}.{key}" if where else key, "must be hexadecimal") from None
-    return value
 
 
 def check_envelope(document: Document) -> None:
@@ -369,12 +308,12 @@ class StateStore:
                 "the state file is corrupt"
             ) from exc
         if not isinstance(document, dict):
-            raise StateError(f"{path}: the state must be a JSON object, got {_json_type(document)}")
+            raise StateError(f"{path}: the state must be a JSON object, got {json_type(document)}")
         schema = document.get("schema")
         if schema is None:
             raise StateError(f'{path}: the state has no "schema" field')
         if not isinstance(schema, int) or isinstance(schema, bool):
-            raise StateError(f'{path}: "schema" must be an integer, got {_json_type(schema)}')
+            raise StateError(f'{path}: "schema" must be an integer, got {json_type(schema)}')
         if schema > SCHEMA_VERSION:
             raise StateError(
                 f"{path}: written by a newer vcard (schema {schema}); "
@@ -480,20 +419,6 @@ def _read_pid(fd: int) -> str:
     return text if text.isdigit() else "unknown"
 
 
-def _json_type(value: object) -> str:
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    return "null"
-
-
 class CardState:
     """The loaded state document of one card and the way to make changes durable.
 
@@ -519,7 +444,7 @@ class CardState:
             child = node.setdefault(key, {})
             if not isinstance(child, dict):
                 where = ".".join(path[: depth + 1])
-                problem = f"must be a JSON object, got {_json_type(child)}"
+                problem = f"must be a JSON object, got {json_type(child)}"
                 raise StateError(f'{self.store.describe()}: "{where}" {problem}')
             node = child
         return node

@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from vcard import tlv, vendor
+from vcard import tlv
 from vcard.host import ApduError, SmartCardProtocol
+from vcard.wire import vendor
+from vcard.wire.ins import VendorIns
 
 from ..constants import (
     CARD_PIN_STRENGTH_PLAINTEXT,
@@ -334,7 +336,7 @@ def der_to_raw_ecdsa(signature: bytes, bits: int) -> bytes:
 
 
 # --- the card-level vendor commands (docs/vendor-commands.md) ---------------------------------
-# The wire format (CLA/INS, feature bits, GET CAPABILITIES tags) is defined once, in vcard.vendor.
+# The wire format (CLA/INS, feature bits, GET CAPABILITIES tags) is defined once, in vcard.wire.
 
 
 @dataclass
@@ -365,7 +367,7 @@ class VendorCommands:
     def fetch(self) -> bytes:
         """The raw GET CAPABILITIES answer, or b"" on a card without the vendor commands."""
         try:
-            return self.apdu.send_apdu(vendor.VENDOR_CLA, vendor.INS_GET_CAPABILITIES, 0, 0)
+            return self.apdu.send_apdu(vendor.VENDOR_CLA, VendorIns.GET_CAPABILITIES, 0, 0)
         except ApduError:
             return b""
 
@@ -435,14 +437,14 @@ class VendorCommands:
         return infos
 
     def pin_set(self) -> int:
-        return self.apdu.send_apdu(vendor.VENDOR_CLA, vendor.INS_GET_PIN_SET, 0, 0)[0]
+        return self.apdu.send_apdu(vendor.VENDOR_CLA, VendorIns.GET_PIN_SET, 0, 0)[0]
 
     def issue_session_pin(self, role: int, drop_status: bool) -> bytes:
-        return self.apdu.send_apdu(vendor.VENDOR_CLA, vendor.INS_ISSUE_SESSION_PIN, int(drop_status), role)
+        return self.apdu.send_apdu(vendor.VENDOR_CLA, VendorIns.ISSUE_SESSION_PIN, int(drop_status), role)
 
     def verify_session_pin(self, role: int, token: bytes) -> None:
         try:
-            self.apdu.send_apdu(vendor.VENDOR_CLA, vendor.INS_VERIFY_SESSION_PIN, 0, role, token, le=None)
+            self.apdu.send_apdu(vendor.VENDOR_CLA, VendorIns.VERIFY_SESSION_PIN, 0, role, token, le=None)
         except ApduError as error:
             raise ScardError(
                 Scard.W_WRONG_CHV, f"session PIN refused (SW {error.sw:04X})", attempts_remaining=0xFFFFFFFF
@@ -450,7 +452,7 @@ class VendorCommands:
 
     def verify_external(self, role: int, drop_status: bool) -> bytes:
         try:
-            return self.apdu.send_apdu(vendor.VENDOR_CLA, vendor.INS_VERIFY_EXTERNAL, int(drop_status), role)
+            return self.apdu.send_apdu(vendor.VENDOR_CLA, VendorIns.VERIFY_EXTERNAL, int(drop_status), role)
         except ApduError as error:
             if error.sw == 0x6982:
                 raise ScardError(Scard.W_CANCELLED_BY_USER, "external verification timed out") from error
@@ -458,5 +460,5 @@ class VendorCommands:
 
     def deauthenticate(self, pin_set: int) -> None:
         self.apdu.send_apdu(
-            vendor.VENDOR_CLA, vendor.INS_DEAUTHENTICATE, 0, 0, bytes([pin_set & 0xFF]), le=None
+            vendor.VENDOR_CLA, VendorIns.DEAUTHENTICATE, 0, 0, bytes([pin_set & 0xFF]), le=None
         )

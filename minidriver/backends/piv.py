@@ -29,6 +29,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from vcard.host import ApduError, SmartCardProtocol
+from vcard.wire.aids import PIV_AID_PREFIX
+from vcard.wire.ins import PivIns, YubicoIns
 
 from ..constants import (
     AT_ECDHE_P256,
@@ -83,20 +85,6 @@ from .base import (
 
 log = logging.getLogger("minidriver.piv")
 
-PIV_AID = bytes.fromhex("A000000308000010000100")
-PIV_AID_SELECT = PIV_AID[:9]
-INS_SELECT = 0xA4
-INS_GET_DATA = 0xCB
-INS_VERIFY = 0x20
-INS_CHANGE_REFERENCE = 0x24
-INS_RESET_RETRY = 0x2C
-INS_GENERAL_AUTHENTICATE = 0x87
-INS_GET_METADATA = 0xF7
-INS_GET_SERIAL = 0xF8
-
-INS_PUT_DATA = 0xDB
-INS_GENERATE = 0x47
-INS_MOVE_KEY = 0xF6
 TAG_CHUID = 0x5FC102
 TAG_CARDCF = 0x5FFF12  # writable mode only: where this layer keeps cardcf on a PIV card
 TAG_KEY_HISTORY = 0x5FC10C
@@ -164,7 +152,7 @@ class PivBackend(Backend):
     @classmethod
     def probe(cls, apdu: SmartCardProtocol) -> bool:
         try:
-            answer = apdu.send_apdu(0x00, INS_SELECT, 0x04, 0x00, PIV_AID_SELECT)
+            answer = apdu.send_apdu(0x00, PivIns.SELECT, 0x04, 0x00, PIV_AID_PREFIX)
         except ApduError:
             return False
         return answer[:1] == b"\x61"
@@ -173,7 +161,7 @@ class PivBackend(Backend):
         self._containers = None
         self._chuid = None
         try:
-            self.apdu.send_apdu(0x00, INS_SELECT, 0x04, 0x00, PIV_AID_SELECT)
+            self.apdu.send_apdu(0x00, PivIns.SELECT, 0x04, 0x00, PIV_AID_PREFIX)
         except ApduError as error:
             raise ScardError(Scard.W_REMOVED_CARD, f"PIV application gone (SW {error.sw:04X})") from error
 
@@ -182,7 +170,7 @@ class PivBackend(Backend):
         """GET DATA; the value of the 53 wrapper, or None when the object is absent."""
         tag_bytes = tag.to_bytes(3 if tag > 0xFFFF else (2 if tag > 0xFF else 1), "big")
         try:
-            answer = self.apdu.send_apdu(0x00, INS_GET_DATA, 0x3F, 0xFF, tlv_encode(0x5C, tag_bytes))
+            answer = self.apdu.send_apdu(0x00, PivIns.GET_DATA, 0x3F, 0xFF, tlv_encode(0x5C, tag_bytes))
         except ApduError as error:
             if error.sw in (0x6A82, 0x6A88):
                 return None
@@ -210,7 +198,7 @@ class PivBackend(Backend):
 
     def serial_number(self) -> bytes:
         try:
-            serial = self.apdu.send_apdu(0x00, INS_GET_SERIAL, 0, 0)
+            serial = self.apdu.send_apdu(0x00, YubicoIns.GET_SERIAL, 0, 0)
             if len(serial) == 4:
                 return serial
         except ApduError:
@@ -233,7 +221,7 @@ class PivBackend(Backend):
         """PUT DATA (needs the management key: ROLE_ADMIN through CardAuthenticateChallenge)."""
         data = tlv_encode(0x5C, tag.to_bytes(3, "big")) + tlv_encode(0x53, value)
         try:
-            self.apdu.send_apdu(0x00, INS_PUT_DATA, 0x3F, 0xFF, data, le=None)
+            self.apdu.send_apdu(0x00, PivIns.PUT_DATA, 0x3F, 0xFF, data, le=None)
         except ApduError as error:
             raise operation_error(error, f"PUT DATA {tag:06X}") from error
 
@@ -255,7 +243,7 @@ class PivBackend(Backend):
     # --- containers -----------------------------------------------------------------------------
     def _metadata(self, slot: int) -> dict[int, bytes] | None:
         try:
-            return tlv_dict(self.apdu.send_apdu(0x00, INS_GET_METADATA, 0x00, slot))
+            return tlv_dict(self.apdu.send_apdu(0x00, YubicoIns.GET_METADATA, 0x00, slot))
         except (ApduError, ValueError):
             return None
 
@@ -469,7 +457,9 @@ class PivBackend(Backend):
         if pin_id == ROLE_EVERYONE:
             template += tlv_encode(0xAA, bytes([PIN_POLICY_NEVER]))
         try:
-            self.apdu.send_apdu(0x00, INS_GENERATE, 0x00, SLOTS[index], tlv_encode(0xAC, template))
+            self.apdu.send_apdu(
+                0x00, PivIns.GENERATE_ASYMMETRIC_KEY_PAIR, 0x00, SLOTS[index], tlv_encode(0xAC, template)
+            )
         except ApduError as error:
             raise operation_error(error, "GENERATE ASYMMETRIC KEY PAIR") from error
         self._containers = None
@@ -484,7 +474,7 @@ class PivBackend(Backend):
             raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "read-only card")
         slot = SLOTS[index]
         try:
-            self.apdu.send_apdu(0x00, INS_MOVE_KEY, 0xFF, slot, le=None)
+            self.apdu.send_apdu(0x00, YubicoIns.MOVE_KEY, 0xFF, slot, le=None)
         except ApduError as error:
             raise operation_error(error, "DELETE KEY") from error
         self.put_data(SLOT_OBJECTS[slot], b"")
@@ -554,7 +544,7 @@ class PivBackend(Backend):
         if role is not None and int(role.info.PinPurpose) == PinPurpose.UnblockOnlyPin:
             raise ScardError(Scard.E_INVALID_PARAMETER, "the PUK only unblocks the PIN")
         try:
-            self.apdu.send_apdu(0x00, INS_VERIFY, 0x00, self._reference(pin_id), _pad_pin(pin), le=None)
+            self.apdu.send_apdu(0x00, PivIns.VERIFY, 0x00, self._reference(pin_id), _pad_pin(pin), le=None)
         except ApduError as error:
             raise wrong_pin(error.sw) from error
 
@@ -565,7 +555,7 @@ class PivBackend(Backend):
                 Scard.E_UNSUPPORTED_FEATURE, "only the PIN can be deauthenticated without a reset"
             )
         try:
-            self.apdu.send_apdu(0x00, INS_VERIFY, 0xFF, 0x80, le=None)
+            self.apdu.send_apdu(0x00, PivIns.VERIFY, 0xFF, 0x80, le=None)
         except ApduError as error:
             raise ScardError(Scard.E_UNSUPPORTED_FEATURE, f"VERIFY FF refused (SW {error.sw:04X})") from error
 
@@ -581,7 +571,7 @@ class PivBackend(Backend):
         try:
             answer = self.apdu.send_apdu(
                 0x00,
-                INS_GENERAL_AUTHENTICATE,
+                PivIns.GENERAL_AUTHENTICATE,
                 self._management_algorithm(),
                 0x9B,
                 tlv_encode(0x7C, tlv_encode(0x81, b"")),
@@ -594,7 +584,7 @@ class PivBackend(Backend):
         try:
             self.apdu.send_apdu(
                 0x00,
-                INS_GENERAL_AUTHENTICATE,
+                PivIns.GENERAL_AUTHENTICATE,
                 self._management_algorithm(),
                 0x9B,
                 tlv_encode(0x7C, tlv_encode(0x82, response)),
@@ -611,7 +601,7 @@ class PivBackend(Backend):
         reference = self._reference(pin_id)
         try:
             self.apdu.send_apdu(
-                0x00, INS_CHANGE_REFERENCE, 0x00, reference, _pad_pin(old) + _pad_pin(new), le=None
+                0x00, PivIns.CHANGE_REFERENCE_DATA, 0x00, reference, _pad_pin(old) + _pad_pin(new), le=None
             )
         except ApduError as error:
             if error.sw == 0x6A80:
@@ -626,7 +616,7 @@ class PivBackend(Backend):
             raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "PIV unblocks the PIN with the PUK only")
         try:
             self.apdu.send_apdu(
-                0x00, INS_RESET_RETRY, 0x00, 0x80, _pad_pin(auth_data) + _pad_pin(new), le=None
+                0x00, PivIns.RESET_RETRY_COUNTER, 0x00, 0x80, _pad_pin(auth_data) + _pad_pin(new), le=None
             )
         except ApduError as error:
             if error.sw == 0x6A80:
@@ -638,7 +628,7 @@ class PivBackend(Backend):
         alg = ALGORITHM_IDS[(container.algorithm, container.bits)]
         body = tlv_encode(0x7C, tlv_encode(0x82, b"") + tlv_encode(tag, data))
         try:
-            answer = self.apdu.send_apdu(0x00, INS_GENERAL_AUTHENTICATE, alg, container.key_ref, body)
+            answer = self.apdu.send_apdu(0x00, PivIns.GENERAL_AUTHENTICATE, alg, container.key_ref, body)
         except ApduError as error:
             raise operation_error(error, f"GENERAL AUTHENTICATE {container.key_ref:02X}") from error
         try:

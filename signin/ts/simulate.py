@@ -1,4 +1,4 @@
-"""`vcard ts simulate`: terminal-server sessions signing in while one session idles in a transaction.
+"""Terminal-server sessions signing in while one session idles in a transaction (`vcard ts simulate`).
 
 Each session is a thread with its own session ID and connect time, its own
 connection and its own CSP context, sharing the process's resource manager
@@ -11,6 +11,9 @@ With the Windows behaviour (the default) the idle transaction is reset after the
 idle rule's seconds and the others go on; with `legacy` the CSP's session-unaware
 card-handle cache keeps one lock across sessions for the whole transaction, and
 everyone waits the whole hold, on every card.
+
+Host side only: the command line (vcard/ts_cli.py) supplies the cards, in-process
+ones from the card runtime or PC/SC readers.
 """
 
 from __future__ import annotations
@@ -20,8 +23,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-
-import click
 
 import minidriver as md
 from minidriver.cache import GlobalCache
@@ -157,84 +158,3 @@ def format_timelines(timelines: Sequence[Timeline]) -> str:
     for t in timelines:
         lines.append(f"{t.session:>7} {t.card:>4} {t.wait:>8.2f} {t.work:>8.2f} {t.total:>8.2f}  {t.outcome}")
     return "\n".join(lines)
-
-
-@click.group("ts")
-def ts() -> None:
-    """Terminal-server scenarios: sessions sharing cards and the five-second rule."""
-
-
-@ts.command("simulate")
-@click.option(
-    "--sessions", type=click.IntRange(min=2), default=8, show_default=True, help="Sessions (threads)."
-)
-@click.option("--cards", type=click.IntRange(min=1), default=1, show_default=True, help="In-process cards.")
-@click.option(
-    "--hold",
-    type=click.FloatRange(min=0),
-    default=20.0,
-    show_default=True,
-    help="Seconds session 1 holds its idle transaction on card 1.",
-)
-@click.option(
-    "--idle-reset",
-    type=click.FloatRange(min=0),
-    default=5.0,
-    show_default=True,
-    help="The five-second rule's seconds (0: never reset).",
-)
-@click.option("--legacy", is_flag=True, help="The session-unaware CSP cache lock (the bug), not the fix.")
-@click.option(
-    "--reader",
-    "readers",
-    multiple=True,
-    metavar="NAME",
-    help="Use the card in this PC/SC reader (repeat for several cards) instead of in-process cards.",
-)
-@click.option("--profile", default="piv", show_default=True, help="Profile of the in-process cards.")
-@click.option("--pin", default="123456", show_default=True, help="The user PIN of the cards.")
-def simulate_command(
-    sessions: int,
-    cards: int,
-    hold: float,
-    idle_reset: float,
-    legacy: bool,
-    readers: tuple[str, ...],
-    profile: str,
-    pin: str,
-) -> None:
-    """Session 1 holds a transaction idle; every other session signs in meanwhile.
-
-    Prints each session's wait (for someone else's transaction), work and total
-    seconds. Through pcscd with --reader, else on in-process cards.
-    """
-    from contextlib import ExitStack
-
-    with ExitStack() as stack:
-        if readers:
-            openers = [pcsc_opener(readers, index) for index in range(len(readers))]
-        else:
-            from vcard.profile import ProfileError, load_profile
-            from vcard.runtime import VirtualCard
-
-            try:
-                loaded = load_profile(profile)
-            except ProfileError as error:
-                raise click.ClickException(str(error)) from None
-            endpoints = []
-            for _ in range(cards):
-                virtual = VirtualCard.open(loaded, None, ephemeral=True)
-                stack.callback(virtual.close)
-                endpoints.append(virtual.card)
-            openers = [inprocess_opener(endpoints, index) for index in range(cards)]
-        behaviour = "legacy CSP cache lock" if legacy else "Windows (five-second rule, per-session cache)"
-        click.echo(
-            f"# {sessions} sessions, {len(openers)} card(s), session 1 idles {hold:g} s in a transaction;"
-            f" {behaviour}, idle reset after {idle_reset:g} s",
-            err=True,
-        )
-        try:
-            timelines = simulate(openers, sessions, hold, idle_reset or None, legacy, pin.encode())
-        except md.ScardError as error:
-            raise click.ClickException(str(error)) from None
-    click.echo(format_timelines(timelines))

@@ -15,9 +15,9 @@ from harness import CardProcess, wait_for_presence
 
 import minidriver as md
 from minidriver.cache import GlobalCache
-from minidriver.cli import md as md_cli
-from minidriver.testing import PivProvisioner, opensc_api_sequence, provision_gids
 from vcard.host import PcscConnection
+from vcard.md_cli import md as md_cli
+from vcard.testing.provisioning import PivProvisioner, opensc_api_sequence, provision_gids
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Issue 3 through the real stack: session PINs across pyscard connections, external PINs
+"""Session and external PINs through the real stack: session PINs across pyscard connections, external PINs
 answered with `vcard pinpad`, and `vcard info` on a running card.
 
 Commands used (docs/vendor-commands.md): 80 5C ISSUE SESSION PIN (P1=01: then drop the

@@ -1,4 +1,4 @@
-"""Issue 2 acceptance: a `vcard run` card in pcscd's vpcd reader, seen by real clients."""
+"""A `vcard run` card in pcscd's vpcd reader, seen by real clients."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ SELECT_ISO = bytes.fromhex("00A40400") + bytes([len(ISO_AID)]) + ISO_AID
 SELECT_ISO_PREFIX = bytes.fromhex("00A4040005") + ISO_AID[:5]
 VERIFY_PIN = bytes.fromhex("0020008106") + b"123456"
 VERIFY_STATUS = bytes.fromhex("00200081")
-# Issue 2 wants the reader empty within 1 s of the card stopping; that figure is measured
+# The reader should be empty within 1 s of the card stopping; that figure is measured
 # by bench/bench_vpcd.py (tests make no timing assertions). Here: it empties, promptly.
 REMOVAL_DEADLINE = 10.0
 SWITCH_TIMEOUT = 10.0  # presence changes that have no stated bound: only guards against a hang

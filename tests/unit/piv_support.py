@@ -19,6 +19,7 @@ from vcard.host import SmartCardProtocol
 from vcard.profile import Profile, load_profile
 from vcard.security import SecurityCore
 from vcard.store import CardState, StateStore
+from vcard.vendor import VendorHandlers
 
 PIV_AID = bytes.fromhex("A000000308000010000100")
 MGM_3DES = bytes.fromhex("010203040506070801020304050607080102030405060708")
@@ -134,12 +135,14 @@ def build(profile: str | Path = "piv", config_overrides: dict[str, Any] | None =
         is_new=True,
     )
     applet = PivApplet(context)
-    card = Card(loaded.atr, [applet], default_applet=applet, on_reset=security.reset)
-    try:
-        from vcard.vendor import install_vendor_commands
-
-        install_vendor_commands(card, security)
-    except ImportError:
-        card.before_command.append(security.begin_command)
+    vendor = VendorHandlers(security)
+    card = Card(
+        loaded.atr,
+        [applet],
+        default_applet=applet,
+        on_reset=security.reset,
+        commands=vendor.commands(),
+        hooks=vendor.hooks(),
+    )
     card.power_on()
     return PivCard(card, applet, security, state, loaded, commits)

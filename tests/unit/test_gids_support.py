@@ -2,7 +2,7 @@
 
 No tests here; `test_gids_*.py` import it (tests/unit is on sys.path under pytest's
 default import mode). The byte strings are the ones OpenSC's card-gids.c and
-gids-tool send (see ../shared/spec/gids.md section 5).
+gids-tool send (src/libopensc/card-gids.c, src/tools/gids-tool.c).
 """
 
 from __future__ import annotations

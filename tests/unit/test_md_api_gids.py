@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 import minidriver as md
 from minidriver.backends.gids import GidsBackend
 from minidriver.cache import GlobalCache
-from minidriver.testing import opensc_api_sequence, provision_gids, tdes_response
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
+from vcard.testing.provisioning import opensc_api_sequence, provision_gids, tdes_response
 
 ADMIN_KEY = bytes(24)  # profile gids: 24 zero bytes
 

@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
 import minidriver as md
 from minidriver.cache import GlobalCache
-from minidriver.testing import PivProvisioner, opensc_api_sequence
 from vcard.host import InProcessConnection
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
+from vcard.testing.provisioning import PivProvisioner, opensc_api_sequence
 
 SLOTS = {0x9A: "rsa2048", 0x9C: "p256", 0x9D: "p256", 0x9E: "rsa2048"}
 
@@ -290,7 +290,7 @@ def test_pin_change_unblock_and_challenge_response(piv: PivCard) -> None:
     assert blocked.value.code == md.SCARD_W_CHV_BLOCKED and blocked.value.attempts_remaining == 0
     md.CardChangeAuthenticatorEx(card_data, md.PIN_CHANGE_FLAG_UNBLOCK, 3, b"12345678", 1, b"111111", 0)
     md.CardAuthenticateEx(card_data, 1, 0, b"111111")
-    from minidriver.testing import DEFAULT_MANAGEMENT_KEY, tdes_response
+    from vcard.testing.provisioning import DEFAULT_MANAGEMENT_KEY, tdes_response
 
     challenge = md.CardGetChallenge(card_data)
     with pytest.raises(md.ScardError) as wrong:
@@ -326,7 +326,7 @@ def test_warm_cache_sign_in_costs_a_handful_of_apdus(piv: PivCard) -> None:
 
 
 def test_optional_write_support_generates_and_stores_certificates() -> None:
-    from minidriver.testing import DEFAULT_MANAGEMENT_KEY, certificate_for, tdes_response
+    from vcard.testing.provisioning import DEFAULT_MANAGEMENT_KEY, certificate_for, tdes_response
 
     virtual = VirtualCard.open(load_profile("piv"), None, ephemeral=True)
     cache = GlobalCache()

@@ -11,10 +11,10 @@ import pytest
 
 import minidriver as md
 from minidriver.cache import GlobalCache
-from minidriver.testing import PivProvisioner
 from vcard.host import TRAFFIC, InProcessConnection
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
+from vcard.testing.provisioning import PivProvisioner
 
 SIGN_PIN_ROLE = 3
 FINGER_ROLE = 4
@@ -245,7 +245,7 @@ def test_recovery_re_authenticates_from_the_cached_session_pin(multi: Any) -> No
 
 
 def test_without_the_profile_setting_a_warm_reset_ends_session_pins() -> None:
-    """The default (issue 3: "until card reset or power-off"): nothing to recover from."""
+    """The default (session PINs last "until card reset or power-off"): nothing to recover from."""
     virtual = VirtualCard.open(load_profile("piv"), None, ephemeral=True)
     try:
         PivProvisioner(InProcessConnection(virtual.card)).provision({0x9A: "rsa2048"})

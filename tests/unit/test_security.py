@@ -1,4 +1,4 @@
-"""The security core: roles, PIN_SET, counters, PIN-always, session and external PINs (issue 3)."""
+"""The security core: roles, PIN_SET, counters, PIN-always, session and external PINs."""
 
 from __future__ import annotations
 

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner
 
-from signin.ts.simulate import inprocess_opener, simulate, ts
+from signin.ts.simulate import inprocess_opener, simulate
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
+from vcard.ts_cli import ts
 
 
 @pytest.fixture

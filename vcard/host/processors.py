@@ -19,7 +19,8 @@ import time
 from typing import Protocol
 
 from .. import redact
-from ..apdu import EXTENDED_MAX_NE, INS, SHORT_MAX_NE, CommandAPDU, ResponseAPDU
+from ..apdu import EXTENDED_MAX_NE, SHORT_MAX_NE, CommandAPDU, ResponseAPDU
+from ..wire.ins import IsoIns
 
 TRAFFIC = 5  # below DEBUG, as yubikit does: every APDU in and out
 logging.addLevelName(TRAFFIC, "TRAFFIC")
@@ -94,7 +95,7 @@ class ResponseChaining:
         data = [response.data]
         while response.sw1 == 0x61:
             response = self.inner.send(
-                CommandAPDU(command.cla & 0x03, INS.GET_RESPONSE, 0, 0, ne=response.sw2 or SHORT_MAX_NE)
+                CommandAPDU(command.cla & 0x03, IsoIns.GET_RESPONSE, 0, 0, ne=response.sw2 or SHORT_MAX_NE)
             )
             data.append(response.data)
         return ResponseAPDU(b"".join(data), response.sw)

@@ -5,8 +5,8 @@ PIN-always
 A successful authentication (verify, change, challenge-response, external
 verification, session-PIN redemption) *arms* its role. An armed role satisfies
 the `always` part of one rule, once: `check` disarms every role when it
-evaluates an `always` rule. The card's command hook installed by
-`vcard.vendor.install_vendor_commands` calls `begin_command` before each
+evaluates an `always` rule. The card's command hook from
+`vcard.vendor.VendorHandlers.hooks` calls `begin_command` before each
 logical command (chained fragments of one command count once), and an arming
 expires when the command after the one that armed it ends: "any other command
 disarms", as on a YubiKey. Without the hook (applet unit tests on a bare core)
@@ -82,7 +82,8 @@ from typing import Any
 
 from ..apdu import SW, ISOError, verify_failed
 from ..crypto import KEY_LENGTHS
-from ..store import StateFieldError, require_field, require_hex
+from ..errors import StateFieldError
+from ..statefields import require_field, require_hex
 from .external import ExternalDecision, ExternalOutcome, ExternalPinSource, OperatorPinSource, PolicyPinSource
 from .roles import (
     MAX_ROLES,
@@ -192,7 +193,7 @@ class SecurityCore:
         self.session_pins_survive_warm_reset = session_pins_survive_warm_reset
         self.operator = external if isinstance(external, OperatorPinSource) else OperatorPinSource()
         # Entered around an external source's wait; the card sets it to let its state
-        # lock go meanwhile (vcard.vendor.install_vendor_commands).
+        # lock go meanwhile (vcard.runtime sets it to Card.released).
         self.outside_wait: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
         self._sources: dict[int, ExternalPinSource] = {}
         for config in self._roles.values():
@@ -512,8 +513,8 @@ class SecurityCore:
         """Card reset: clear every bit; clear every session PIN unless the reset is warm and kept.
 
         The Card's `on_reset(cold)`: a power cycle is cold, a warm reset (vpcd 02,
-        SCARD_RESET_CARD) is not. Session PINs end with both by default (issue 3:
-        "until card reset or power-off"); with `session_pins_survive_warm_reset`
+        SCARD_RESET_CARD) is not. Session PINs end with both by default ("until
+        card reset or power-off"); with `session_pins_survive_warm_reset`
         (a profile setting) they, and their failure count and lockout, outlive a
         warm reset, as the minidriver spec asks ("at least until a cold reset").
         """

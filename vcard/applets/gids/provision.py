@@ -12,7 +12,9 @@ from typing import Any
 
 from ... import crypto
 from ...apdu import ISOError
-from ...store import StateFieldError, require_field, require_hex
+from ...errors import StateFieldError
+from ...statefields import require_field, require_hex
+from ...wire.gids_tables import FRESH_MASTERFILE_ENTRIES, encode_masterfile
 from .constants import (
     ADMIN_KEY_FCP,
     CARDAPPS,
@@ -27,7 +29,6 @@ from .constants import (
     MASTERFILE,
 )
 from .filesystem import Fcp, FileSystem
-from .tables import FRESH_MASTERFILE_ENTRIES, encode_masterfile
 
 LIFECYCLE_INITIALIZATION = "initialization"
 LIFECYCLE_OPERATIONAL = "operational"

@@ -25,12 +25,15 @@ from typing import Any
 from cryptography.exceptions import UnsupportedAlgorithm
 
 from ... import tlv
-from ...apdu import INS, SW, CommandAPDU, ISOError, verify_failed
+from ...apdu import SW, CommandAPDU, ISOError, verify_failed
 from ...cardos import Applet, HandlerResult
 from ...context import AppletContext
 from ...crypto import PrivateKey
+from ...errors import StateFieldError
 from ...security import AccessRule, RoleType
-from ...store import StateFieldError, require_field, require_hex
+from ...statefields import require_field, require_hex
+from ...wire.aids import PIV_AID
+from ...wire.ins import PivIns
 from . import attestation, keys, objects
 from .config import REF_MANAGEMENT, REF_PUK, PivConfig, parse_config
 from .keys import Algorithm, AlgorithmInfo, Origin, PinPolicy, TouchPolicy
@@ -41,7 +44,7 @@ log = logging.getLogger("vcard.piv")
 SCHEMA = 1
 TOUCH_CACHE_SECONDS = 15.0
 PIN_BLOCK = 8
-GENERAL_AUTHENTICATE = int(INS.GENERAL_AUTHENTICATE)  # PIV PINs travel as 8 bytes, right-padded with FF
+GENERAL_AUTHENTICATE = int(PivIns.GENERAL_AUTHENTICATE)  # PIV PINs travel as 8 bytes, right-padded with FF
 
 
 @dataclass
@@ -71,7 +74,7 @@ class KeyEntry:
 class PivBase(Applet):
     """PIV application data and security helpers; the handlers live in the subclasses."""
 
-    aid = objects.PIV_AID
+    aid = PIV_AID
 
     def __init__(self, context: AppletContext) -> None:
         self.context = context

@@ -1,6 +1,7 @@
 """Provisioning helpers for tests, benchmarks and demos: put keys and certificates on a card.
 
-Only APDUs through a transport (the layer's rule): authenticate the PIV
+Host-side tooling (it was part of the minidriver package and moved here with the
+rest of the test infrastructure). Only APDUs through a transport (the layer's rule): authenticate the PIV
 management key, GENERATE a key pair in a slot, PUT DATA a certificate whose
 public key is the card's key (issued by a throwaway host CA, which is all a
 minidriver test needs of a certificate). GIDS provisioning follows the same
@@ -22,9 +23,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from minidriver.backends.base import tlv_dict, tlv_encode
 from vcard.host import ApduError, Link, SmartCardProtocol
-
-from .backends.base import tlv_dict, tlv_encode
 
 DEFAULT_MANAGEMENT_KEY = bytes.fromhex("010203040506070801020304050607080102030405060708")
 PIV_AID = bytes.fromhex("A00000030800001000")
@@ -137,8 +137,8 @@ class PivProvisioner:
 def provision_gids(card_data: Any, pin: bytes = b"123456") -> dict[int, rsa.RSAPublicKey]:
     """Through the minidriver API: container 0 = generated key-exchange key + kxc00,
     container 1 = imported signature key + ksc01 (what a Windows enrolment leaves)."""
-    from . import api
-    from .constants import (
+    from minidriver import api
+    from minidriver.constants import (
         AT_KEYEXCHANGE,
         AT_SIGNATURE,
         CARD_CREATE_CONTAINER_KEY_GEN,
@@ -147,7 +147,7 @@ def provision_gids(card_data: Any, pin: bytes = b"123456") -> dict[int, rsa.RSAP
         PIN_SET_ALL_ROLES,
         ROLE_USER,
     )
-    from .structures import PRIVATEKEYBLOB, PUBLICKEYBLOB
+    from minidriver.structures import PRIVATEKEYBLOB, PUBLICKEYBLOB
 
     access = CARD_FILE_ACCESS_CONDITION.EveryoneReadUserWriteAc
     api.CardAuthenticateEx(card_data, ROLE_USER, 0, pin)
@@ -179,8 +179,8 @@ def opensc_api_sequence(
     writable), CP_CARD_CACHE_MODE must be one of the three modes, CP_CARD_PIN_STRENGTH_VERIFY
     must include PLAINTEXT, and mscp/msroots (optional per the spec) is not required.
     """
-    from . import api
-    from .constants import (
+    from minidriver import api
+    from minidriver.constants import (
         AT_SIGNATURE,
         CP_CARD_AUTHENTICATED_STATE,
         CP_CARD_CACHE_MODE,
@@ -199,8 +199,8 @@ def opensc_api_sequence(
         ROLE_USER,
         wszCARD_USER_USER,
     )
-    from .errors import Scard, ScardError
-    from .structures import PIN_INFO
+    from minidriver.errors import Scard, ScardError
+    from minidriver.structures import PIN_INFO
 
     assert isinstance(card_data, api.CardData)
     results: list[tuple[str, bool, str]] = []
