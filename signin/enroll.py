@@ -39,6 +39,7 @@ import minidriver as md
 
 from . import ca as ca_module
 from .ca import CA, PublicKey
+from .card import key_spec_of
 
 KEY_TYPES = {"rsa2048": (md.AT_KEYEXCHANGE, 2048), "p256": (md.AT_ECDSA_P256, 256)}
 DEFAULT_MANAGEMENT_KEY = bytes.fromhex("010203040506070801020304050607080102030405060708")
@@ -218,7 +219,9 @@ def enroll(
             md.CardCreateContainer(
                 card_data, container, md.CARD_CREATE_CONTAINER_KEY_GEN, key_spec, bits, b""
             )
-            public_key = public_key_from_info(md.CardGetContainerInfo(card_data, container))
+            info = md.CardGetContainerInfo(card_data, container)
+            public_key = public_key_from_info(info)
+            key_spec = key_spec_of(info)  # the card's mapping decides (PIV container 1 = 9C, AT_SIGNATURE)
         except md.ScardError as error:
             raise _step(f"CardCreateContainer({container}, KEY_GEN, {key_type})", error) from None
         name = cert_file_name(container, key_spec)
