@@ -132,6 +132,7 @@ def logon_check(
 
     def clock() -> datetime.datetime:
         return moment if moment is not None else rules_module.utc_now()
+
     try:
         with card_module.open_card(reader, state, profile) as card_data:
             contents = card_module.read_certificates(card_data)

@@ -20,6 +20,7 @@ mscp/msroots as a PKCS#7 certificate bag, as `certutil -scroots update` does.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 
@@ -188,6 +189,29 @@ def authenticate(
         raise _step("user PIN (CardAuthenticateEx)", error) from None
 
 
+def generate_key(card_data: md.CardData, container: int, key_type: str) -> tuple[int, PublicKey]:
+    """CardCreateContainer(KEY_GEN) (roles already authenticated): the card's key spec and public key."""
+    if key_type not in KEY_TYPES:
+        raise EnrollError(f"key type {key_type!r}: expected one of {', '.join(KEY_TYPES)}")
+    key_spec, bits = KEY_TYPES[key_type]
+    try:
+        md.CardCreateContainer(card_data, container, md.CARD_CREATE_CONTAINER_KEY_GEN, key_spec, bits, b"")
+        info = md.CardGetContainerInfo(card_data, container)
+    except md.ScardError as error:
+        raise _step(f"CardCreateContainer({container}, KEY_GEN, {key_type})", error) from None
+    # The card's mapping decides the key spec (PIV container 1 is slot 9C, AT_SIGNATURE).
+    return key_spec_of(info), public_key_from_info(info)
+
+
+def write_certificate(
+    card_data: md.CardData, container: int, key_spec: int, certificate: x509.Certificate
+) -> str:
+    """Store the container's certificate (mscp/kxcNN or kscNN); returns the file name."""
+    name = cert_file_name(container, key_spec)
+    _write_file(card_data, name, certificate.public_bytes(serialization.Encoding.DER))
+    return f"{md.szBASE_CSP_DIR}/{name}"
+
+
 def enroll(
     card_data: md.CardData,
     applet: str,
@@ -212,19 +236,9 @@ def enroll(
     if msroots and applet == "piv":
         raise EnrollError("PIV has no mscp/msroots (the PIV minidriver stores only slot certificates)")
     ca_module.template_extensions(template, principal)  # validates template and user before touching the card
-    key_spec, bits = KEY_TYPES[key_type]
     with card_data.transaction():
         authenticate(card_data, applet, pin, management_key)
-        try:
-            md.CardCreateContainer(
-                card_data, container, md.CARD_CREATE_CONTAINER_KEY_GEN, key_spec, bits, b""
-            )
-            info = md.CardGetContainerInfo(card_data, container)
-            public_key = public_key_from_info(info)
-            key_spec = key_spec_of(info)  # the card's mapping decides (PIV container 1 = 9C, AT_SIGNATURE)
-        except md.ScardError as error:
-            raise _step(f"CardCreateContainer({container}, KEY_GEN, {key_type})", error) from None
-        name = cert_file_name(container, key_spec)
+        key_spec, public_key = generate_key(card_data, container, key_type)
         if csr:
             try:
                 request = build_csr(card_data, container, key_spec, public_key, template, principal)
@@ -234,23 +248,12 @@ def enroll(
         else:
             assert ca is not None
             certificate = ca_module.issue_user(ca, public_key, template, principal, days)
-            der = certificate.public_bytes(serialization.Encoding.DER)
-            _write_file(card_data, name, der)
-            result = Enrollment(
-                container, key_spec, public_key, certificate=certificate, file_name=f"mscp/{name}"
-            )
+            file_name = write_certificate(card_data, container, key_spec, certificate)
+            result = Enrollment(container, key_spec, public_key, certificate=certificate, file_name=file_name)
         if msroots and ca is not None:
             roots = [root for root in read_msroots(card_data) if root != ca.certificate]
             write_msroots(card_data, [*roots, ca.certificate])
-            result = Enrollment(
-                result.container,
-                result.key_spec,
-                result.public_key,
-                result.certificate,
-                result.csr,
-                result.file_name,
-                msroots=True,
-            )
+            result = dataclasses.replace(result, msroots=True)
         with contextlib.suppress(md.ScardError):  # a card that cannot deauthenticate is reset on close
             md.CardDeauthenticateEx(card_data, md.PIN_SET_ALL_ROLES, 0)
     return result
