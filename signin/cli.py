@@ -105,6 +105,9 @@ def render_table(verdicts: list[rules_module.Verdict]) -> list[str]:
 @click.option(
     "--policy", "policies", multiple=True, metavar="NAME=VALUE", help="Repeatable; see docs/signin.md."
 )
+@click.option(
+    "--user", "principal", metavar="USER@REALM", help="MIT: the client principal (SAN must name it)."
+)
 @click.option("--at", "at", metavar="TIME", help="Judge validity at this ISO 8601 time instead of now.")
 @click.option(
     "--legacy-csp",
@@ -118,6 +121,7 @@ def logon_check(
     profile: str | None,
     rule_set: str,
     policies: tuple[str, ...],
+    principal: str | None,
     at: str | None,
     legacy_csp: bool,
     as_json: bool,
@@ -125,7 +129,7 @@ def logon_check(
     """Which of the card's certificates a sign-in system offers, and every rule each one fails."""
     try:
         parsed = rules_module.parse_policies(policies, rule_set)
-        options = rules_module.options_from_policies(rule_set, parsed, user_certstore=not legacy_csp)
+        options = rules_module.options_from_policies(rule_set, parsed, not legacy_csp, principal)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     moment = _timestamp(at)

@@ -359,7 +359,7 @@ def parse_policies(items: Iterable[str], rules: str = "windows") -> dict[str, st
 
 POLICY_NAMES: Mapping[str, tuple[str, ...]] = {
     "windows": tuple(WINDOWS_POLICIES),
-    "mit": ("pkinit_eku_checking", "pkinit_allow_upn", "principal", "client_ec"),
+    "mit": ("pkinit_eku_checking", "pkinit_allow_upn", "client_ec"),
     "sssd": (),
     "freerdp": (),
 }
@@ -376,8 +376,10 @@ def _boolean(name: str, value: str) -> bool:
     raise ValueError(f"--policy {name}={value}: expected on or off")
 
 
-def options_from_policies(rules: str, policies: Mapping[str, str], user_certstore: bool = True) -> Options:
-    """Options for `evaluate` from parsed `--policy` values."""
+def options_from_policies(
+    rules: str, policies: Mapping[str, str], user_certstore: bool = True, principal: str | None = None
+) -> Options:
+    """Options for `evaluate` from parsed `--policy` values (and the user kinit would ask for)."""
     if rules == "windows":
         enabled = frozenset(name for name, value in policies.items() if _boolean(name, value))
         return Options(windows=WindowsOptions(enabled, user_certstore))
@@ -389,7 +391,7 @@ def options_from_policies(rules: str, policies: Mapping[str, str], user_certstor
             mit=MitOptions(
                 eku_checking=eku,
                 allow_upn=_boolean("pkinit_allow_upn", policies.get("pkinit_allow_upn", "off")),
-                principal=policies.get("principal"),
+                principal=principal,
                 client_ec=_boolean("client_ec", policies.get("client_ec", "off")),
             )
         )

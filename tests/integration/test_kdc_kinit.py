@@ -8,9 +8,11 @@ from a lab CA the KDC trusts. The messages asserted are kinit's on Debian 12 (kr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
+from click.testing import CliRunner
 from conftest import CardFactory
 from cryptography import x509
 from harness import pcsc_connection, transmit
@@ -20,6 +22,7 @@ from signin import card as card_module
 from signin import enroll as enroll_module
 from signin import rules
 from signin.kdc import Kdc, missing_tools
+from vcard.cli import main
 
 pytestmark = pytest.mark.integration
 
@@ -50,10 +53,12 @@ def kdc(lab: Kdc) -> Iterator[Kdc]:
     yield lab
 
 
-def enroll(reader: str, ca: ca_module.CA, template: str = "windows") -> None:
+def enroll(reader: str, ca: ca_module.CA, template: str = "windows", key_type: str = "rsa2048") -> None:
     with card_module.open_card(reader=reader, writable=True) as card_data:
         assert card_data.applet is not None
-        enroll_module.enroll(card_data, card_data.applet, PRINCIPAL, template, PIN.encode(), ca=ca)
+        enroll_module.enroll(
+            card_data, card_data.applet, PRINCIPAL, template, PIN.encode(), ca=ca, key_type=key_type
+        )
 
 
 def pin_status(reader: str, applet: str) -> int:
@@ -79,12 +84,25 @@ def test_kinit_signs_in_with_the_enrolled_card(profile: str, start_card: CardFac
     assert result.returncode == 0, result.stdout + result.stderr + kdc.log()
     assert "PIN:" in result.stdout  # the PIN came from stdin, at kinit's own prompt
     assert signed_in(kdc)
-    # logon-check on the same card agrees: offered to Windows and to this KDC configuration.
-    with card_module.open_card(reader=card.reader) as card_data:
-        entries = card_module.read_certificates(card_data).certificates
-    mit_options = rules.Options(mit=rules.MitOptions("scLogin", True, PRINCIPAL))
-    assert [v.offered for v in rules.evaluate(entries, "windows")] == [True]
-    assert [v.offered for v in rules.evaluate(entries, "mit", mit_options)] == [True]
+    # logon-check on the same card, through pcscd, agrees: offered to Windows and to this KDC.
+    for extra in (
+        [],
+        [
+            "--rules",
+            "mit",
+            "--policy",
+            "pkinit_eku_checking=scLogin",
+            "--policy",
+            "pkinit_allow_upn=on",
+            "--user",
+            PRINCIPAL,
+        ],
+    ):
+        output = CliRunner().invoke(main, ["logon-check", "--reader", card.reader, "--json", *extra])
+        assert output.exit_code == 0, output.output
+        document = json.loads(output.output)
+        assert document["card"] == profile
+        assert [c["offered"] for c in document["certificates"]] == [True]
 
 
 @pytest.mark.parametrize(
@@ -122,6 +140,21 @@ def test_mit_template_signs_in_with_the_kdc_defaults(start_card: CardFactory, la
     result = lab.kinit_pkcs11(USER, PIN)
     assert result.returncode == 0, result.stderr + lab.log()
     assert signed_in(lab)
+
+
+def test_kinit_1_20_cannot_sign_in_with_an_ec_key(start_card: CardFactory, kdc: Kdc) -> None:
+    """krb5 1.20 PKINIT signs with CKM_RSA_PKCS only (EC client keys arrived in krb5 1.22)."""
+    card = start_card("piv", 0)
+    enroll(card.reader, kdc.ca, key_type="p256")
+    log_before = len(kdc.log())
+    result = kdc.kinit_pkcs11(USER, PIN)
+    assert result.returncode == 1
+    assert "kinit: Pre-authentication failed" in result.stderr
+    assert "pkinit" not in kdc.log()[log_before:].lower()  # refused by the client, as the MIT rules say
+    with card_module.open_card(reader=card.reader) as card_data:
+        entries = card_module.read_certificates(card_data).certificates
+    options = rules.Options(mit=rules.MitOptions("scLogin", True, PRINCIPAL))
+    assert [set(v.failed) for v in rules.evaluate(entries, "mit", options)] == [{"client-keytype"}]
 
 
 def test_certificate_without_digital_signature_is_refused_by_the_client(
