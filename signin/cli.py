@@ -13,6 +13,8 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from . import card as card_module
 from . import enroll as enroll_module
 from . import rules as rules_module
 from .certinfo import CertificateFormatError
+from .kdc import OPENSC_PKCS11, Kdc, KdcError
 
 
 def _card_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -303,4 +306,54 @@ def enroll(
     )
 
 
-COMMANDS = (logon_check, ca, enroll)
+@click.command("kdc")
+@click.option(
+    "--ca", "ca_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="CA dir."
+)
+@click.option(
+    "--dir",
+    "directory",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="New, empty directory for the realm (database, configs, log).",
+)
+@click.option("--realm", default="VCARD.TEST", show_default=True)
+@click.option("--user", "users", multiple=True, default=["alice"], show_default=True, help="Repeatable.")
+@click.option(
+    "--eku-checking",
+    type=click.Choice(list(rules_module.EKU_CHECKING)),
+    default="scLogin",
+    show_default=True,
+    help="pkinit_eku_checking.",
+)
+@click.option("--allow-upn/--no-allow-upn", default=True, show_default=True, help="pkinit_allow_upn.")
+def kdc(
+    ca_dir: Path, directory: Path, realm: str, users: tuple[str, ...], eku_checking: str, allow_upn: bool
+) -> None:
+    """Run a private MIT KDC with PKINIT on 127.0.0.1 (foreground, Ctrl-C stops it)."""
+    directory = directory.resolve()
+    try:
+        authority = ca_module.load_ca(ca_dir)
+        server = Kdc.start(directory, authority, realm, eku_checking, allow_upn)
+    except (ca_module.CAError, KdcError, OSError) as error:
+        raise click.ClickException(str(error)) from None
+    try:
+        for user in users:
+            server.add_principal(user)
+        click.echo(
+            f"KDC for {realm} on 127.0.0.1:{server.port} (log {directory / 'kdc.log'}). In another shell:"
+        )
+        click.echo(f"  export KRB5_CONFIG={directory / 'krb5.conf'} KRB5CCNAME=FILE:{directory / 'ccache'}")
+        click.echo(f"  kinit -X X509_user_identity=PKCS11:{OPENSC_PKCS11} {users[0]}@{realm}")
+        assert server.process is not None
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the KDC on SIGTERM too
+        server.process.wait()
+    except KdcError as error:
+        raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+COMMANDS = (logon_check, ca, enroll, kdc)

@@ -88,6 +88,7 @@ class Kdc:
         if missing:
             packages = "krb5-kdc krb5-admin-server krb5-pkinit krb5-user"
             raise KdcError(f"missing {', '.join(missing)}: apt-get install {packages} (make system-deps)")
+        directory = directory.resolve()
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         if any(directory.iterdir()):
             raise KdcError(f"{directory}: not empty; a KDC directory is created fresh")
