@@ -111,7 +111,8 @@ class WindowsOptions:
     policies: frozenset[str] = frozenset()
     # The Base CSP over a minidriver answers PP_USER_CERTSTORE (every container's certificates);
     # False models a CSP that does not, where only the default container's key exchange
-    # certificate is read (seed steps 5-7) unless ForceReadingAllCertificates is on.
+    # certificate is read ("Certificate Requirements and Enumeration", steps 5-7) unless
+    # ForceReadingAllCertificates is on.
     user_certstore: bool = True
 
 

@@ -86,7 +86,7 @@ def build(spec: Spec) -> x509.Certificate:
     return builder.sign(_ISSUER_KEY, hashes.SHA256())
 
 
-# The certificate profiles the MIT measurements used (shared/spec digest, "user_*").
+# The certificate profiles of the kinit measurements (docs/signin.md, MIT table).
 WINDOWS_STYLE = Spec()
 MIT_STYLE = Spec(upn=None, pkinit=USER, ekus=[certinfo.EKU_PKINIT_CLIENT_AUTH])
 BOTH_STYLE = Spec(
