@@ -22,6 +22,8 @@ from typing import Any
 import click
 from cryptography.hazmat.primitives import serialization
 
+import minidriver as md
+
 from . import ca as ca_module
 from . import card as card_module
 from . import enroll as enroll_module
@@ -146,6 +148,8 @@ def logon_check(
             applet = card_data.applet
     except card_module.CardReadError as error:
         raise click.ClickException(str(error)) from None
+    except md.ScardError as error:
+        raise click.ClickException(f"card: {error}") from None
     try:
         verdicts = rules_module.evaluate(contents.certificates, rule_set, options, clock)
     except CertificateFormatError as error:
@@ -290,6 +294,8 @@ def enroll(
             )
     except (card_module.CardReadError, enroll_module.EnrollError, ca_module.CAError) as error:
         raise click.ClickException(str(error)) from None
+    except md.ScardError as error:
+        raise click.ClickException(f"card: {error}") from None
     if result.csr is not None and csr_path is not None:
         pem = result.csr.public_bytes(serialization.Encoding.PEM)
         if csr_path == "-":

@@ -210,14 +210,16 @@ def _windows(
 
 # --- MIT Kerberos (KDC 1.20 + kinit through OpenSC) ----------------------------------------
 
-MIT_RULES = ("client-keytype", "client-sign", "time", "eku", "name")
+# In the order kinit meets them: it verifies its own certificate before signing the AuthPack;
+# the KDC checks the EKU before the name.
+MIT_RULES = ("client-time", "client-keytype", "client-sign", "eku", "name")
 MIT_ERRORS = {
     "client-keytype": "Pre-authentication failed",  # kinit: krb5 1.20 signs with CKM_RSA_PKCS only
     "client-sign": "Pre-authentication failed",  # OpenSC marks the key decrypt-only
-    "time": "Certificate has expired or is not yet valid",
     "eku": "Inconsistent key purpose",
     "name": "Client name mismatch",
 }
+_OWN_CERTIFICATE = "Pre-authentication failed: Failed to verify own certificate (depth 0): certificate "
 EKU_CHECKING = ("kpClientAuth", "scLogin", "none")
 
 
@@ -243,8 +245,10 @@ def _mit(
             failed["client-keytype"] = f"{facts.key_type} key: MIT krb5 1.20 PKINIT signs with RSA only"
         if facts.key_usage is not None and "digital_signature" not in facts.key_usage:
             failed["client-sign"] = "keyUsage lacks digitalSignature: OpenSC refuses to sign with the key"
-        if not facts.valid_at(now):
-            failed["time"] = "outside its validity period"
+        if now > facts.not_after:
+            failed["client-time"] = "expired: kinit verifies its own certificate first"
+        elif now < facts.not_before:
+            failed["client-time"] = "not yet valid: kinit verifies its own certificate first"
         if options.eku_checking != "none":
             accepted = {certinfo.EKU_PKINIT_CLIENT_AUTH.dotted_string}
             if options.eku_checking == "scLogin":
@@ -261,7 +265,12 @@ def _mit(
                 )
         elif not names:
             failed["name"] = "no id-pkinit-san" + (" or UPN" if options.allow_upn else " (UPN not allowed)")
-        first = next((MIT_ERRORS[rule] for rule in MIT_RULES if rule in failed), None)
+        errors = {
+            **MIT_ERRORS,
+            "client-time": _OWN_CERTIFICATE
+            + ("has expired" if now > facts.not_after else "is not yet valid"),
+        }
+        first = next((errors[rule] for rule in MIT_RULES if rule in failed), None)
         display = (facts.pkinit_principals or facts.upns or (facts.subject,))[0]
         verdicts.append(Verdict(entry, facts, failed, display_name=display, error=first))
     return verdicts

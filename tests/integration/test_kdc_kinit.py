@@ -8,8 +8,10 @@ from a lab CA the KDC trusts. The messages asserted are kinit's on Debian 12 (kr
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -76,6 +78,31 @@ def signed_in(kdc: Kdc) -> bool:
     return "krbtgt/VCARD.TEST@VCARD.TEST" in kdc.klist() and f"Default principal: {PRINCIPAL}" in kdc.klist()
 
 
+def write_custom(kdc: Kdc, reader: str, key_usage: x509.KeyUsage | None = None, **issue: Any) -> None:
+    """A key generated through the minidriver, and a windows-template certificate changed as asked."""
+    with card_module.open_card(reader=reader, writable=True) as card_data, card_data.transaction():
+        enroll_module.authenticate(card_data, "piv", PIN.encode())
+        key_spec, public_key = enroll_module.generate_key(card_data, 0, "rsa2048")
+        extensions = [
+            (key_usage, True)
+            if key_usage is not None and isinstance(extension, x509.KeyUsage)
+            else (extension, critical)
+            for extension, critical in ca_module.template_extensions("windows", PRINCIPAL)
+        ]
+        certificate = ca_module.issue(
+            kdc.ca, public_key, ca_module.subject_for(PRINCIPAL), extensions, **issue
+        )
+        enroll_module.write_certificate(card_data, 0, key_spec, certificate)
+
+
+def mit_prediction(reader: str, kdc: Kdc) -> rules.Verdict:
+    with card_module.open_card(reader=reader) as card_data:
+        entries = card_module.read_certificates(card_data).certificates
+    options = rules.Options(mit=rules.MitOptions(kdc.eku_checking, kdc.allow_upn, PRINCIPAL))
+    (verdict,) = rules.evaluate(entries, "mit", options)
+    return verdict
+
+
 @pytest.mark.parametrize("profile", ["piv", "gids"])
 def test_kinit_signs_in_with_the_enrolled_card(profile: str, start_card: CardFactory, kdc: Kdc) -> None:
     card = start_card(profile, 0)
@@ -125,11 +152,7 @@ def test_windows_style_certificate_needs_sclogin_and_allow_upn(
     assert f"kinit: {message} while getting initial credentials" in result.stderr
     assert not signed_in(lab)
     # The MIT rule set predicts the same first error for this KDC configuration.
-    with card_module.open_card(reader=card.reader) as card_data:
-        entries = card_module.read_certificates(card_data).certificates
-    options = rules.Options(mit=rules.MitOptions(eku_checking, allow_upn, PRINCIPAL))
-    (verdict,) = rules.evaluate(entries, "mit", options)
-    assert verdict.error == message
+    assert mit_prediction(card.reader, lab).error == message
 
 
 def test_mit_template_signs_in_with_the_kdc_defaults(start_card: CardFactory, lab: Kdc) -> None:
@@ -157,21 +180,30 @@ def test_kinit_1_20_cannot_sign_in_with_an_ec_key(start_card: CardFactory, kdc: 
     assert [set(v.failed) for v in rules.evaluate(entries, "mit", options)] == [{"client-keytype"}]
 
 
+@pytest.mark.parametrize(("days_from_now", "ending"), [(-10, "has expired"), (10, "is not yet valid")])
+def test_kinit_refuses_its_own_certificate_outside_validity(
+    days_from_now: int, ending: str, start_card: CardFactory, kdc: Kdc
+) -> None:
+    card = start_card("piv", 0)
+    start = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=days_from_now)
+    write_custom(kdc, card.reader, days=1, not_before=start)
+    log_before = len(kdc.log())
+    result = kdc.kinit_pkcs11(USER, PIN)
+    assert result.returncode == 1
+    message = f"Pre-authentication failed: Failed to verify own certificate (depth 0): certificate {ending}"
+    assert f"kinit: {message} while getting initial credentials" in result.stderr
+    assert "pkinit" not in kdc.log()[log_before:].lower()
+    verdict = mit_prediction(card.reader, kdc)
+    assert set(verdict.failed) == {"client-time"} and verdict.error == message
+
+
 def test_certificate_without_digital_signature_is_refused_by_the_client(
     start_card: CardFactory, kdc: Kdc
 ) -> None:
     card = start_card("piv", 0)
-    with card_module.open_card(reader=card.reader, writable=True) as card_data, card_data.transaction():
-        enroll_module.authenticate(card_data, "piv", PIN.encode())
-        key_spec, public_key = enroll_module.generate_key(card_data, 0, "rsa2048")
-        extensions = [
-            (x509.KeyUsage(False, False, True, False, False, False, False, False, False), True)
-            if isinstance(extension, x509.KeyUsage)
-            else (extension, critical)
-            for extension, critical in ca_module.template_extensions("windows", PRINCIPAL)
-        ]
-        certificate = ca_module.issue(kdc.ca, public_key, ca_module.subject_for(PRINCIPAL), extensions)
-        enroll_module.write_certificate(card_data, 0, key_spec, certificate)
+    write_custom(
+        kdc, card.reader, x509.KeyUsage(False, False, True, False, False, False, False, False, False)
+    )
     log_before = len(kdc.log())
     result = kdc.kinit_pkcs11(USER, PIN)
     assert result.returncode == 1
@@ -181,6 +213,8 @@ def test_certificate_without_digital_signature_is_refused_by_the_client(
     new_log = kdc.log()[log_before:]
     assert "pkinit" not in new_log.lower() and "ISSUE" not in new_log
     assert "NEEDED_PREAUTH" in new_log
+    verdict = mit_prediction(card.reader, kdc)
+    assert "client-sign" in verdict.failed and verdict.error == "Pre-authentication failed"
 
 
 @pytest.mark.parametrize("profile", ["piv", "gids"])

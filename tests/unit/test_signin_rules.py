@@ -283,9 +283,15 @@ def test_mit_principal_must_match_the_san() -> None:
     assert mit(MIT_STYLE, principal=None).offered
 
 
-def test_mit_expired_fails_time() -> None:
-    spec = dataclasses.replace(MIT_STYLE, not_after=NOW - datetime.timedelta(days=1))
-    assert set(mit(spec).failed) == {"time"}
+@pytest.mark.parametrize(
+    ("shift", "ending"), [(-400, "certificate has expired"), (+400, "certificate is not yet valid")]
+)
+def test_mit_client_verifies_its_own_certificate_time(shift: int, ending: str) -> None:
+    later = dataclasses.replace(MIT_STYLE, not_before=NOW + datetime.timedelta(days=shift))
+    spec = dataclasses.replace(later, not_after=later.not_before + datetime.timedelta(days=1))
+    verdict = mit(spec)
+    assert set(verdict.failed) == {"client-time"}
+    assert verdict.error == f"Pre-authentication failed: Failed to verify own certificate (depth 0): {ending}"
 
 
 # --- SSSD default matchrule and FreeRDP ------------------------------------------------------
