@@ -21,6 +21,7 @@ Sources of the rule sets (documentation read, not code run; nothing here runs Wi
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -125,7 +126,7 @@ def windows_display_name(facts: CertFacts) -> str:
     return facts.subject
 
 
-def windows_cache_index(certificate: x509.Certificate, facts: CertFacts) -> str | None:
+def windows_cache_index(facts: CertFacts) -> str | None:
     """Subject + issuer; without a subject, SKI + issuer; with neither, no cache entry."""
     if not facts.subject_empty:
         return f"subject={facts.subject}|issuer={facts.issuer}"
@@ -146,6 +147,11 @@ def _windows(
     options: WindowsOptions,
 ) -> list[Verdict]:
     policies = options.policies
+    unknown = sorted(policies - set(WINDOWS_POLICIES))
+    if unknown:
+        raise ValueError(
+            f"unknown Windows policies {', '.join(unknown)}: known are {', '.join(WINDOWS_POLICIES)}"
+        )
     verdicts: list[Verdict] = []
     for entry, facts in zip(entries, facts_list, strict=True):
         failed: dict[str, str] = {}
@@ -184,7 +190,7 @@ def _windows(
                 facts,
                 failed,
                 display_name=windows_display_name(facts),
-                cache_index=windows_cache_index(entry.certificate, facts),
+                cache_index=windows_cache_index(facts),
             )
         )
     # A later offered certificate with the same index replaces the earlier cache entry.
@@ -196,14 +202,7 @@ def _windows(
     for position, verdict in enumerate(verdicts):
         winner = last.get(verdict.cache_index) if verdict.offered and verdict.cache_index else None
         if winner is not None and winner != position:
-            verdict = Verdict(
-                verdict.entry,
-                verdict.facts,
-                verdict.failed,
-                verdict.display_name,
-                verdict.cache_index,
-                replaced_by=verdicts[winner].entry.container_index,
-            )
+            verdict = dataclasses.replace(verdict, replaced_by=verdicts[winner].entry.container_index)
         result.append(verdict)
     return result
 

@@ -365,6 +365,8 @@ def test_a_malformed_upn_other_name_is_a_clear_error() -> None:
 def test_unknown_rule_set_and_policies_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown rule set 'kerberos'"):
         rules.evaluate([], "kerberos")
+    with pytest.raises(ValueError, match="unknown Windows policies AllowEverything"):
+        windows([entry(GOOD)], "AllowEverything")
     with pytest.raises(ValueError, match="AllowSignatureOnlyKeys"):
         rules.parse_policies(["AllowSignatureKeys=on"])
     with pytest.raises(ValueError, match="expected on or off"):
