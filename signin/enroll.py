@@ -238,22 +238,41 @@ def enroll(
     ca_module.template_extensions(template, principal)  # validates template and user before touching the card
     with card_data.transaction():
         authenticate(card_data, applet, pin, management_key)
-        key_spec, public_key = generate_key(card_data, container, key_type)
-        if csr:
-            try:
-                request = build_csr(card_data, container, key_spec, public_key, template, principal)
-            except md.ScardError as error:
-                raise _step("CardSignData (certificate request)", error) from None
-            result = Enrollment(container, key_spec, public_key, csr=request)
-        else:
-            assert ca is not None
-            certificate = ca_module.issue_user(ca, public_key, template, principal, days)
-            file_name = write_certificate(card_data, container, key_spec, certificate)
-            result = Enrollment(container, key_spec, public_key, certificate=certificate, file_name=file_name)
-        if msroots and ca is not None:
-            roots = [root for root in read_msroots(card_data) if root != ca.certificate]
-            write_msroots(card_data, [*roots, ca.certificate])
-            result = dataclasses.replace(result, msroots=True)
-        with contextlib.suppress(md.ScardError):  # a card that cannot deauthenticate is reset on close
-            md.CardDeauthenticateEx(card_data, md.PIN_SET_ALL_ROLES, 0)
+        try:
+            result = _enroll_authenticated(
+                card_data, principal, template, ca, container, key_type, csr, msroots, days
+            )
+        finally:  # also after a failure: leave no role authenticated for the next client
+            with contextlib.suppress(md.ScardError):
+                md.CardDeauthenticateEx(card_data, md.PIN_SET_ALL_ROLES, 0)
+    return result
+
+
+def _enroll_authenticated(
+    card_data: md.CardData,
+    principal: str,
+    template: str,
+    ca: CA | None,
+    container: int,
+    key_type: str,
+    csr: bool,
+    msroots: bool,
+    days: int,
+) -> Enrollment:
+    key_spec, public_key = generate_key(card_data, container, key_type)
+    if csr:
+        try:
+            request = build_csr(card_data, container, key_spec, public_key, template, principal)
+        except md.ScardError as error:
+            raise _step("CardSignData (certificate request)", error) from None
+        result = Enrollment(container, key_spec, public_key, csr=request)
+    else:
+        assert ca is not None
+        certificate = ca_module.issue_user(ca, public_key, template, principal, days)
+        file_name = write_certificate(card_data, container, key_spec, certificate)
+        result = Enrollment(container, key_spec, public_key, certificate=certificate, file_name=file_name)
+    if msroots and ca is not None:
+        roots = [root for root in read_msroots(card_data) if root != ca.certificate]
+        write_msroots(card_data, [*roots, ca.certificate])
+        result = dataclasses.replace(result, msroots=True)
     return result

@@ -369,3 +369,15 @@ def test_logon_check_table_lists_every_failed_rule(ca_dir: Path, tmp_path: Path)
     for rule in ("time", "upn", "eku"):
         assert f"failed {rule}:" in table
     assert "failed keyusage" not in table
+
+
+def test_a_failed_enrollment_leaves_no_role_authenticated(ca_dir: Path) -> None:
+    authority = ca_module.load_ca(ca_dir)
+    with card_module.open_card(profile="gids", ephemeral=True, writable=True) as card_data:
+        with pytest.raises(enroll_module.EnrollError, match=r"CardCreateContainer\(0, KEY_GEN, p256\)"):
+            enroll_module.enroll(card_data, "gids", USER, "windows", b"123456", ca=authority, key_type="p256")
+        state = md.dword(md.CardGetProperty(card_data, md.CP_CARD_AUTHENTICATED_STATE))
+        assert state & (1 << md.ROLE_USER) == 0
+        md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, b"123456")  # the PIN itself is untouched
+        state = md.dword(md.CardGetProperty(card_data, md.CP_CARD_AUTHENTICATED_STATE))
+        assert state & (1 << md.ROLE_USER)
