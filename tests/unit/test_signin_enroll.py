@@ -381,3 +381,31 @@ def test_a_failed_enrollment_leaves_no_role_authenticated(ca_dir: Path) -> None:
         md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, b"123456")  # the PIN itself is untouched
         state = md.dword(md.CardGetProperty(card_data, md.CP_CARD_AUTHENTICATED_STATE))
         assert state & (1 << md.ROLE_USER)
+
+
+def test_legacy_csp_and_force_reading_through_the_cli(ca_dir: Path, tmp_path: Path) -> None:
+    state = tmp_path / "piv"
+    for container in ("0", "2"):
+        run(
+            "enroll",
+            "-p",
+            "piv",
+            "--state",
+            str(state),
+            "--user",
+            USER,
+            "--ca",
+            str(ca_dir),
+            "--container",
+            container,
+            "--pin",
+            "123456",
+        )
+
+    def offered(*extra: str) -> list[bool]:
+        return [c["offered"] for c in check(state, "piv", *extra)["certificates"]]
+
+    assert offered() == [True, True]
+    assert offered("--legacy-csp") == [True, False]
+    assert offered("--legacy-csp", "--policy", "ForceReadingAllCertificates=on") == [True, True]
+    assert list(check(state, "piv", "--legacy-csp")["certificates"][1]["failed"]) == ["read"]
