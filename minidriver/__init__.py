@@ -221,7 +221,9 @@ from .structures import (
 )
 
 ENTRY_POINTS = [
-    name for name in dir(_api) if name.startswith(("Card", "MD")) and name not in ("CardData", "CardHandle")
+    name
+    for name in dir(_api)
+    if name.startswith(("Card", "MD")) and name not in ("CardData", "CardHandle", "CardEndpoint")
 ]
 __all__ = sorted(
     {

@@ -12,7 +12,9 @@ wFilesFreshness), so another process's cache sees the change.
 
 `CacheStore` is the injectable interface that stands for the CARD_DATA
 pfnCspCacheAddFile / LookupFile / DeleteFile callbacks; `GlobalCache` models the
-machine-wide cache (one per process here).
+machine-wide cache (one per process here). Entries are keyed by logon session as
+well as by card (a terminal server's sessions never share them): the key starts
+with the session's scope (`rm.Session.cache_scope`).
 """
 
 from __future__ import annotations
@@ -97,9 +99,11 @@ class FreshnessCache:
     left out, so items are not byte-compatible with a Windows cache dump.
     """
 
-    def __init__(self, store: CacheStore, card_id: bytes, cardcf: CARD_CACHE_FILE_FORMAT) -> None:
+    def __init__(
+        self, store: CacheStore, card_id: bytes, cardcf: CARD_CACHE_FILE_FORMAT, scope: bytes = b""
+    ) -> None:
         self.store = store
-        self.card_id = card_id
+        self.card_id = scope + card_id  # entries are the session's own (rm.Session.cache_scope)
         self.cardcf = cardcf
         self.hits = 0
         self.misses = 0

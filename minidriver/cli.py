@@ -129,10 +129,10 @@ def _card(options: dict[str, Any]) -> Iterator[api.CardData]:
             raise click.ClickException(str(error)) from None
         finally:
             if options["counts"]:
-                counts = card_data.transport.counters()
+                counts = card_data.connection.meter.snapshot()
                 click.echo(
-                    f"# {counts['apdus']} APDUs, {counts['bytes_sent']} bytes sent, "
-                    f"{counts['bytes_received']} bytes received",
+                    f"# {counts['apdus']} APDUs, {counts['round_trips']} SCard calls, "
+                    f"{counts['bytes_sent']} bytes sent, {counts['bytes_received']} bytes received",
                     err=True,
                 )
 

@@ -22,8 +22,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from vcard.host import ApduError, Link, SmartCardProtocol
+
 from .backends.base import tlv_dict, tlv_encode
-from .transport import ApduChannel, ApduError, Exchanger
 
 DEFAULT_MANAGEMENT_KEY = bytes.fromhex("010203040506070801020304050607080102030405060708")
 PIV_AID = bytes.fromhex("A00000030800001000")
@@ -72,26 +73,26 @@ def certificate_for(public_key: PublicKey, subject: str) -> bytes:
 class PivProvisioner:
     """Put keys and certificates on a PIV card over APDUs (management key authentication first)."""
 
-    def __init__(self, link: Exchanger, management_key: bytes = DEFAULT_MANAGEMENT_KEY) -> None:
-        self.apdu = ApduChannel(link)
+    def __init__(self, link: Link, management_key: bytes = DEFAULT_MANAGEMENT_KEY) -> None:
+        self.apdu = SmartCardProtocol(link)
         self.management_key = management_key
 
     def select(self) -> None:
-        self.apdu.send(0x00, 0xA4, 0x04, 0x00, PIV_AID)
+        self.apdu.send_apdu(0x00, 0xA4, 0x04, 0x00, PIV_AID)
 
     def authenticate(self) -> None:
         """External authentication with the 3DES management key (9B)."""
-        answer = self.apdu.send(0x00, 0x87, 0x03, 0x9B, tlv_encode(0x7C, tlv_encode(0x81, b"")))
+        answer = self.apdu.send_apdu(0x00, 0x87, 0x03, 0x9B, tlv_encode(0x7C, tlv_encode(0x81, b"")))
         challenge = tlv_dict(tlv_dict(answer)[0x7C])[0x81]
         response = tdes_response(self.management_key, challenge)
-        self.apdu.send(0x00, 0x87, 0x03, 0x9B, tlv_encode(0x7C, tlv_encode(0x82, response)), le=None)
+        self.apdu.send_apdu(0x00, 0x87, 0x03, 0x9B, tlv_encode(0x7C, tlv_encode(0x82, response)), le=None)
 
     def generate(self, slot: int, algorithm: str, pin_policy: int | None = None) -> PublicKey:
         """GENERATE ASYMMETRIC KEY PAIR; returns the public key."""
         template = tlv_encode(0x80, bytes([PIV_ALGORITHMS[algorithm]]))
         if pin_policy is not None:
             template += tlv_encode(0xAA, bytes([pin_policy]))
-        answer = self.apdu.send(0x00, 0x47, 0x00, slot, tlv_encode(0xAC, template))
+        answer = self.apdu.send_apdu(0x00, 0x47, 0x00, slot, tlv_encode(0xAC, template))
         public = tlv_dict(tlv_dict(answer)[0x7F49])
         if algorithm.startswith("rsa"):
             n = int.from_bytes(public[0x81], "big")
@@ -104,7 +105,7 @@ class PivProvisioner:
         tag = PIV_CERT_OBJECTS[slot]
         body = tlv_encode(0x70, certificate) + tlv_encode(0x71, b"\x00") + tlv_encode(0xFE, b"")
         data = tlv_encode(0x5C, tag.to_bytes(3, "big")) + tlv_encode(0x53, body)
-        self.apdu.send(0x00, 0xDB, 0x3F, 0xFF, data, le=None)
+        self.apdu.send_apdu(0x00, 0xDB, 0x3F, 0xFF, data, le=None)
 
     def provision(
         self, slots: dict[int, str], pin_policies: dict[int, int] | None = None
@@ -130,7 +131,7 @@ class PivProvisioner:
             reset()
             return
         with contextlib.suppress(ApduError):
-            self.apdu.send(0x80, 0x5F, 0x00, 0x00, b"\xff", le=None)  # vendor DEAUTHENTICATE, all roles
+            self.apdu.send_apdu(0x80, 0x5F, 0x00, 0x00, b"\xff", le=None)  # vendor DEAUTHENTICATE, all roles
 
 
 def provision_gids(card_data: Any, pin: bytes = b"123456") -> dict[int, rsa.RSAPublicKey]:

@@ -1,1 +1,1 @@
-"""Smart-card sign-in, host side."""
+"""The Windows smart-card sign-in system, host side, on the minidriver layer."""

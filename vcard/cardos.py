@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
 
 from .apdu import SW, CommandAPDU, ISOError, ResponseAPDU, bytes_remaining, ins_name, sw_name
@@ -93,6 +94,12 @@ class Card:
 
     Thread-safe: the vpcd transport, a control socket and tests may call in from
     different threads; commands are processed one at a time.
+
+    Two locks: `_command_lock` makes the card single-threaded (a command or power
+    change runs to its end before the next starts, as on a real card), and `lock`
+    guards the card's state for readers such as `vcard info`. A command holds both,
+    but lets go of `lock` while it waits for a person outside the card (`released`),
+    so the state stays readable during a PIN-pad wait while commands still queue.
     """
 
     def __init__(
@@ -108,6 +115,7 @@ class Card:
         self.default_applet = default_applet
         self.max_chain_bytes = max_chain_bytes
         self.lock = threading.RLock()
+        self._command_lock = threading.RLock()
         self.powered = False
         self.selected: Applet | None = default_applet
         self.on_reset = on_reset
@@ -131,20 +139,20 @@ class Card:
 
     def power_on(self) -> None:
         """Cold start (vpcd 01); nothing happens when the card is already powered."""
-        with self.lock:
+        with self._command_lock, self.lock:
             if not self.powered:
                 self._clear_volatile(cold=True)
             self.powered = True
 
     def power_off(self) -> None:
         """Power removed (vpcd 00): a cold reset for everything volatile."""
-        with self.lock:
+        with self._command_lock, self.lock:
             self._clear_volatile(cold=True)
             self.powered = False
 
     def reset(self) -> None:
         """Warm reset (vpcd 02): applets start over, the power stays on."""
-        with self.lock:
+        with self._command_lock, self.lock:
             self._clear_volatile(cold=False)
             self.powered = True
 
@@ -159,11 +167,28 @@ class Card:
         if self.on_reset is not None:
             self.on_reset(cold)
 
+    @contextmanager
+    def released(self) -> Iterator[None]:
+        """Let readers of the card's state in while the current command waits for an operator.
+
+        The next command still waits for this one (`_command_lock`). Outside a
+        command of the calling thread there is nothing to let go of.
+        """
+        try:
+            self.lock.release()
+        except RuntimeError:  # this thread does not hold the card lock
+            yield
+            return
+        try:
+            yield
+        finally:
+            self.lock.acquire()
+
     # ---- command processing -----------------------------------------------
 
     def transmit(self, raw: bytes) -> bytes:
         """Process one command APDU; always returns data + SW1 SW2."""
-        with self.lock:
+        with self._command_lock, self.lock:
             tracing = trace_log.isEnabledFor(logging.DEBUG)
             started = time.perf_counter() if tracing else 0.0
             try:

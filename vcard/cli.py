@@ -22,6 +22,7 @@ import click
 
 from minidriver.cli import md
 from signin.cli import COMMANDS as SIGNIN_COMMANDS
+from signin.ts.simulate import ts
 
 from . import __version__
 from .apdu import ResponseAPDU, sw_name
@@ -363,5 +364,6 @@ def apdu(profile: str | None, state: Path | None, ephemeral: bool, trace: bool, 
 main.add_command(pinpad)
 main.add_command(script)
 main.add_command(md)
+main.add_command(ts)
 for _command in SIGNIN_COMMANDS:
     main.add_command(_command)

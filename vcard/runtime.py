@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from .cardos import Applet, Card
 from .context import AppletContext
 from .profile import Profile
 from .security import SecurityCore
-from .store import CardState, StateError, StateStore, default_state_dir
+from .store import CardState, StateError, StateFieldError, StateStore, check_envelope, default_state_dir
 
 log = logging.getLogger("vcard.runtime")
 
@@ -68,17 +69,25 @@ class VirtualCard:
             if document is None:
                 document = CardState.new_document(profile.name, str(profile.path))
             else:
+                with _located(store, ""):
+                    check_envelope(document)
                 _check_profile_matches(document, profile, directory)
             state = CardState(store, document, is_new)
-            security = SecurityCore(
-                profile.roles,
-                state.section("security"),
-                state.commit,
-                is_new,
-                session_pins_survive_warm_reset=profile.session_pins_survive_warm_reset,
-            )
+            with _located(store, "security"):
+                security = SecurityCore(
+                    profile.roles,
+                    state.section("security"),
+                    state.commit,
+                    is_new,
+                    session_pins_survive_warm_reset=profile.session_pins_survive_warm_reset,
+                )
             applets: dict[str, Applet] = {}
             for type_name, config in profile.applets.items():
+                if not is_new and type_name not in document["applets"]:
+                    # Building it afresh would look like a card that lost its keys.
+                    raise StateError(
+                        f"{store.describe()}: applets.{type_name}: missing (the card has no such applet)"
+                    )
                 context = AppletContext(
                     config=config,
                     profile_path=profile.path,
@@ -87,7 +96,8 @@ class VirtualCard:
                     security=security,
                     is_new=is_new,
                 )
-                applets[type_name] = applet_class(type_name)(context)
+                with _located(store, f"applets.{type_name}"):
+                    applets[type_name] = applet_class(type_name)(context)
             default = applets.get(profile.default_applet) if profile.default_applet else None
             card = Card(profile.atr, list(applets.values()), default_applet=default, on_reset=security.reset)
             _install_security_features(card, security, profile)
@@ -117,9 +127,18 @@ class VirtualCard:
         }
 
 
+@contextmanager
+def _located(store: StateStore, section: str) -> Iterator[None]:
+    """Name the file and the section in a section owner's StateFieldError."""
+    try:
+        yield
+    except StateFieldError as error:
+        raise error.located(store.describe(), section) from None
+
+
 def _check_profile_matches(document: dict[str, Any], profile: Profile, directory: Path | None) -> None:
-    recorded = document.get("profile", {}).get("name")
-    if recorded is not None and recorded != profile.name:
+    recorded = document["profile"]["name"]
+    if recorded != profile.name:
         raise StateError(
             f"{directory}/state.json: this card was created from profile {recorded!r}, not {profile.name!r};"
             f" use --profile {recorded} or another --state directory"

@@ -282,6 +282,8 @@ def install_vendor_commands(card: Card, security: SecurityCore) -> VendorCommand
     for ins, handler in vendor.table().items():
         card.vendor_commands[(VENDOR_CLA, ins)] = handler
     card.before_command.append(vendor.before_command)
+    # A VERIFY EXTERNAL waiting for an operator must not lock out readers of the card.
+    security.outside_wait = card.released
     return vendor
 
 

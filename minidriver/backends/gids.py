@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from vcard.applets.gids import tables
 from vcard.applets.gids.tables import MasterFileEntry
+from vcard.host import ApduError, SmartCardProtocol
 
 from ..constants import (
     AT_KEYEXCHANGE,
@@ -55,7 +56,6 @@ from ..structures import (
     pack_cmapfile,
     unpack_cmapfile,
 )
-from ..transport import ApduChannel, ApduError
 from .base import (
     Backend,
     Container,
@@ -129,23 +129,23 @@ class GidsBackend(Backend):
     cache_mode = CP_CACHE_MODE_GLOBAL_CACHE
 
     @classmethod
-    def probe(cls, apdu: ApduChannel) -> bool:
+    def probe(cls, apdu: SmartCardProtocol) -> bool:
         try:
-            apdu.send(0x00, INS_SELECT, 0x04, 0x00, GIDS_AID_PREFIX)
+            apdu.send_apdu(0x00, INS_SELECT, 0x04, 0x00, GIDS_AID_PREFIX)
         except ApduError:
             return False
         return True
 
     def select(self) -> None:
         try:
-            self.apdu.send(0x00, INS_SELECT, 0x04, 0x00, GIDS_AID_PREFIX)
+            self.apdu.send_apdu(0x00, INS_SELECT, 0x04, 0x00, GIDS_AID_PREFIX)
         except ApduError as error:
             raise ScardError(Scard.W_REMOVED_CARD, f"GIDS application gone (SW {error.sw:04X})") from error
 
     # --- data objects ---------------------------------------------------------------------------
     def get_do(self, ef: int, do: int) -> bytes | None:
         try:
-            answer = self.apdu.send(
+            answer = self.apdu.send_apdu(
                 0x00, INS_GET_DATA, ef >> 8, ef & 0xFF, tlv_encode(0x5C, do.to_bytes(2, "big"))
             )
         except ApduError as error:
@@ -159,7 +159,7 @@ class GidsBackend(Backend):
 
     def put_do(self, ef: int, do: int, value: bytes) -> None:
         try:
-            self.apdu.send(0x00, INS_PUT_DATA, ef >> 8, ef & 0xFF, tlv_encode(do, value), le=None)
+            self.apdu.send_apdu(0x00, INS_PUT_DATA, ef >> 8, ef & 0xFF, tlv_encode(do, value), le=None)
         except ApduError as error:
             raise operation_error(error, f"PUT DATA {ef:04X}/{do:04X}") from error
 
@@ -311,7 +311,7 @@ class GidsBackend(Backend):
     def _public_key(self, key_ref: int) -> tuple[int, int]:
         body = tlv_encode(0x70, tlv_encode(0x84, bytes([key_ref])) + bytes.fromhex("A5037F4980"))
         try:
-            answer = self.apdu.send(0x00, INS_GET_DATA, 0x3F, 0xFF, body)
+            answer = self.apdu.send_apdu(0x00, INS_GET_DATA, 0x3F, 0xFF, body)
             public = tlv_dict(tlv_dict(answer)[0x7F49])
         except ApduError as error:
             raise operation_error(error, f"public key {key_ref:02X}") from error
@@ -384,7 +384,7 @@ class GidsBackend(Backend):
                 body = tlv_encode(
                     0xAC, tlv_encode(0x80, bytes([nibble])) + tlv_encode(0x83, bytes([key_ref]))
                 )
-                self.apdu.send(0x00, INS_GENERATE, 0x00, 0x00, body)
+                self.apdu.send_apdu(0x00, INS_GENERATE, 0x00, 0x00, body)
             else:
                 self._import(key_ref, private)
         except ApduError as error:
@@ -438,9 +438,9 @@ class GidsBackend(Backend):
             + tlv_encode(0xA5, crts),
         )
         try:
-            self.apdu.send(0x00, INS_SELECT, 0x00, 0x0C, b"\x3f\xff", le=None)
-            self.apdu.send(0x00, INS_CREATE_FILE, 0x00, 0x00, fcp, le=None)
-            self.apdu.send(0x00, INS_ACTIVATE, 0x00, 0x00, le=None)
+            self.apdu.send_apdu(0x00, INS_SELECT, 0x00, 0x0C, b"\x3f\xff", le=None)
+            self.apdu.send_apdu(0x00, INS_CREATE_FILE, 0x00, 0x00, fcp, le=None)
+            self.apdu.send_apdu(0x00, INS_ACTIVATE, 0x00, 0x00, le=None)
         except ApduError as error:
             raise operation_error(error, f"CREATE FILE B0{key_ref:02X}") from error
 
@@ -455,7 +455,7 @@ class GidsBackend(Backend):
         )
         value = tlv_encode(0x83, b"\x02") + tlv_encode(0x84, b"\x00") + tlv_encode(0x87, der)
         body = tlv_encode(0x70, tlv_encode(0x84, bytes([key_ref])) + tlv_encode(0xA5, value))
-        self.apdu.send(0x00, INS_PUT_DATA, 0x3F, 0xFF, body, le=None)
+        self.apdu.send_apdu(0x00, INS_PUT_DATA, 0x3F, 0xFF, body, le=None)
 
     def delete_container(self, index: int) -> None:
         cmap = self._cmap()
@@ -463,8 +463,8 @@ class GidsBackend(Backend):
             raise ScardError(Scard.E_NO_KEY_CONTAINER, f"container {index}")
         key_ref = FIRST_KEY_REF + index
         try:
-            self.apdu.send(0x00, INS_SELECT, 0x00, 0x0C, bytes([0xB0, key_ref]), le=None)
-            self.apdu.send(0x00, INS_DELETE_FILE, 0x00, 0x00, le=None)
+            self.apdu.send_apdu(0x00, INS_SELECT, 0x00, 0x0C, bytes([0xB0, key_ref]), le=None)
+            self.apdu.send_apdu(0x00, INS_DELETE_FILE, 0x00, 0x00, le=None)
         except ApduError as error:
             raise operation_error(error, f"DELETE FILE B0{key_ref:02X}") from error
         keymap = self._keymap()
@@ -511,7 +511,7 @@ class GidsBackend(Backend):
         if pin_id != ROLE_USER:
             raise ScardError(Scard.E_INVALID_PARAMETER, "GIDS has one PIN (role 1)")
         try:
-            self.apdu.send(0x00, INS_VERIFY, 0x00, 0x80, pin, le=None)
+            self.apdu.send_apdu(0x00, INS_VERIFY, 0x00, 0x80, pin, le=None)
         except ApduError as error:
             raise wrong_pin(error.sw) from error
 
@@ -519,17 +519,17 @@ class GidsBackend(Backend):
         # Without the vendor command the card only knows "log out everything" (VERIFY P2=82).
         if pin_set & 0x06 != 0x06 and (self.authenticated_state() or 0) & ~pin_set:
             raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "GIDS logs out every role at once")
-        self.apdu.send(0x00, INS_VERIFY, 0x00, 0x82, le=None)
+        self.apdu.send_apdu(0x00, INS_VERIFY, 0x00, 0x82, le=None)
 
     def _select_admin_key(self) -> None:
-        self.apdu.send(0x00, INS_MSE, 0xC1, 0xA4, tlv_encode(0x83, b"\x80"), le=None)
+        self.apdu.send_apdu(0x00, INS_MSE, 0xC1, 0xA4, tlv_encode(0x83, b"\x80"), le=None)
 
     def get_challenge(self, pin_id: int) -> bytes:
         if pin_id != ROLE_ADMIN:
             raise ScardError(Scard.E_INVALID_PARAMETER, "only the admin key answers challenges")
         try:
             self._select_admin_key()
-            answer = self.apdu.send(
+            answer = self.apdu.send_apdu(
                 0x00, INS_GENERAL_AUTHENTICATE, 0, 0, tlv_encode(0x7C, tlv_encode(0x81, b""))
             )
             return tlv_dict(tlv_dict(answer)[0x7C])[0x81]
@@ -538,7 +538,7 @@ class GidsBackend(Backend):
 
     def authenticate_challenge(self, pin_id: int, response: bytes) -> None:
         try:
-            self.apdu.send(
+            self.apdu.send_apdu(
                 0x00, INS_GENERAL_AUTHENTICATE, 0, 0, tlv_encode(0x7C, tlv_encode(0x82, response)), le=None
             )
         except ApduError as error:
@@ -554,7 +554,7 @@ class GidsBackend(Backend):
                 Scard.E_UNSUPPORTED_FEATURE, "the admin key changes through CardChangeAuthenticator"
             )
         try:
-            self.apdu.send(0x00, INS_CHANGE_REFERENCE, 0x00, 0x80, old + new, le=None)
+            self.apdu.send_apdu(0x00, INS_CHANGE_REFERENCE, 0x00, 0x80, old + new, le=None)
         except ApduError as error:
             if error.sw in (0x6A80, 0x6700):
                 raise ScardError(Scard.E_INVALID_PARAMETER, "new PIN refused by the card") from error
@@ -566,7 +566,7 @@ class GidsBackend(Backend):
             raise ScardError(Scard.E_INVALID_PARAMETER, "GIDS: the admin key unblocks the user PIN")
         self.authenticate_challenge(ROLE_ADMIN, auth_data)
         try:
-            self.apdu.send(0x00, INS_RESET_RETRY, 0x02, 0x80, new, le=None)
+            self.apdu.send_apdu(0x00, INS_RESET_RETRY, 0x02, 0x80, new, le=None)
         except ApduError as error:
             raise operation_error(error, "RESET RETRY COUNTER") from error
 
@@ -576,7 +576,7 @@ class GidsBackend(Backend):
     def _mse(self, container: Container, crt: int, alg: int) -> None:
         body = tlv_encode(0x80, bytes([alg])) + tlv_encode(0x84, bytes([container.key_ref]))
         try:
-            self.apdu.send(0x00, INS_MSE, 0x41, crt, body, le=None)
+            self.apdu.send_apdu(0x00, INS_MSE, 0x41, crt, body, le=None)
         except ApduError as error:
             raise operation_error(error, "MSE SET") from error
 
@@ -588,7 +588,7 @@ class GidsBackend(Backend):
 
     def _pso(self, p1: int, p2: int, data: bytes, what: str) -> bytes:
         try:
-            return self.apdu.send(0x00, INS_PSO, p1, p2, data)
+            return self.apdu.send_apdu(0x00, INS_PSO, p1, p2, data)
         except ApduError as error:
             raise operation_error(error, what) from error
 

@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 import minidriver as md
 from minidriver.cache import GlobalCache
 from minidriver.testing import PivProvisioner, opensc_api_sequence
+from vcard.host import InProcessConnection
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
-from vcard.transport.inproc import InProcessConnection
 
 SLOTS = {0x9A: "rsa2048", 0x9C: "p256", 0x9D: "p256", 0x9E: "rsa2048"}
 
@@ -309,7 +309,7 @@ def test_warm_cache_sign_in_costs_a_handful_of_apdus(piv: PivCard) -> None:
     def sign_in() -> int:
         card_data = md.CardData.inprocess(piv.card, cache=cache)
         md.CardAcquireContext(card_data, 0)
-        card_data.transport.reset_counters()
+        card_data.connection.meter.reset()
         with card_data.transaction():
             md.CardReadFile(card_data, "mscp", "cmapfile")
             md.CardReadFile(card_data, "mscp", "kxc00")
@@ -317,7 +317,7 @@ def test_warm_cache_sign_in_costs_a_handful_of_apdus(piv: PivCard) -> None:
             md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, b"123456")
             _sign(card_data, 0, md.AT_KEYEXCHANGE, hashlib.sha256(b"x").digest(), aiHashAlg=md.CALG_SHA_256)
             md.CardDeauthenticateEx(card_data, md.PIN_SET_ALL_ROLES, 0)
-        return card_data.transport.apdus_sent
+        return card_data.connection.meter.apdus
 
     cold = sign_in()
     warm = sign_in()

@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives.asymmetric import padding
 
 from minidriver.cli import md
 from minidriver.testing import PivProvisioner
+from vcard.host import InProcessConnection
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
-from vcard.transport.inproc import InProcessConnection
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import pytest
 from vcard import tlv
 from vcard.apdu import CommandAPDU, ResponseAPDU
 from vcard.cardos import Applet, Card, command
+from vcard.host import InProcessConnection, SmartCardProtocol
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
 from vcard.security import (
@@ -23,7 +24,6 @@ from vcard.security import (
     RoleType,
     SecurityCore,
 )
-from vcard.transport.inproc import InProcessConnection
 from vcard.vendor import (
     FEATURE_EXTERNAL_PINS,
     FEATURE_IDLE_RESET,
@@ -79,18 +79,14 @@ def build(idle: float = 0.0) -> tuple[Card, SecurityCore]:
 
 
 def send(connection: InProcessConnection | Card, apdu: str | bytes) -> ResponseAPDU:
+    """One raw exchange, exactly the bytes given."""
     raw = bytes.fromhex(apdu) if isinstance(apdu, str) else apdu
-    return ResponseAPDU.parse(connection.transmit(raw))
+    return SmartCardProtocol(connection).exchange(raw)
 
 
 def send_full(card: Card, apdu: str) -> ResponseAPDU:
     """Send and collect 61xx continuations with GET RESPONSE, as a PC/SC host does."""
-    response = send(card, apdu)
-    data = response.data
-    while response.sw & 0xFF00 == 0x6100:
-        response = send(card, bytes([0x00, 0xC0, 0x00, 0x00, response.sw & 0xFF]))
-        data += response.data
-    return ResponseAPDU(data, response.sw)
+    return SmartCardProtocol(card).transmit(CommandAPDU.parse(bytes.fromhex(apdu)))
 
 
 def verify_apdu(role: int, pin: bytes) -> bytes:

@@ -23,6 +23,7 @@ from ..apdu import SW, CommandAPDU, ISOError
 from ..cardos import Applet, command
 from ..context import AppletContext
 from ..security import AccessRule
+from ..store import require_field, require_hex
 
 ISO_APPLET_AID = bytes.fromhex("F07663617264") + b"\x01"
 MAX_OBJECT_SIZE = 4096
@@ -37,7 +38,11 @@ class IsoApplet(Applet):
     def __init__(self, context: AppletContext) -> None:
         self.context = context
         self.security = context.security
-        self.objects: dict[str, str] = context.state.setdefault("objects", {})
+        if context.is_new:
+            context.state.setdefault("objects", {})
+        self.objects: dict[str, str] = require_field(context.state, "objects", dict, "")
+        for key in self.objects:
+            require_hex(self.objects, key, "objects")
 
     def select(self, apdu: CommandAPDU) -> bytes:
         return b""

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__, crypto, tlv
-from ..apdu import sw_name
+from ..apdu import INS, CommandAPDU, ISOError, ResponseAPDU, sw_name
 from .functions import ecb
 
 DEFAULT_KEYS: dict[str, bytes] = {
@@ -88,10 +88,11 @@ def _template(data: bytes) -> dict[int, bytes] | None:
 
 
 def _command_data(command: bytes) -> bytes:
-    """Data field of a short case-3/4 command (all authentication commands are short)."""
-    if len(command) > 5 and command[4] and len(command) >= 5 + command[4]:
-        return command[5 : 5 + command[4]]
-    return b""
+    """Data field of a command (empty when it has none or does not parse)."""
+    try:
+        return CommandAPDU.parse(command).data
+    except ISOError:
+        return b""
 
 
 def _piv_cipher(p1: int) -> str:
@@ -198,7 +199,9 @@ class Recorder:
         seen: dict[bytes, set[bytes]] = {}
         for session in self.sessions:
             for exchange in session.exchanges:
-                seen.setdefault(exchange.command, set()).add(exchange.response[:-2])
+                if len(exchange.response) >= 2:
+                    answer = ResponseAPDU.parse(exchange.response).data
+                    seen.setdefault(exchange.command, set()).add(answer)
         return {command for command, answers in seen.items() if len(answers) > 1}
 
     def _render_session(
@@ -213,9 +216,9 @@ class Recorder:
                 lines.append(f"  > {_spaced(command)}")
                 lines.append(f"  < {'* ' if len(response) > 2 else ''}????")
                 continue
-            data, sw = response[:-2], int.from_bytes(response[-2:], "big")
+            data, sw = ResponseAPDU.parse(response)
             ins = command[1]
-            if ins == 0xC0:
+            if ins == INS.GET_RESPONSE:
                 random_answer = chain_random
             else:
                 random_answer = ins in RANDOM_INS or (ins == 0xCB and _command_data(command)[:1] == b"\x70")
@@ -232,7 +235,7 @@ class Recorder:
             if result is not None:
                 command_text, expect_text, pending, comment = result
                 expect_text = f"{expect_text} {sw:04X}" if expect_text else f"{sw:04X}"
-            elif ins != 0xC0:
+            elif ins != INS.GET_RESPONSE:
                 pending = None
             if comment:
                 lines.append(f"  # {comment}")

@@ -85,13 +85,16 @@ class GidsApplet(Applet):
         self.config = GidsConfig.read(context)
         self.aid = self.config.aid
         self.state: dict[str, Any] = context.state
-        if context.is_new or "lifecycle" not in self.state:
+        self._keys: dict[int, tuple[str, crypto.PrivateKey]] = {}
+        if context.is_new:
             self._provision()
+        else:
+            for name, key in provision.check(self.state).items():
+                self._keys[int(name, 16)] = (self.state["files"][name]["key"], key)
         self.fs = FileSystem(self.state)
         self.current: int | None = None
         self.se: SecurityEnvironment | None = None
         self.admin_auth = AdminAuthenticator()
-        self._keys: dict[int, tuple[str, crypto.PrivateKey]] = {}
 
     def _provision(self) -> None:
         if not self.config.initialized:
