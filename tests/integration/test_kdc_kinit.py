@@ -71,7 +71,7 @@ def pin_status(reader: str, applet: str) -> int:
         assert sw == 0x9000 or sw & 0xFF00 == 0x6100, f"SELECT {applet}: {sw:04X}"
         return transmit(connection, "00200080")[1]
     finally:
-        connection.disconnect()
+        connection.close()
 
 
 def signed_in(kdc: Kdc) -> bool:
