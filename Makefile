@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := pcscd vsmartcard-vpcd swig libpcsclite-dev opensc yubico-piv-tool pcsc-tools \
                 gnutls-bin libengine-pkcs11-openssl \
+                krb5-kdc krb5-admin-server krb5-pkinit krb5-user \
                 python3 python3-venv python3-dev gcc
 PYTEST_ARGS ?=
 
@@ -23,7 +24,7 @@ system-deps:
 	    exit 1; \
 	  fi; \
 	  echo "Installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  bash scripts/apt-install.sh $$missing; \
 	fi
 
 $(VENV)/.installed: pyproject.toml | system-deps

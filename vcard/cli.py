@@ -27,6 +27,7 @@ from .pinpad import pinpad, register_pinpad
 from .profile import PROFILE_DIR, ProfileError, list_profile_names, load_profile, parse_hex
 from .runtime import VirtualCard
 from .script.cli import script
+from .signin_cli import COMMANDS as SIGNIN_COMMANDS
 from .store import StateError, default_state_dir
 from .ts_cli import ts
 
@@ -363,3 +364,5 @@ main.add_command(pinpad)
 main.add_command(script)
 main.add_command(md)
 main.add_command(ts)
+for _command in SIGNIN_COMMANDS:
+    main.add_command(_command)
