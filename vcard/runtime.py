@@ -26,8 +26,10 @@ log = logging.getLogger("vcard.runtime")
 
 APPLET_TYPES: dict[str, str] = {
     "iso": "vcard.applets.iso:IsoApplet",
-    "piv": "vcard.applets.piv:PivApplet",
+    "piv": "vcard.applets.piv:piv_applet",
     "gids": "vcard.applets.gids:GidsApplet",
+    "yubikey_mgmt": "vcard.applets.yubikey_mgmt:ManagementApplet",
+    "yubikey_otp": "vcard.applets.yubikey_mgmt:OtpApplet",
 }
 
 
@@ -88,6 +90,7 @@ class VirtualCard:
                     is_new=is_new,
                 )
                 applets[type_name] = applet_class(type_name)(context)
+            _link_applets(applets)
             default = applets.get(profile.default_applet) if profile.default_applet else None
             card = Card(profile.atr, list(applets.values()), default_applet=default, on_reset=security.reset)
             _install_security_features(card, security, profile)
@@ -115,6 +118,14 @@ class VirtualCard:
             "security": self.security.describe(),
             "applets": [applet.describe() for applet in self.applets.values()],
         }
+
+
+def _link_applets(applets: dict[str, Applet]) -> None:
+    """Let applets that describe the same device (YubiKey management: serial, version) find each other."""
+    for applet in applets.values():
+        link = getattr(applet, "link_applets", None)
+        if callable(link):
+            link(applets)
 
 
 def _check_profile_matches(document: dict[str, Any], profile: Profile, directory: Path | None) -> None:
