@@ -115,7 +115,9 @@ class ManagementApplet(_DeviceApplet):
         self.fips = reader.bool("fips", False)
         sky = reader.bool("sky", False)
         reader.finish()
-        self.form_factor = form_factor | (FORM_FACTOR_FIPS if self.fips else 0) | (FORM_FACTOR_SKY if sky else 0)
+        self.form_factor = (
+            form_factor | (FORM_FACTOR_FIPS if self.fips else 0) | (FORM_FACTOR_SKY if sky else 0)
+        )
 
     def select(self, apdu: CommandAPDU) -> HandlerResult:
         return ".".join(str(part) for part in self.version).encode("ascii")
@@ -164,7 +166,7 @@ class ManagementApplet(_DeviceApplet):
         return b"".join(items)
 
     def _piv_defaults(self) -> bool:
-        """A FIPS YubiKey's PIV is approved only once PIN, PUK and management key left their factory values."""
+        """A FIPS YubiKey's PIV is approved once PIN, PUK and management key left their factory values."""
         config, security = self.piv.config, self.piv.security
         roles = [config.pin_role, config.management_role, config.puk_role]
         return any(role is not None and security.is_default_value(role) for role in roles)
@@ -198,5 +200,7 @@ class OtpApplet(_DeviceApplet):
     @command(INS_OTP_CONFIG)
     def config_slot(self, apdu: CommandAPDU) -> HandlerResult:
         if apdu.p1 != OTP_SLOT_DEVICE_SERIAL:
-            raise ISOError(SW.INCORRECT_P1P2, "only the serial (P1=10) is served: no OTP slot is programmable")
+            raise ISOError(
+                SW.INCORRECT_P1P2, "only the serial (P1=10) is served: no OTP slot is programmable"
+            )
         return self.serial
