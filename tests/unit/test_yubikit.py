@@ -12,31 +12,10 @@ import pytest
 pytest.importorskip("yubikit", reason="yubikey-manager is in the test extras: pip install -e '.[test]'")
 
 from yubikit.core import TRANSPORT
-from yubikit.core.smartcard import SmartCardConnection
-from yubikit_scenario import run
+from yubikit_scenario import InProcessConnection, run
 
-from vcard.cardos import Card
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
-
-
-class InProcessConnection(SmartCardConnection):
-    """A yubikit connection straight to a vcard Card; NFC as ykman infers from these profiles' ATRs."""
-
-    def __init__(self, card: Card) -> None:
-        self.card = card
-
-    @property
-    def transport(self) -> TRANSPORT:
-        usb = self.card.atr[1] & 0xF0 == 0xF0  # ykman/pcsc: a T0 of Fx means a USB YubiKey
-        return TRANSPORT.USB if usb else TRANSPORT.NFC
-
-    def close(self) -> None:
-        pass
-
-    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
-        response = self.card.transmit(bytes(apdu))
-        return response[:-2], int.from_bytes(response[-2:], "big")
 
 
 @pytest.fixture(params=["yubikey5", "piv"])
@@ -49,9 +28,9 @@ def virtual(request: pytest.FixtureRequest) -> Iterator[VirtualCard]:
 
 def test_yubikit_sessions_through_every_ykman_call(virtual: VirtualCard) -> None:
     done = run(lambda: InProcessConnection(virtual.card))
-    version = tuple(virtual.applets["piv"].describe()["version"].split("."))
+    version = tuple(int(part) for part in virtual.applets["piv"].describe()["version"].split("."))
     algorithms = ["RSA2048", "ECCP256", "ECCP384"]
-    if version >= ("5", "7", "0"):
+    if version >= (5, 7, 0):
         algorithms[1:1] = ["RSA3072", "RSA4096"]
         algorithms += ["ED25519", "X25519"]
         moved = "move+delete"

@@ -17,12 +17,13 @@ import argparse
 import datetime
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, x25519
 from ykman.piv import generate_csr, generate_self_signed_certificate
-from yubikit.core import NotSupportedError, Version
+from yubikit.core import TRANSPORT, NotSupportedError, Version
 from yubikit.core.smartcard import ApduError, SmartCardConnection, SmartCardProtocol
 from yubikit.management import CAPABILITY, DeviceConfig, ManagementSession
 from yubikit.piv import (
@@ -55,6 +56,25 @@ SINCE_5_7 = (KEY_TYPE.RSA3072, KEY_TYPE.RSA4096, KEY_TYPE.ED25519, KEY_TYPE.X255
 Connect = Callable[[], SmartCardConnection]
 
 
+class InProcessConnection(SmartCardConnection):
+    """A yubikit connection straight to a vcard `Card` (anything with `atr` and `transmit`)."""
+
+    def __init__(self, card: Any) -> None:
+        self.card = card
+
+    @property
+    def transport(self) -> TRANSPORT:
+        usb = self.card.atr[1] & 0xF0 == 0xF0  # ykman/pcsc: a T0 of Fx means a USB YubiKey
+        return TRANSPORT.USB if usb else TRANSPORT.NFC
+
+    def close(self) -> None:
+        pass
+
+    def send_and_receive(self, apdu: bytes) -> tuple[bytes, int]:
+        response = self.card.transmit(bytes(apdu))
+        return response[:-2], int.from_bytes(response[-2:], "big")
+
+
 def run(connect: Connect) -> list[str]:
     done: list[str] = []
     with connect() as connection:
@@ -77,7 +97,7 @@ def _identify(connection: SmartCardConnection, done: list[str]) -> tuple[Version
     try:
         management.write_device_config(DeviceConfig({}, None, None, None))
     except ApduError as error:
-        assert error.sw == 0x6982, hex(error.sw)  # locked configuration, no lock code given
+        assert error.sw == 0x6F00, hex(error.sw)  # a locked YubiKey's answer without the lock code
     else:
         raise AssertionError("a configuration write was accepted")
     done.append("management")

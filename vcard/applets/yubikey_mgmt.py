@@ -14,8 +14,9 @@ TLVs (yubikit `management.py` `DeviceInfo.parse_tlvs`, `support.py` `read_info`)
 
 Both applications describe the card's PIV application (same serial and version) and
 claim only what the card has: the PIV capability. The configuration cannot be written,
-so the device reports itself locked, and writes are refused with 6982 as on a YubiKey
-whose configuration lock code was not presented. The OTP application answers its status
+so the device reports itself locked, and writes are refused with 6F00, what a YubiKey
+answers a configuration write without its lock code (Yubico.NET.SDK docs, "Set device
+info": "Response APDU for incorrect lock code provided"). The OTP application answers its status
 and serial and programs nothing.
 
 Profiles add them with `[applets.yubikey_mgmt]` (form_factor, nfc, fips, sky) and
@@ -132,7 +133,7 @@ class ManagementApplet(_DeviceApplet):
 
     @command(INS_WRITE_CONFIG, INS_SET_MODE)
     def write_config(self, apdu: CommandAPDU) -> HandlerResult:
-        raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED, "the configuration is locked")
+        raise ISOError(SW.NO_PRECISE_DIAGNOSIS, "the configuration is locked (no lock code opens it)")
 
     def device_info(self) -> bytes:
         version = self.piv.config.version
