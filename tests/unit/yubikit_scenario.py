@@ -75,6 +75,23 @@ class InProcessConnection(SmartCardConnection):
         return response[:-2], int.from_bytes(response[-2:], "big")
 
 
+def expected_steps(version: tuple[int, int, int]) -> list[str]:
+    """The steps `run` reports on a card of this version: everything, minus what 5.7 added."""
+    generated = [t for t in KEY_TYPES.values() if version >= (5, 7, 0) or t not in SINCE_5_7]
+    moved = "move+delete" if version >= (5, 7, 0) else "move+delete refused by version"
+    return [
+        "management",
+        "piv info",
+        *[f"generate+attest {key_type.name}" for key_type in generated],
+        "certificate+request",
+        "objects",
+        moved,
+        "access",
+        "set-retries",
+        "reset",
+    ]
+
+
 def run(connect: Connect) -> list[str]:
     done: list[str] = []
     with connect() as connection:
