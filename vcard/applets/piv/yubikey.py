@@ -19,7 +19,7 @@ from ...profile import TableReader
 from ...security import RoleType
 from . import attestation, keys, objects
 from .commands import PivCommands, _policy_byte
-from .config import REF_MANAGEMENT, version_text
+from .config import REF_MANAGEMENT, parse_config, version_text
 from .keys import Algorithm, Origin
 
 INS_MOVE_KEY = 0xF6
@@ -52,18 +52,20 @@ class YubicoCommands(PivCommands):
     """GET VERSION/SERIAL/METADATA, SET MANAGEMENT KEY, IMPORT, RESET, SET PIN RETRIES, ATTEST, MOVE."""
 
     def __init__(self, context: AppletContext) -> None:
-        super().__init__(context)
-        version = self.config.version
-        self._absent_instructions = frozenset(
-            ins for ins, since in INSTRUCTION_SINCE.items() if version < since
-        )
-        self._aes_management = version >= AES_MANAGEMENT_SINCE
-        if self.management_algorithm in AES_MANAGEMENT and not self._aes_management:
+        # Checked before the base class creates a new card's state, so a refused profile leaves none
+        config = parse_config(context.config, context.profile_path)
+        self._aes_management = config.version >= AES_MANAGEMENT_SINCE
+        algorithm = keys.SYMMETRIC_BY_NAME[context.security.key_algorithm(config.management_role)]
+        if algorithm in AES_MANAGEMENT and not self._aes_management:
             raise TableReader(context.profile_path, "applets.piv", context.config).error(
                 "version",
                 f"an AES management key needs a YubiKey version >= {version_text(AES_MANAGEMENT_SINCE)}, "
-                f"but version is {version_text(version)}",
+                f"but version is {version_text(config.version)}",
             )
+        self._absent_instructions = frozenset(
+            ins for ins, since in INSTRUCTION_SINCE.items() if config.version < since
+        )
+        super().__init__(context)
 
     def process(self, apdu: CommandAPDU) -> HandlerResult:
         if apdu.ins in self._absent_instructions:
