@@ -86,6 +86,7 @@ def test_configuration_writes_are_refused_as_on_a_locked_yubikey(yubikey5: Sessi
 
 def test_otp_application_status_and_serial(yubikey5: Session) -> None:
     assert yubikey5.ok(OTP_SELECT) == bytes([5, 7, 4, 0, 0, 0])  # no slot programmed
+    assert yubikey5.ok("00A4040008A000000527200101") == bytes([5, 7, 4, 0, 0, 0])  # the full AID
     assert yubikey5.ok("0003000000") == bytes([5, 7, 4, 0, 0, 0])
     assert yubikey5.ok("0001100000") == yubikey5.piv_serial()
     yubikey5.ok(OTP_SELECT)

@@ -1,7 +1,7 @@
 """The YubiKey management application and the OTP application's identification commands.
 
 ykman and yubikit identify a YubiKey before they use any of its applications: through
-a reader that is not a Yubico one they SELECT the OTP application (A0 00 00 05 27 20 01),
+a reader that is not a Yubico one they SELECT the OTP application (A0 00 00 05 27 20 01 01),
 then the management application (A0 00 00 05 27 47 11 17), whose SELECT answers the
 firmware version as text and whose READ CONFIG (INS 1D) answers the device information
 TLVs (yubikit `management.py` `DeviceInfo.parse_tlvs`, `support.py` `read_info`):
@@ -36,7 +36,7 @@ from ..profile import TableReader
 from .piv.yubikey import YubicoCommands
 
 MANAGEMENT_AID = bytes.fromhex("A000000527471117")
-OTP_AID = bytes.fromhex("A0000005272001")
+OTP_AID = bytes.fromhex("A000000527200101")  # yubikit selects the first 7 bytes
 
 INS_READ_CONFIG = 0x1D
 INS_WRITE_CONFIG = 0x1C
