@@ -52,7 +52,7 @@ bench: venv pcscd
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 lint: venv
-	$(VENV)/bin/ruff check vcard minidriver tests bench
+	$(VENV)/bin/ruff check vcard minidriver signin tests bench
 	$(VENV)/bin/mypy
 
 clean:

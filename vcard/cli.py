@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from minidriver.cli import md
+from signin.rdp.cli import rdp
 
 from . import __version__
 from .apdu import ResponseAPDU, sw_name
@@ -362,3 +363,4 @@ def apdu(profile: str | None, state: Path | None, ephemeral: bool, trace: bool, 
 main.add_command(pinpad)
 main.add_command(script)
 main.add_command(md)
+main.add_command(rdp)
