@@ -1,1 +1,1 @@
-"""Host-side sign-in: what a logon with the card needs (certificate rules, enrollment, RDP call accounting)."""
+"""Host-side sign-in: what a logon with the card needs (certificates, enrollment, RDP call accounting)."""

@@ -181,7 +181,9 @@ def summary_table(log: CallLog) -> str:
     for name in ordered(rows):
         count, failed, sent, received, ms = rows[name]
         note = "  (local on an RDP server)" if name in LOCAL_CALLS else ""
-        lines.append(f"{name:<24} {count:>6.0f} {failed:>6.0f} {sent:>8.0f} {received:>9.0f} {ms:>9.1f}{note}")
+        lines.append(
+            f"{name:<24} {count:>6.0f} {failed:>6.0f} {sent:>8.0f} {received:>9.0f} {ms:>9.1f}{note}"
+        )
     total = Workload.from_log(log)
     lines.append(
         f"{'total':<24} {len(log.calls):>6} {'':>6} {total.bytes_sent:>8} {total.bytes_received:>9}"

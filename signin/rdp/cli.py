@@ -39,9 +39,14 @@ def rdp() -> None:
 
 @rdp.command(context_settings={"ignore_unknown_options": True})
 @click.option(
-    "--log", "log_path", type=click.Path(dir_okay=False, path_type=Path), help="Call log (JSON lines) to write."
+    "--log",
+    "log_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Call log (JSON lines) to write.",
 )
-@click.option("--rtt", callback=_duration, metavar="DURATION", help="Delay every remote call by this (e.g. 50ms).")
+@click.option(
+    "--rtt", callback=_duration, metavar="DURATION", help="Delay every remote call by this (e.g. 50ms)."
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def trace(log_path: Path | None, rtt: float | None, command: Sequence[str]) -> None:
     """Run COMMAND with the SCard interposer; print its calls by type. Use `--` before COMMAND."""
@@ -64,8 +69,12 @@ def trace(log_path: Path | None, rtt: float | None, command: Sequence[str]) -> N
 
 @rdp.command()
 @click.argument("log_path", metavar="LOG", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--rtt", callback=_duration, required=True, metavar="DURATION", help="Round-trip time, e.g. 250ms.")
-@click.option("--bandwidth", callback=_bandwidth, metavar="RATE", help="Link rate, e.g. 4mbit (default: unlimited).")
+@click.option(
+    "--rtt", callback=_duration, required=True, metavar="DURATION", help="Round-trip time, e.g. 250ms."
+)
+@click.option(
+    "--bandwidth", callback=_bandwidth, metavar="RATE", help="Link rate, e.g. 4mbit (default: unlimited)."
+)
 def model(log_path: Path, rtt: float, bandwidth: float | None) -> None:
     """Predict the time of the run in LOG over a redirected link of RTT and BANDWIDTH."""
     try:
@@ -75,7 +84,10 @@ def model(log_path: Path, rtt: float, bandwidth: float | None) -> None:
     link = Link(rtt, bandwidth)
     rate = f"{bandwidth / 1e6:g} Mbit/s" if bandwidth else "unlimited bandwidth"
     click.echo(f"run: {work.name}")
-    click.echo(f"remote calls: {work.remote_calls} ({work.apdus} APDUs), bytes {work.bytes_sent} out / {work.bytes_received} in")
+    click.echo(
+        f"remote calls: {work.remote_calls} ({work.apdus} APDUs),"
+        f" bytes {work.bytes_sent} out / {work.bytes_received} in"
+    )
     click.echo(f"own time: {work.local_seconds:.3f} s; the link adds {link_seconds(work, link):.3f} s")
     click.echo(f"predicted at {rtt * 1000:g} ms RTT, {rate}: {predict(work, link):.2f} s")
 
@@ -108,5 +120,5 @@ def chart(out: Path, logs: Sequence[str], bandwidth: float, profile: str) -> Non
     for work in workloads:
         seconds = predict(work, Link(0.25, bandwidth))
         click.echo(f"{work.name:<32} {work.remote_calls:>5} calls  {seconds:>8.1f} s at 250 ms")
-    for path in draw(workloads, out, bandwidth):
-        click.echo(f"wrote {path}")
+    for written in draw(workloads, out, bandwidth):
+        click.echo(f"wrote {written}")

@@ -134,7 +134,9 @@ def provision(source: CardSource, pin: bytes = DEFAULT_PIN) -> None:
     md.CardAcquireContext(setup, 0)
     backend = setup.pvVendorSpecific.backend.name if setup.pvVendorSpecific else ""
     if backend == "piv":
-        md.CardAuthenticateChallenge(setup, _management_response(md.CardGetChallenge(setup), DEFAULT_MANAGEMENT_KEY))
+        md.CardAuthenticateChallenge(
+            setup, _management_response(md.CardGetChallenge(setup), DEFAULT_MANAGEMENT_KEY)
+        )
     else:
         md.CardAuthenticateEx(setup, md.ROLE_USER, 0, pin)
     md.CardCreateContainer(setup, 0, md.CARD_CREATE_CONTAINER_KEY_GEN, md.AT_KEYEXCHANGE, 2048, b"")
@@ -257,7 +259,7 @@ PHYSICAL_MINIMUM = Workload(
 
 
 def lab_workloads(profile: str = "piv") -> list[Workload]:
-    """The minidriver curves of the chart on a fresh in-process card: naive, Base CSP cold and warm, minimum."""
+    """The chart's minidriver curves on a fresh in-process card: naive, Base CSP cold/warm, minimum."""
     from vcard.host import InProcessConnection
     from vcard.profile import load_profile
     from vcard.runtime import VirtualCard

@@ -1,0 +1,121 @@
+"""RDP smart-card redirection lab: SCard calls of real clients, the model against real delay, the chart.
+
+1. In-process minidriver flows (no pcscd): the naive CSP and the Base CSP cold and warm,
+   with their modelled sign-in time at 250 ms / 4 Mbit/s.
+2. PIV and GIDS `vcard run` cards through pcscd (under the vpcd lock): each client is run
+   with the SCard interposer at 0 ms (call counts), then with every call delayed by 50
+   and 250 ms; the model's prediction from the 0 ms run is printed beside the measured time.
+3. The chart (docs/rdp-signin.png and .svg): minidriver flows plus the traced real clients.
+
+    .venv/bin/python bench/bench_rdp.py                  # everything (about 3 minutes)
+    .venv/bin/python bench/bench_rdp.py --no-pcscd       # in-process flows and the chart only
+    .venv/bin/python bench/bench_rdp.py --rtt 50         # validate at 50 ms only
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from signin.rdp.calllog import Workload, read_log
+from signin.rdp.chart import draw
+from signin.rdp.flows import CardSource, lab_workloads, provision
+from signin.rdp.interposer import run_traced
+from signin.rdp.model import Link, predict
+from vcard.host import PcscConnection
+
+MODULE = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
+CHART = Path(__file__).resolve().parent.parent / "docs" / "rdp-signin"
+PIN = "123456"
+
+
+def clients(profile: str, reader: str, scratch: Path) -> dict[str, list[str]]:
+    data = scratch / "data"
+    data.write_bytes(b"logon")
+    p11 = ["pkcs11-tool", "--module", MODULE, "--slot-description", reader]
+    found = {
+        "OpenSC pkcs11-tool --sign": [
+            *p11, "-l", "-p", PIN, "--sign", "-m", "SHA256-RSA-PKCS",
+            "-i", str(data), "-o", str(scratch / "sig"),
+        ],
+        "OpenSC pkcs11-tool -L": ["pkcs11-tool", "--module", MODULE, "-L"],
+        "vcard md sign (pyscard)": [
+            sys.executable, "-m", "vcard", "md", "sign", "--reader", reader, "--pin", PIN, "--text", "logon",
+        ],
+    }  # fmt: skip
+    if profile == "piv":
+        found["yubico-piv-tool -a status"] = ["yubico-piv-tool", "-r", reader, "-a", "status"]
+    return found
+
+
+@contextlib.contextmanager
+def pcscd_readers() -> Iterator[dict[str, str]]:
+    from vcard.testing import running_card
+    from vcard.transport.vpcd import exclusive_slots
+
+    with exclusive_slots(), contextlib.ExitStack() as stack:
+        readers = {}
+        for slot, profile in enumerate(("piv", "gids")):
+            reader = stack.enter_context(running_card(profile, slot))
+            provision(CardSource(profile, lambda reader=reader: PcscConnection(reader)))
+            readers[profile] = reader
+        yield readers
+
+
+def measure_clients(rtts: list[float], scratch: Path) -> list[Workload]:
+    """Trace every client at 0 ms, then under real per-call delay; print model vs measurement."""
+    traced: list[Workload] = []
+    print(f"\n{'client':<34} {'calls':>5} {'APDUs':>5} {'RTT':>6} {'model':>8} {'measured':>9} {'error':>7}")
+    with pcscd_readers() as readers:
+        for profile, reader in readers.items():
+            for name, command in clients(profile, reader, scratch).items():
+                label = f"{name} ({profile.upper()})"
+                base = run_traced(command, scratch / "0.jsonl", 0.0, quiet=True)
+                if base.exit_code != 0:
+                    print(f"{label:<34} exit {base.exit_code}: not measured")
+                    continue
+                work = Workload.from_log(read_log(base.log), label)
+                traced.append(work)
+                for rtt in rtts:
+                    timed = run_traced(command, scratch / f"{rtt}.jsonl", rtt, quiet=True)
+                    expected = predict(work, Link(rtt / 1000))
+                    error = (timed.wall_seconds - expected) / expected * 100
+                    print(
+                        f"{label:<34} {work.remote_calls:>5} {work.apdus:>5} {rtt:>4g}ms"
+                        f" {expected:>7.2f}s {timed.wall_seconds:>8.2f}s {error:>+6.1f}%"
+                    )
+    return traced
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--no-pcscd", action="store_true", help="Skip the real clients (no pcscd needed).")
+    parser.add_argument(
+        "--rtt", type=float, action="append", help="Real-delay RTT in ms (default 50 and 250)."
+    )
+    parser.add_argument("--chart", type=Path, default=CHART, help="Output stem of the chart.")
+    args = parser.parse_args()
+    link = Link(0.25, 4e6)
+    workloads = lab_workloads("piv") + lab_workloads("gids")[:3]
+    print(f"{'minidriver flow (in-process)':<34} {'calls':>5} {'APDUs':>5} {'@250ms/4Mbit':>13}")
+    for work in workloads:
+        seconds = predict(work, link)
+        print(f"{work.name:<34} {work.remote_calls:>5} {work.apdus:>5} {seconds:>12.1f}s")
+    real: list[Workload] = []
+    if not args.no_pcscd:
+        with tempfile.TemporaryDirectory(prefix="vcard-rdp-bench-") as scratch:
+            real = measure_clients(args.rtt or [50.0, 250.0], Path(scratch))
+    piv = [w for w in workloads if "GIDS" not in w.name]
+    chosen = piv + [w for w in real if "pkcs11-tool --sign" in w.name]
+    for path in draw(chosen, args.chart):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
