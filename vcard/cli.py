@@ -126,6 +126,13 @@ def main() -> None:
     help="Where vpcd listens; card n uses PORT+n (reader 'Virtual PCD 00 0n').",
 )
 @click.option("--no-quickack", is_flag=True, help="Do not re-arm TCP_QUICKACK (to measure what it buys).")
+@click.option(
+    "--link-delay",
+    type=click.FloatRange(min=0, max=60000),
+    default=0.0,
+    metavar="MS",
+    help="Hold every reply to vpcd this long: one RTT per frame of a remote reader (docs/rdp.md).",
+)
 @click.option("--trace", is_flag=True, help="Log every APDU with decoded INS and SW names and timing.")
 @click.option(
     "--record",
@@ -140,6 +147,7 @@ def run(
     ephemeral: bool,
     vpcd: str,
     no_quickack: bool,
+    link_delay: float,
     trace: bool,
     record: Path | None,
 ) -> None:
@@ -186,7 +194,8 @@ def run(
                 if len(names) > 1:
                     target = record.with_name(f"{record.stem}-{index}{record.suffix}")
                 recorders.append(install_recorder(card.card, target, description=f"profile {loaded.name}"))
-            link = VpcdLink(card.card, host, base_port + index, quickack=not no_quickack, name=loaded.name)
+            delay = link_delay / 1000
+            link = VpcdLink(card.card, host, base_port + index, not no_quickack, loaded.name, delay)
             links.append(link)
             if card.state_dir is not None:
                 control_dir = card.state_dir

@@ -28,6 +28,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -232,8 +233,10 @@ class VpcdLink:
         port: int = VPCD_BASE_PORT,
         quickack: bool = True,
         name: str = "",
+        delay: float = 0.0,
     ) -> None:
         self.card = card
+        self.delay = delay  # seconds added before each reply: a slow link to a remote reader
         self.host = host
         self.port = port
         self.quickack = quickack and sys.platform.startswith("linux")
@@ -368,6 +371,8 @@ class VpcdLink:
                     log.info("%s: attached to %s", self.name, self.endpoint)
                 reply = self._handle(payload)
                 if reply is not None:
+                    if self.delay:
+                        time.sleep(self.delay)
                     sock.sendall(len(reply).to_bytes(2, "big") + reply)
         except _Closed:
             pass
