@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import minidriver as md
-from minidriver.cache import GlobalCache
+from minidriver.cache import CacheStore, GlobalCache
 from vcard.host import Connection, Disposition
 
 from .calllog import Workload
@@ -78,13 +78,26 @@ ConnectionFactory = Callable[[], Connection]
 
 @dataclass(frozen=True)
 class CardSource:
-    """How to reach one card: a new connection per call (in-process or a PC/SC reader)."""
+    """How to reach one card: a new connection per call (in-process or a PC/SC reader).
+
+    `applet` ("piv"/"gids") is the card module Windows would pick from the ATR before
+    CardAcquireContext (the Calais database), so no other applet is probed; None probes.
+    """
 
     name: str
     connect: ConnectionFactory
+    applet: str | None = None
 
-    def card_data(self, **kwargs: object) -> md.CardData:
-        return md.CardData.from_connection(self.connect(), **kwargs)  # type: ignore[arg-type]
+    def card_data(
+        self,
+        connection: Connection | None = None,
+        cache: CacheStore | None = None,
+        piv_writable: bool = False,
+    ) -> md.CardData:
+        """A CARD_DATA on `connection` (a new one if None), ready for CardAcquireContext."""
+        return md.CardData.from_connection(
+            connection or self.connect(), cache=cache, applet=self.applet, piv_writable=piv_writable
+        )
 
 
 def _close(card_data: md.CardData) -> None:
@@ -219,7 +232,7 @@ def naive_sign_in(source: CardSource, pin: bytes = DEFAULT_PIN) -> Workload:
     total = Workload("naive CSP")
     started = time.perf_counter()
     for operation in NAIVE_OPERATIONS:
-        card_data = md.CardData.from_connection(TransactionPerApdu(source.connect()), cache=None)
+        card_data = source.card_data(TransactionPerApdu(source.connect()), cache=None)
         md.CardAcquireContext(card_data, 0)
         containers = _read_containers(card_data)
         if not containers:
@@ -265,7 +278,7 @@ def lab_workloads(profile: str = "piv") -> list[Workload]:
     from vcard.runtime import VirtualCard
 
     card = VirtualCard.open(load_profile(profile), None, ephemeral=True)
-    source = CardSource(f"{profile} (in-process)", lambda: InProcessConnection(card.card))
+    source = CardSource(f"{profile} (in-process)", lambda: InProcessConnection(card.card), profile)
     provision(source)
     cache = GlobalCache()
     cold = base_sign_in(source, cache)

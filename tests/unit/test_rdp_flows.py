@@ -30,7 +30,7 @@ SEED = Link(0.25, 4e6)
 @pytest.fixture(scope="module", params=["piv", "gids"])
 def source(request: pytest.FixtureRequest) -> Iterator[CardSource]:
     card = VirtualCard.open(load_profile(request.param), None, ephemeral=True)
-    found = CardSource(request.param, lambda: InProcessConnection(card.card))
+    found = CardSource(request.param, lambda: InProcessConnection(card.card), request.param)
     provision(found)
     yield found
     card.close()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 import time
 
-from vcard.apdu import ResponseAPDU
 from vcard import atr
+from vcard.apdu import ResponseAPDU
 from vcard.cardos import Card
 from vcard.transport.vpcd import VpcdLink
 
