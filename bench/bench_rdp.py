@@ -54,25 +54,22 @@ def clients(profile: str, reader: str, scratch: Path) -> dict[str, list[str]]:
 
 
 @contextlib.contextmanager
-def pcscd_readers() -> Iterator[dict[str, str]]:
+def pcscd_reader(profile: str) -> Iterator[str]:
+    """One provisioned `vcard run` card on slot 0, alone (OpenSC scans every reader it sees)."""
     from vcard.testing import running_card
     from vcard.transport.vpcd import exclusive_slots
 
-    with exclusive_slots(), contextlib.ExitStack() as stack:
-        readers = {}
-        for slot, profile in enumerate(("piv", "gids")):
-            reader = stack.enter_context(running_card(profile, slot))
-            provision(CardSource(profile, lambda reader=reader: PcscConnection(reader)))
-            readers[profile] = reader
-        yield readers
+    with exclusive_slots(), running_card(profile, 0) as reader:
+        provision(CardSource(profile, lambda: PcscConnection(reader), profile))
+        yield reader
 
 
 def measure_clients(rtts: list[float], scratch: Path) -> list[Workload]:
     """Trace every client at 0 ms, then under real per-call delay; print model vs measurement."""
     traced: list[Workload] = []
     print(f"\n{'client':<34} {'calls':>5} {'APDUs':>5} {'RTT':>6} {'model':>8} {'measured':>9} {'error':>7}")
-    with pcscd_readers() as readers:
-        for profile, reader in readers.items():
+    for profile in ("piv", "gids"):
+        with pcscd_reader(profile) as reader:
             for name, command in clients(profile, reader, scratch).items():
                 label = f"{name} ({profile.upper()})"
                 base = run_traced(command, scratch / "0.jsonl", 0.0, quiet=True)
@@ -81,6 +78,10 @@ def measure_clients(rtts: list[float], scratch: Path) -> list[Workload]:
                     continue
                 work = Workload.from_log(read_log(base.log), label)
                 traced.append(work)
+                print(
+                    f"{label:<34} {work.remote_calls:>5} {work.apdus:>5} {0:>4}ms"
+                    f" {'':>8} {base.wall_seconds:>8.2f}s"
+                )
                 for rtt in rtts:
                     timed = run_traced(command, scratch / f"{rtt}.jsonl", rtt, quiet=True)
                     # the model on this run's calls (OpenSC's polling varies by a few calls per run)
@@ -94,6 +95,38 @@ def measure_clients(rtts: list[float], scratch: Path) -> list[Workload]:
                         f" {expected:>7.2f}s {timed.wall_seconds:>8.2f}s {error:>+6.1f}%"
                     )
     return traced
+
+
+def measure_link_delay(rtts: list[float], scratch: Path) -> None:
+    """`vcard run --link-delay`: a remote reader, one round trip per vpcd frame with a reply.
+
+    The prediction is the undelayed run's own time + (APDUs + 1 ATR request) x RTT: pcscd powers
+    the idle card up for the client's first SCardConnect and asks for its ATR.
+    """
+    from vcard.testing import running_card
+    from vcard.transport.vpcd import exclusive_slots
+
+    state = scratch / "link-state"
+    print(
+        f"\n{'vpcd link delay (PIV)':<34} {'APDUs':>5} {'RTT':>6} {'model':>8} {'measured':>9} {'error':>7}"
+    )
+    with exclusive_slots():
+        with running_card("piv", 0, ["--state", str(state)]) as reader:
+            provision(CardSource("piv", lambda: PcscConnection(reader), "piv"))
+            command = clients("piv", reader, scratch)["OpenSC pkcs11-tool --sign"]
+            base = run_traced(command, scratch / "link-0.jsonl", quiet=True)
+        own = Workload.from_log(read_log(base.log)).local_seconds
+        for rtt in rtts:
+            with running_card("piv", 0, ["--state", str(state), "--link-delay", f"{rtt:g}"]):
+                timed = run_traced(command, scratch / f"link-{rtt}.jsonl", quiet=True)
+            apdus = Workload.from_log(read_log(timed.log)).apdus
+            expected = own + (apdus + 1) * rtt / 1000
+            error = (timed.wall_seconds - expected) / expected * 100
+            label = "OpenSC pkcs11-tool --sign"
+            print(
+                f"{label:<34} {apdus:>5} {rtt:>4g}ms {expected:>7.2f}s"
+                f" {timed.wall_seconds:>8.2f}s {error:>+6.1f}%"
+            )
 
 
 def main() -> None:
@@ -118,6 +151,7 @@ def main() -> None:
     if not args.no_pcscd:
         with tempfile.TemporaryDirectory(prefix="vcard-rdp-bench-") as scratch:
             real = measure_clients(args.rtt or [50.0, 250.0], Path(scratch))
+            measure_link_delay(args.rtt or [50.0, 250.0], Path(scratch))
     piv = [w for w in workloads if "GIDS" not in w.name]
     chosen = piv + [w for w in real if "pkcs11-tool --sign" in w.name]
     for path in draw(chosen, args.chart):

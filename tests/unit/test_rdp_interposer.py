@@ -67,3 +67,20 @@ def test_rtt_delays_remote_calls_only(library: Path, tmp_path: Path) -> None:
             assert took < 0.015
         else:
             assert took >= 0.029
+
+
+def test_trace_command_prints_the_table_and_passes_the_exit_code_on(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from signin.rdp.cli import rdp
+
+    log = tmp_path / "calls.jsonl"
+    client = CLIENT + "\nraise SystemExit(3)\n"
+    result = CliRunner().invoke(rdp, ["trace", "--log", str(log), "--", sys.executable, "-c", client])
+    assert result.exit_code == 3
+    assert "SCardEstablishContext" in result.output and "local on an RDP server" in result.output
+    assert "run: exit 3" in result.output and f"call log: {log}" in result.output
+    assert read_log(log).run is not None
+    missing = CliRunner().invoke(rdp, ["trace", "--", "no-such-command-vcard"])
+    assert missing.exit_code == 1 and "no-such-command-vcard: command not found" in missing.output
+    assert "Traceback" not in missing.output
