@@ -26,7 +26,7 @@ from signin.rdp.calllog import Workload, read_log
 from signin.rdp.chart import draw
 from signin.rdp.flows import CardSource, lab_workloads, provision
 from signin.rdp.interposer import run_traced
-from signin.rdp.model import Link, predict
+from signin.rdp.model import Link, predict, vpcd_link_predict
 from vcard.host import PcscConnection
 
 MODULE = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
@@ -100,33 +100,34 @@ def measure_clients(rtts: list[float], scratch: Path) -> list[Workload]:
 def measure_link_delay(rtts: list[float], scratch: Path) -> None:
     """`vcard run --link-delay`: a remote reader, one round trip per vpcd frame with a reply.
 
-    The prediction is the undelayed run's own time + (APDUs + 1 ATR request) x RTT: pcscd powers
-    the idle card up for the client's first SCardConnect and asks for its ATR.
+    The prediction (`vpcd_link_predict`): the undelayed run's own time + (APDUs + 1 ATR request
+    at power-up) x RTT, stretched by the share of the link pcscd's presence polls take.
     """
     from vcard.testing import running_card
     from vcard.transport.vpcd import exclusive_slots
 
     state = scratch / "link-state"
-    print(
-        f"\n{'vpcd link delay (PIV)':<34} {'APDUs':>5} {'RTT':>6} {'model':>8} {'measured':>9} {'error':>7}"
-    )
+    print(f"\n{'vpcd link delay':<34} {'APDUs':>5} {'RTT':>6} {'model':>8} {'measured':>9} {'error':>7}")
     with exclusive_slots():
         with running_card("piv", 0, ["--state", str(state)]) as reader:
             provision(CardSource("piv", lambda: PcscConnection(reader), "piv"))
-            command = clients("piv", reader, scratch)["OpenSC pkcs11-tool --sign"]
-            base = run_traced(command, scratch / "link-0.jsonl", quiet=True)
-        own = Workload.from_log(read_log(base.log)).local_seconds
+            commands = clients("piv", reader, scratch)
+            own = {}
+            for name, command in commands.items():
+                base = run_traced(command, scratch / "link-0.jsonl", quiet=True)
+                own[name] = Workload.from_log(read_log(base.log)).local_seconds
         for rtt in rtts:
             with running_card("piv", 0, ["--state", str(state), "--link-delay", f"{rtt:g}"]):
-                timed = run_traced(command, scratch / f"link-{rtt}.jsonl", quiet=True)
-            apdus = Workload.from_log(read_log(timed.log)).apdus
-            expected = own + (apdus + 1) * rtt / 1000
-            error = (timed.wall_seconds - expected) / expected * 100
-            label = "OpenSC pkcs11-tool --sign"
-            print(
-                f"{label:<34} {apdus:>5} {rtt:>4g}ms {expected:>7.2f}s"
-                f" {timed.wall_seconds:>8.2f}s {error:>+6.1f}%"
-            )
+                for name, command in commands.items():
+                    timed = run_traced(command, scratch / f"link-{rtt}.jsonl", quiet=True)
+                    apdus = Workload.from_log(read_log(timed.log)).apdus
+                    expected = vpcd_link_predict(own[name], apdus, rtt / 1000)
+                    error = (timed.wall_seconds - expected) / expected * 100
+                    label = f"{name} (PIV)"
+                    print(
+                        f"{label:<34} {apdus:>5} {rtt:>4g}ms {expected:>7.2f}s"
+                        f" {timed.wall_seconds:>8.2f}s {error:>+6.1f}%"
+                    )
 
 
 def main() -> None:
@@ -137,10 +138,15 @@ def main() -> None:
     parser.add_argument(
         "--rtt", type=float, action="append", help="Real-delay RTT in ms (default 50 and 250)."
     )
+    parser.add_argument("--link-only", action="store_true", help="Only the vpcd link-delay validation.")
     parser.add_argument("--chart", type=Path, default=CHART, help="Output stem of the chart.")
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl-C, so the `vcard run` cards are stopped and the vpcd lock released
     signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
+    if args.link_only:
+        with tempfile.TemporaryDirectory(prefix="vcard-rdp-bench-") as scratch:
+            measure_link_delay(args.rtt or [50.0, 250.0], Path(scratch))
+        return
     link = Link(0.25, 4e6)
     workloads = lab_workloads("piv") + lab_workloads("gids")[:3]
     print(f"{'minidriver flow (in-process)':<34} {'calls':>5} {'APDUs':>5} {'@250ms/4Mbit':>13}")

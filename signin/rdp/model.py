@@ -86,3 +86,24 @@ def parse_bandwidth(text: str) -> float:
     if not match or float(match.group(1)) <= 0:
         raise ValueError(f"{text!r} is not a bandwidth (e.g. 4mbit, 512kbit)")
     return float(match.group(1)) * _BANDWIDTH_UNITS[match.group(2)]
+
+
+# pcsc-lite's event handler asks the reader driver for card presence, then sleeps
+# PCSCLITE_STATUS_POLL_RATE (400 ms); vpcd answers "present?" by asking the card for its ATR
+# (vsmartcard src/vpcd/vpcd.c, vicc_present), one more round trip on the same link.
+PCSCD_POLL_SECONDS = 0.4
+
+
+def vpcd_link_predict(own_seconds: float, apdus: int, rtt: float, power_ups: int = 1) -> float:
+    """A run's time when the card sits behind a link of `rtt` on vpcd (`vcard run --link-delay`).
+
+    Every APDU and every ATR request at power-up is one round trip. pcscd's presence poll
+    (an ATR request) also takes the link, once per `PCSCD_POLL_SECONDS + 1.5 rtt`: its
+    own round trip plus, on average, half of the one in flight it waits for. While it
+    holds the link the client waits, so the client's time stretches by 1 / (1 - share).
+    """
+    if rtt < 0:
+        raise ValueError(f"rtt must be >= 0 s, not {rtt}")
+    busy = own_seconds + (apdus + power_ups) * rtt
+    poll_share = rtt / (PCSCD_POLL_SECONDS + 1.5 * rtt)
+    return busy / (1 - poll_share)

@@ -113,3 +113,15 @@ def test_model_command_prints_prediction_and_refuses_bad_options(tmp_path: Path)
     refused = runner.invoke(rdp, ["model", str(garbage), "--rtt", "1ms"])
     assert refused.exit_code == 1 and f"{garbage}:1: not JSON" in refused.output
     assert "Traceback" not in refused.output
+
+
+def test_vpcd_link_prediction_counts_apdus_power_up_and_pcscd_polls() -> None:
+    from signin.rdp.model import PCSCD_POLL_SECONDS, vpcd_link_predict
+
+    assert vpcd_link_predict(0.5, 40, 0.0) == 0.5
+    # 40 APDUs + 1 ATR request at 250 ms, while polls take 0.25 s of every 0.4 + 0.375 s
+    share = 0.25 / (PCSCD_POLL_SECONDS + 0.375)
+    assert vpcd_link_predict(0.5, 40, 0.25) == pytest.approx((0.5 + 41 * 0.25) / (1 - share))
+    assert vpcd_link_predict(0.5, 40, 0.25, power_ups=0) < vpcd_link_predict(0.5, 40, 0.25)
+    with pytest.raises(ValueError):
+        vpcd_link_predict(0.5, 40, -0.1)
