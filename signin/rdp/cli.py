@@ -64,7 +64,7 @@ def trace(log_path: Path | None, rtt: float | None, command: Sequence[str]) -> N
             scratch.cleanup()
     if scratch is None:
         click.echo(f"call log: {log_path}", err=True)
-    sys.exit(run.exit_code)
+    sys.exit(run.exit_code if run.exit_code >= 0 else 128 - run.exit_code)  # killed by a signal
 
 
 @rdp.command()

@@ -18,11 +18,20 @@ interposer logs for a real client.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 import minidriver as md
 from minidriver.cache import CacheStore, GlobalCache
@@ -105,23 +114,15 @@ def _close(card_data: md.CardData) -> None:
     card_data.close()
 
 
-def _certificate(public_key: object, subject: str) -> bytes:
+def _certificate(public_key: rsa.RSAPublicKey, subject: str) -> bytes:
     """A DER certificate for the card's key, from a throwaway issuer (only its size matters here)."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.serialization import Encoding
-    from cryptography.x509.oid import NameOID
-
     issuer_key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
         .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vcard rdp lab issuer")]))
-        .public_key(public_key)  # type: ignore[arg-type]
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=1))
         .not_valid_after(now + datetime.timedelta(days=365))
@@ -132,17 +133,12 @@ def _certificate(public_key: object, subject: str) -> bytes:
 
 def _management_response(challenge: bytes, key: bytes) -> bytes:
     """The PIV admin response: the challenge encrypted with the 3DES management key (ECB)."""
-    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-    from cryptography.hazmat.primitives.ciphers import Cipher, modes
-
     encryptor = Cipher(TripleDES(key), modes.ECB()).encryptor()
     return encryptor.update(challenge) + encryptor.finalize()
 
 
 def provision(source: CardSource, pin: bytes = DEFAULT_PIN) -> None:
     """Container 0: a generated RSA-2048 key-exchange key and its certificate (PIV slot 9A, GIDS kxc00)."""
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
     setup = source.card_data(cache=None, piv_writable=True)
     md.CardAcquireContext(setup, 0)
     backend = setup.pvVendorSpecific.backend.name if setup.pvVendorSpecific else ""
@@ -227,8 +223,6 @@ NAIVE_OPERATIONS = (
 
 def naive_sign_in(source: CardSource, pin: bytes = DEFAULT_PIN) -> Workload:
     """The same logon through the naive CSP: every operation reconnects and re-reads everything."""
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
     total = Workload("naive CSP")
     started = time.perf_counter()
     for operation in NAIVE_OPERATIONS:

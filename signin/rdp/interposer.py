@@ -169,6 +169,7 @@ def run_traced(
     env = environment(log, rtt_ms, base_env)
     log.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a fresh log for this run
+    os.fchmod(fd, 0o600)
     os.close(fd)
     output = subprocess.DEVNULL if quiet else None
     started = time.perf_counter()
