@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import signal
+import statistics
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -77,15 +78,16 @@ def measure_clients(rtts: list[float], scratch: Path) -> list[Workload]:
                     print(f"{label:<34} exit {base.exit_code}: not measured")
                     continue
                 work = Workload.from_log(read_log(base.log), label)
+                work.local_seconds = own_time(command, scratch / "0.jsonl")
                 traced.append(work)
                 print(
                     f"{label:<34} {work.remote_calls:>5} {work.apdus:>5} {0:>4}ms"
-                    f" {'':>8} {base.wall_seconds:>8.2f}s"
+                    f" {'':>8} {work.local_seconds:>8.2f}s"
                 )
                 for rtt in rtts:
                     timed = run_traced(command, scratch / f"{rtt}.jsonl", rtt, quiet=True)
                     # the model on this run's calls (OpenSC's polling varies by a few calls per run)
-                    # with the undelayed run's own time
+                    # with the undelayed runs' own time
                     same_run = Workload.from_log(read_log(timed.log), label)
                     same_run.local_seconds = work.local_seconds
                     expected = predict(same_run, Link(rtt / 1000))
@@ -95,6 +97,17 @@ def measure_clients(rtts: list[float], scratch: Path) -> list[Workload]:
                         f" {expected:>7.2f}s {timed.wall_seconds:>8.2f}s {error:>+6.1f}%"
                     )
     return traced
+
+
+def own_time(command: list[str], log: Path, runs: int = 3) -> float:
+    """The undelayed wall time of `command`: the median of a few runs (process start-up varies)."""
+    times = []
+    for _ in range(runs):
+        run = run_traced(command, log, 0.0, quiet=True)
+        if run.exit_code != 0:
+            raise SystemExit(f"`{' '.join(command)}` exited with {run.exit_code}")
+        times.append(run.wall_seconds)
+    return statistics.median(times)
 
 
 def measure_link_delay(rtts: list[float], scratch: Path) -> None:
@@ -114,8 +127,7 @@ def measure_link_delay(rtts: list[float], scratch: Path) -> None:
             commands = clients("piv", reader, scratch)
             own = {}
             for name, command in commands.items():
-                base = run_traced(command, scratch / "link-0.jsonl", quiet=True)
-                own[name] = Workload.from_log(read_log(base.log)).local_seconds
+                own[name] = own_time(command, scratch / "link-0.jsonl")
         for rtt in rtts:
             with running_card("piv", 0, ["--state", str(state), "--link-delay", f"{rtt:g}"]):
                 for name, command in commands.items():
