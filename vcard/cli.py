@@ -194,8 +194,14 @@ def run(
                 if len(names) > 1:
                     target = record.with_name(f"{record.stem}-{index}{record.suffix}")
                 recorders.append(install_recorder(card.card, target, description=f"profile {loaded.name}"))
-            delay = link_delay / 1000
-            link = VpcdLink(card.card, host, base_port + index, not no_quickack, loaded.name, delay)
+            link = VpcdLink(
+                card.card,
+                host,
+                base_port + index,
+                quickack=not no_quickack,
+                name=loaded.name,
+                delay=link_delay / 1000,
+            )
             links.append(link)
             if card.state_dir is not None:
                 control_dir = card.state_dir
