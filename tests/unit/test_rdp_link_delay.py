@@ -54,3 +54,13 @@ def test_each_reply_waits_the_link_delay() -> None:
 
 def test_no_delay_stays_at_the_floor() -> None:
     assert all(took < 0.03 for took in replies(0.0))
+
+
+def test_run_refuses_a_negative_link_delay() -> None:
+    from click.testing import CliRunner
+
+    from vcard.cli import main
+
+    result = CliRunner().invoke(main, ["run", "--ephemeral", "--link-delay", "-5"])
+    assert result.exit_code == 2
+    assert "--link-delay" in result.output and "Traceback" not in result.output
