@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := pcscd vsmartcard-vpcd swig libpcsclite-dev opensc yubico-piv-tool pcsc-tools \
-                gnutls-bin libengine-pkcs11-openssl \
+                gnutls-bin libengine-pkcs11-openssl libnss3-tools \
                 python3 python3-venv python3-dev gcc
 PYTEST_ARGS ?=
 
@@ -52,7 +52,7 @@ bench: venv pcscd
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 lint: venv
-	$(VENV)/bin/ruff check vcard minidriver tests bench
+	$(VENV)/bin/ruff check vcard minidriver signin tests bench
 	$(VENV)/bin/mypy
 
 clean:

@@ -21,6 +21,7 @@ from typing import Any
 import click
 
 from minidriver.cli import md
+from signin.ts.cli import certprop
 
 from . import __version__
 from .apdu import ResponseAPDU, sw_name
@@ -125,6 +126,14 @@ def main() -> None:
     help="Where vpcd listens; card n uses PORT+n (reader 'Virtual PCD 00 0n').",
 )
 @click.option("--no-quickack", is_flag=True, help="Do not re-arm TCP_QUICKACK (to measure what it buys).")
+@click.option(
+    "--idle-reinsert",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Take a card out of the reader and back in after SECONDS without an APDU, so pcscd releases"
+    " an idle transaction (Windows' five-second rule); 0 turns it off."
+    " Default: the profile's idle_reinsert_seconds.",
+)
 @click.option("--trace", is_flag=True, help="Log every APDU with decoded INS and SW names and timing.")
 @click.option(
     "--record",
@@ -139,6 +148,7 @@ def run(
     ephemeral: bool,
     vpcd: str,
     no_quickack: bool,
+    idle_reinsert: float | None,
     trace: bool,
     record: Path | None,
 ) -> None:
@@ -150,6 +160,7 @@ def run(
     """
     from .control import ControlServer
     from .script.recorder import Recorder, install_recorder
+    from .transport.idle_reset import IdleReinsert, attach_idle_reinsert
     from .transport.vpcd import VpcdLink, parse_endpoint
 
     _setup_logging(trace, verbose=True)
@@ -168,6 +179,7 @@ def run(
 
     cards: list[VirtualCard] = []
     links: list[VpcdLink] = []
+    watchers: list[IdleReinsert] = []
     servers: list[ControlServer] = []
     recorders: list[Recorder] = []
     scratch: list[tempfile.TemporaryDirectory[str]] = []
@@ -206,6 +218,11 @@ def run(
                 control_dir / "control.sock",
             )
             link.start()
+            seconds = loaded.idle_reinsert_seconds if idle_reinsert is None else idle_reinsert
+            watcher = attach_idle_reinsert(link, seconds)
+            if watcher is not None:
+                watchers.append(watcher)
+                log.info("card %r: out and back in after %g s without an APDU", loaded.name, seconds)
 
         def on_stop(signum: int, _frame: Any) -> None:
             log.info("signal %d: removing the cards", signum)
@@ -226,6 +243,8 @@ def run(
         while not stop.wait(0.5):
             pass
     finally:
+        for watcher in watchers:
+            watcher.stop()
         for link in links:
             link.stop()
         for recorder in recorders:
@@ -362,3 +381,4 @@ def apdu(profile: str | None, state: Path | None, ephemeral: bool, trace: bool, 
 main.add_command(pinpad)
 main.add_command(script)
 main.add_command(md)
+main.add_command(certprop)

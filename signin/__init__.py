@@ -1,0 +1,1 @@
+"""Smart-card sign-in, host side."""

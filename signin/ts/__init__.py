@@ -1,0 +1,1 @@
+"""Terminal-server sessions on the host: certificate propagation (certprop)."""
