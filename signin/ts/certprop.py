@@ -119,6 +119,7 @@ def _root_certificates(blob: bytes) -> list[bytes]:
 def read_reader(reader: str) -> CardContents:
     """Connect to the card in `reader` through pcscd and read its certificates."""
     from minidriver import CardAcquireContext, CardData, ScardError
+    from minidriver.structures import StructureError
 
     try:
         card_data = CardData.connect(reader, idle_reset_seconds=None)
@@ -127,7 +128,7 @@ def read_reader(reader: str) -> CardContents:
     try:
         CardAcquireContext(card_data, 0)
         return read_card(card_data)
-    except (ScardError, PcscError) as error:
+    except (ScardError, PcscError, StructureError) as error:
         raise CardReadError(f"{reader}: cannot read the certificates: {error}") from None
     finally:
         card_data.close()
@@ -168,7 +169,7 @@ class Propagator:
         self.cards[reader] = contents.card_id
         stored = {(entry.index, entry.root): entry for entry in self.store.entries()}
         for certificate in contents.certificates:
-            tags = Tags(contents.card_id, certificate.container, reader, certificate.file)
+            tags = Tags.of(contents.card_id, certificate.container, reader, certificate.file)
             try:
                 entry = entry_for(certificate.der, tags, certificate.root)
             except ValueError as error:

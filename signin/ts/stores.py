@@ -45,12 +45,22 @@ class StoreError(Exception):
 
 @dataclass(frozen=True)
 class Tags:
-    """Where a propagated certificate came from."""
+    """Where a propagated certificate came from. Build with `Tags.of` so that every store can
+    keep the values exactly (no ':' ',' ']' or line breaks, single spaces)."""
 
     card_id: str
     container: str
     reader: str
     file: str
+
+    @classmethod
+    def of(cls, card_id: str, container: str, reader: str, file: str) -> Tags:
+        return cls(*(_tag_text(value) for value in (card_id, container, reader, file)))
+
+
+def _tag_text(text: str) -> str:
+    # ':' separates a token name from a nickname in NSS; ']' and ',' would break the listing's parsing
+    return " ".join(re.sub(r"[:\],]", "_", text).split()) or "_"
 
 
 @dataclass(frozen=True)
@@ -121,11 +131,6 @@ _NICK_TAGS = re.compile(
 _LISTING_LINE = re.compile(r"^(?P<nick>.*\S)\s+(?P<trust>[A-Za-z]*,[A-Za-z]*,[A-Za-z]*)$")
 
 
-def _nick_safe(text: str) -> str:
-    # ':' separates a token name from a nickname in NSS; ']' and ',' would break our parsing
-    return re.sub(r"[:\],\n\r\t]", "_", text).strip() or "_"
-
-
 class NssStore:
     """An NSS sql: database, through certutil."""
 
@@ -180,12 +185,11 @@ class NssStore:
     def nickname(entry: Entry) -> str:
         certificate = x509.load_der_x509_certificate(entry.der)
         names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        label = _nick_safe(str(names[0].value)) if names else "certificate"
+        label = _tag_text(str(names[0].value)) if names else "certificate"
         tags = entry.tags
         return (
-            f"{label} [certprop {entry.index} card={_nick_safe(tags.card_id)}"
-            f" container={_nick_safe(tags.container)} reader={_nick_safe(tags.reader)}"
-            f" file={_nick_safe(tags.file)}]"
+            f"{label} [certprop {entry.index} card={tags.card_id} container={tags.container}"
+            f" reader={tags.reader} file={tags.file}]"
         )
 
     def add(self, entry: Entry) -> None:

@@ -180,6 +180,21 @@ def test_reinsertion_is_idempotent_and_replacement_follows_the_index(
 
 
 @pytest.mark.parametrize("kind", ["nss", "pem"])
+def test_awkward_reader_names_stay_idempotent(
+    gids_card: Any, kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A reader name with NSS's token separator, commas, brackets and a line break."""
+    store = NssStore(request.getfixturevalue("nssdb")) if kind == "nss" else PemDirectory(tmp_path / "pem")
+    propagator = Propagator(store)
+    reader = "ACME: Reader, [model]\n 00  00"
+    contents = read_card(acquire(gids_card))
+    assert propagator.inserted(reader, contents).added == 3
+    again = propagator.inserted(reader, contents)
+    assert (again.added, again.replaced, again.unchanged) == (0, 0, 3)
+    assert {e.tags.reader for e in store.entries()} == {"ACME_ Reader_ [model_ 00 00"}
+
+
+@pytest.mark.parametrize("kind", ["nss", "pem"])
 def test_removal_policy(gids_card: Any, kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     contents = read_card(acquire(gids_card))
     for policy, left in ((RemovalPolicy.KEEP, 3), (RemovalPolicy.REMOVE, 1)):

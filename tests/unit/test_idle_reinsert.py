@@ -74,6 +74,20 @@ def test_control_frames_do_not_count_as_use(link: CountingLink) -> None:
         watcher.stop()
 
 
+def test_a_power_off_after_use_disarms(link: CountingLink) -> None:
+    """pcscd powered the card down (no handle needed it): no transaction can be left to release."""
+    watcher = IdleReinsert(link, LIMIT).attach()
+    try:
+        frame(link, APDU)
+        assert watcher.due_in() is not None
+        frame(link, b"\x00")
+        assert watcher.due_in() is None
+        time.sleep(LIMIT * 2)
+        assert link.calls == []
+    finally:
+        watcher.stop()
+
+
 def test_a_long_command_is_never_cut_and_its_end_restarts_the_count(link: CountingLink) -> None:
     watcher = IdleReinsert(link, LIMIT, gap=0.01).attach()
     try:

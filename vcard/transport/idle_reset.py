@@ -31,7 +31,8 @@ How this differs from Windows:
 * The timer counts from the end of the last APDU, not from the last call of the
   holder: SCardStatus and other calls that do not reach the card do not count as use.
 * A card that was never used since its last insertion stays in: a freshly inserted
-  card is not taken out every five seconds.
+  card is not taken out every five seconds. A card that pcscd powered off since its last
+  APDU stays in too (pcscd powers a card down only when no transaction is held on it).
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from .vpcd import VpcdLink
+from .vpcd import CTRL_POWER_OFF, VpcdLink
 
 log = logging.getLogger("vcard.transport.idle_reset")
+
+POWER_OFF = bytes([CTRL_POWER_OFF])
 
 REINSERT_GAP = 0.1
 """Seconds the card stays out. vpcd reports the dropped connection as "absent" at its next
@@ -57,7 +60,7 @@ class IdleReinsert:
     Attach with `attach()`; the timer runs on a daemon thread until `stop()`. Only
     APDU frames count as use: vpcd's control frames (power, reset, ATR) are the reader
     talking, and pcscd sends them on insertion, so counting them would make the card
-    re-insert itself forever.
+    re-insert itself forever. A power-off disarms the timer: no transaction survives it.
     """
 
     def __init__(
@@ -87,6 +90,11 @@ class IdleReinsert:
         if len(payload) > 1:
             with self._condition:
                 self._busy += 1
+        elif payload == POWER_OFF:
+            # pcscd powers a card off only when no handle holds a transaction on it (it waits
+            # for the lock first), so there is nothing left to release
+            with self._condition:
+                self._armed = False
 
     def frame_finished(self, payload: bytes) -> None:
         if len(payload) > 1:
