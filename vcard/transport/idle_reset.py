@@ -91,8 +91,9 @@ class IdleReinsert:
             with self._condition:
                 self._busy += 1
         elif payload == POWER_OFF:
-            # pcscd powers a card off only when no handle holds a transaction on it (it waits
-            # for the lock first), so there is nothing left to release
+            # pcscd powers a card off only when no handle holds a transaction on it: a
+            # disconnect with SCARD_UNPOWER_CARD waits for another handle's lock (pcsc-lite
+            # winscard.c SCardDisconnect), and the idle power-down needs no handle at all
             with self._condition:
                 self._armed = False
 
