@@ -31,8 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
+from minidriver import CardAcquireContext, CardData, CardEnumFiles, CardReadFile, ScardError
+from minidriver.structures import StructureError, unpack_cmapfile
 from vcard.host import PcscError
 from vcard.host.readers import ReaderMonitor, ReaderState
 
@@ -74,9 +76,6 @@ class CardReadError(Exception):
 
 def read_card(card_data: Any) -> CardContents:
     """The card ID, each container's certificates and the root certificates of an acquired CARD_DATA."""
-    from minidriver import CardEnumFiles, CardReadFile
-    from minidriver.structures import unpack_cmapfile
-
     card_id = CardReadFile(card_data, None, CARD_ID).hex()
     files = set(CardEnumFiles(card_data, BASE_CSP_DIR))
     certificates: list[CardCertificate] = []
@@ -102,8 +101,6 @@ def read_card(card_data: Any) -> CardContents:
 
 def _root_certificates(blob: bytes) -> list[bytes]:
     """msroots: a PKCS #7 (certificates only) bag, DER or PEM; an unreadable one is skipped with a warning."""
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     loaders = (pkcs7.load_der_pkcs7_certificates, pkcs7.load_pem_pkcs7_certificates)
     for loader in loaders:
         try:
@@ -118,9 +115,6 @@ def _root_certificates(blob: bytes) -> list[bytes]:
 
 def read_reader(reader: str) -> CardContents:
     """Connect to the card in `reader` through pcscd and read its certificates."""
-    from minidriver import CardAcquireContext, CardData, ScardError
-    from minidriver.structures import StructureError
-
     try:
         card_data = CardData.connect(reader, idle_reset_seconds=None)
     except (ScardError, PcscError) as error:

@@ -10,6 +10,8 @@ from typing import Any
 
 import click
 
+from vcard.host import PcscError
+
 from .certprop import CertPropService, Outcome, Propagator, RemovalPolicy
 from .stores import StoreError, open_store
 
@@ -57,7 +59,7 @@ def certprop(store: str, on_removal: str, once: bool, verbose: bool) -> None:
 
     try:
         service = CertPropService(propagator, report=report)
-    except Exception as error:  # PcscError: pcscd not reachable
+    except PcscError as error:  # pcscd not running
         raise click.ClickException(f"cannot follow the readers: {error}") from None
     finished = threading.Event()
     failure: list[BaseException] = []

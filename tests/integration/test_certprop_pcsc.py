@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from harness import CardProcess, pcsc_connection, require_clients
 
 from minidriver.testing import PivProvisioner
@@ -173,6 +174,24 @@ def test_insertion_and_removal_within_a_second(
     # only certificates: no key was ever written to the database
     keys = certutil(nssdb, "-K")
     assert b"no keys found" in keys.stdout + keys.stderr, keys
+
+
+def test_once_into_a_pem_directory(piv_card: tuple[CardProcess, list[bytes]], tmp_path: Path) -> None:
+    card, certificates = piv_card
+    store = tmp_path / "pem"
+    result = subprocess.run(
+        [sys.executable, "-m", "vcard", "certprop", "--store", f"pem:{store}", "--once"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"inserted reader={card.reader!r}") and "added=2" in result.stdout
+    files = sorted((store / "certs").glob("*.pem"))
+    assert len(files) == 2
+    stored = [x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(Encoding.DER) for path in files]
+    assert sorted(stored) == sorted(certificates)
 
 
 def test_keep_policy_and_a_hundred_cycles_leave_one_entry_per_certificate(
