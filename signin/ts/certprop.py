@@ -1,9 +1,9 @@
 """Certificate propagation: copy a card's certificates (never its keys) into a certificate store.
 
 What Windows' Certificate Propagation service (CertPropSvc) does in a user's session,
-and in a remote-desktop session with a redirected reader (seed texts "How Smart Card
-Sign-in Works in Windows" steps 18-21, and the remote-desktop story in which a user's
-card certificates appeared in a test server's profile):
+and in a remote-desktop session with a redirected reader, where a user's card
+certificates end up in the remote session's profile (Microsoft, "How Smart Card Sign-in
+Works in Windows", steps 18-21; "Certificate Propagation Service"):
 
 * it follows the readers and reacts to insertion and removal (here:
   SCardGetStatusChange through vcard.host.readers, ended with SCardCancel; no polling);

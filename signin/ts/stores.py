@@ -2,7 +2,7 @@
 
 Each stored entry carries where it came from (card ID, container, reader, file) and its
 index. The index follows the rule Windows uses for its smart-card certificate cache
-(seed text "How Smart Card Sign-in Works in Windows"): subject name + issuer when the
+(Microsoft, "How Smart Card Sign-in Works in Windows"): subject name + issuer when the
 certificate has a subject, else subject key identifier + issuer, and no entry at all
 when it has neither. Another certificate with the same index replaces the entry.
 

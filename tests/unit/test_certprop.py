@@ -161,7 +161,7 @@ def test_reinsertion_is_idempotent_and_replacement_follows_the_index(
     assert (moved.added, moved.replaced) == (0, 3)
     assert {e.tags.reader for e in store.entries()} == {"Virtual PCD 00 01"}
 
-    # a new certificate with the same subject and issuer replaces the stored one (seed 004's index)
+    # a new certificate with the same subject and issuer replaces the stored one (Windows' cache index)
     old = next(c for c in contents.certificates if c.file == "kxc00")
     renewed_der = certificate_for(ec.generate_private_key(ec.SECP256R1()).public_key(), "gids kxc00")
     assert renewed_der != old.der

@@ -1,7 +1,7 @@
 """Windows' five-second rule, played by the card through vpcd: an idle card takes itself out and back in.
 
 Windows 8 and later reset a card when a transaction has been held on it for more than
-five seconds with no operation on the card (seed text: "Smart Card Enhancements",
+five seconds with no operation on the card (Microsoft, "Smart Card Enhancements",
 "Smart card transactions"; SCardBeginTransaction's remarks). pcsc-lite has no such rule:
 while client A holds SCardBeginTransaction and sits idle, every other client's
 SCardConnect, SCardBeginTransaction (and, by default, SCardTransmit/SCardStatus) waits
