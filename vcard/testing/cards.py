@@ -11,7 +11,8 @@ connecting to check would power it up, and a test that looks at power-on state
 (PIN status, the ATR exchange, a recording's first session) would see the
 check's session instead of a fresh card.
 
-pyscard is imported lazily: loading the plugin must not need it.
+PC/SC is reached through vcard.host, which imports pyscard only when first used: loading
+the plugin must not need it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 
+from ..host import PcscError
+from ..host.readers import ReaderMonitor, ReaderState
 from ..transport.vpcd import VPCD_BASE_PORT, reader_name
 
 CARD_START_TIMEOUT = 30.0
@@ -54,36 +57,26 @@ def vcard_run_command(profile: str, slot: int, extra_args: Sequence[str] = ()) -
     ]
 
 
-def reader_states() -> dict[str, int]:
-    """Event state (SCARD_STATE_* bits) of every PC/SC reader, without connecting to any card."""
-    from smartcard import scard
-
-    hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
-    if hresult != scard.SCARD_S_SUCCESS:
-        raise CardProcessError(f"cannot reach pcscd: {scard.SCardGetErrorMessage(hresult)}")
+def reader_states() -> dict[str, ReaderState]:
+    """Every PC/SC reader's state (SCardGetStatusChange), without connecting to any card."""
     try:
-        hresult, names = scard.SCardListReaders(context, [])
-        if hresult == scard.SCARD_E_NO_READERS_AVAILABLE:
-            return {}
-        if hresult != scard.SCARD_S_SUCCESS:
-            raise CardProcessError(f"SCardListReaders: {scard.SCardGetErrorMessage(hresult)}")
-        query = [(name, scard.SCARD_STATE_UNAWARE) for name in names]
-        hresult, states = scard.SCardGetStatusChange(context, 0, query)
-        if hresult != scard.SCARD_S_SUCCESS:
-            raise CardProcessError(f"SCardGetStatusChange: {scard.SCardGetErrorMessage(hresult)}")
-        return {name: int(event) for name, event, _atr in states}
+        monitor = ReaderMonitor()
+    except PcscError as error:
+        raise CardProcessError(f"cannot reach pcscd: {error}") from None
+    try:
+        return monitor.snapshot()
+    except PcscError as error:
+        raise CardProcessError(str(error)) from None
     finally:
-        scard.SCardReleaseContext(context)
+        monitor.close()
 
 
 def card_present(reader: str) -> bool:
     """Whether `reader` holds a card (pcscd's view; the card is not powered by asking)."""
-    from smartcard import scard
-
     state = reader_states().get(reader)
     if state is None:
         raise CardProcessError(f"no reader {reader!r} in pcscd (is vsmartcard-vpcd installed?)")
-    return bool(state & scard.SCARD_STATE_PRESENT)
+    return state.present
 
 
 def wait_for_presence(reader: str, present: bool, timeout: float) -> bool:
