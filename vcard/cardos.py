@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
 
 from .apdu import SW, CommandAPDU, ISOError, ResponseAPDU, bytes_remaining, ins_name, sw_name
+from .redact import command_text, response_text
 
 log = logging.getLogger("vcard.cardos")
 trace_log = logging.getLogger("vcard.trace")
@@ -124,6 +125,9 @@ class Card:
         self._pending_response = b""
         self.before_command: list[Callable[[], None]] = []
         self.vendor_commands: dict[tuple[int, int], Callable[[CommandAPDU], HandlerResult]] = {}
+        # The trace hides PINs, keys and session PINs (vcard.redact) unless this is set
+        # (`--trace-secrets`, for debugging a card whose secrets are test values).
+        self.trace_secrets = False
 
     @property
     def in_chain(self) -> bool:
@@ -198,13 +202,13 @@ class Card:
             except ISOError as error:
                 response = ResponseAPDU(b"", error.sw)
             except Exception:  # the card must keep answering whatever an applet does
-                log.exception("unexpected error processing %s", raw.hex().upper())
+                log.exception("unexpected error processing %s", command_text(raw))
                 self._chain = None
                 response = ResponseAPDU(b"", SW.NO_PRECISE_DIAGNOSIS)
             try:
                 encoded = bytes(response.encode())
             except Exception:  # an applet answered with a status word or data that cannot be sent
-                log.exception("invalid response %r to %s", response, raw.hex().upper())
+                log.exception("invalid response with SW %04X to %s", response.sw, command_text(raw))
                 response = ResponseAPDU(b"", SW.NO_PRECISE_DIAGNOSIS)
                 encoded = response.encode()
             self.last_command_time = time.monotonic()
@@ -216,11 +220,17 @@ class Card:
         label = ins_name(raw[1]) if len(raw) >= 2 else "MALFORMED"
         if len(raw) >= 2 and self.selected is not None:
             label = self.selected.ins_label(raw[1])
+        if self.trace_secrets:
+            command, data = raw.hex(" ").upper(), response.data.hex(" ").upper()
+        else:
+            command = command_text(raw)
+            # response_text hides what must be hidden; its last four characters are the SW
+            data = response_text(raw, bytes(response.data) + b"\x90\x00")[:-4].rstrip()
         trace_log.debug(
-            "> %s %s\n< %s %04X %s (%.2f ms)",
+            "> %s %s\n< %s%04X %s (%.2f ms)",
             label,
-            raw.hex(" ").upper(),
-            response.data.hex(" ").upper(),
+            command,
+            data + " " if data else "",
             response.sw,
             sw_name(response.sw),
             elapsed * 1000,

@@ -93,6 +93,11 @@ state_option = click.option(
     help="State directory (default: $XDG_DATA_HOME/vcard/<profile>).",
 )
 ephemeral_option = click.option("--ephemeral", is_flag=True, help="Throwaway card kept in memory.")
+trace_secrets_option = click.option(
+    "--trace-secrets",
+    is_flag=True,
+    help="Implies --trace and shows PINs, PUKs, keys and session PINs in clear (debugging test cards only).",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -126,7 +131,10 @@ def main() -> None:
     help="Where vpcd listens; card n uses PORT+n (reader 'Virtual PCD 00 0n').",
 )
 @click.option("--no-quickack", is_flag=True, help="Do not re-arm TCP_QUICKACK (to measure what it buys).")
-@click.option("--trace", is_flag=True, help="Log every APDU with decoded INS and SW names and timing.")
+@click.option(
+    "--trace", is_flag=True, help="Log every APDU with decoded INS and SW names and timing (secrets hidden)."
+)
+@trace_secrets_option
 @click.option(
     "--record",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -141,6 +149,7 @@ def run(
     vpcd: str,
     no_quickack: bool,
     trace: bool,
+    trace_secrets: bool,
     record: Path | None,
 ) -> None:
     """Run cards in the foreground, attached to pcscd through vpcd.
@@ -153,7 +162,7 @@ def run(
     from .script.recorder import Recorder, install_recorder
     from .transport.vpcd import VpcdLink, parse_endpoint
 
-    _setup_logging(trace, verbose=True)
+    _setup_logging(trace or trace_secrets, verbose=True)
     try:
         host, base_port = parse_endpoint(vpcd)
     except ValueError as error:
@@ -181,6 +190,7 @@ def run(
             except (ProfileError, StateError) as error:
                 raise click.ClickException(str(error)) from None
             cards.append(card)
+            card.card.trace_secrets = trace_secrets
             if record is not None:
                 target = record
                 if len(names) > 1:
@@ -336,19 +346,28 @@ def _print_summary(summary: dict[str, Any], indent: int = 0) -> None:
 @profile_option
 @state_option
 @ephemeral_option
-@click.option("--trace", is_flag=True, help="Log decoded APDUs with timing.")
+@click.option("--trace", is_flag=True, help="Log decoded APDUs with timing (secrets hidden).")
+@trace_secrets_option
 @click.argument("apdus", nargs=-1, required=True)
-def apdu(profile: str | None, state: Path | None, ephemeral: bool, trace: bool, apdus: Sequence[str]) -> None:
+def apdu(
+    profile: str | None,
+    state: Path | None,
+    ephemeral: bool,
+    trace: bool,
+    trace_secrets: bool,
+    apdus: Sequence[str],
+) -> None:
     """Send APDUs (hex) in-process to a card's state and print the responses.
 
     The card is powered on once; APDUs run in order in one card session, so a
     VERIFY holds for the commands after it. Exits 1 if the last status word is
     not 9000 or 61xx.
     """
-    _setup_logging(trace)
+    _setup_logging(trace or trace_secrets)
     commands = [_parse_hex(text) for text in apdus]
     last_sw = 0x9000
     with _open_card(profile, state, ephemeral) as card:
+        card.card.trace_secrets = trace_secrets
         card.card.power_on()
         for command in commands:
             response = ResponseAPDU.parse(card.card.transmit(command))
