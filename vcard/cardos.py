@@ -51,6 +51,9 @@ class Applet:
 
     aid: bytes = b""
     name: ClassVar[str] = "applet"
+    # Proprietary CLA values (chaining bit cleared) this applet defines; any other class
+    # with b8 set is answered 6E00 before the applet sees it.
+    proprietary_classes: ClassVar[frozenset[int]] = frozenset()
     _commands: ClassVar[dict[int, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -312,6 +315,11 @@ class Card:
         vendor = self.vendor_commands.get((apdu.cla & ~0x10 & 0xFF, apdu.ins))
         if vendor is not None:
             return vendor(apdu)
+        if apdu.cla & 0x80 and (
+            self.selected is None or apdu.cla & ~0x10 & 0xFF not in self.selected.proprietary_classes
+        ):
+            # an unknown proprietary class must not run as if it were 00 (ISO 7816-4 5.4.1)
+            raise ISOError(SW.CLA_NOT_SUPPORTED, f"class {apdu.cla:02X}")
         if apdu.ins == 0xA4 and apdu.p1 == 0x04 and apdu.cla & 0x80 == 0:
             return self._select_by_aid(apdu)
         if self.selected is None:
