@@ -53,6 +53,9 @@ def _setup_logging(trace: bool, verbose: bool = False) -> None:
 @contextmanager
 def _open_card(profile: str | None, state: Path | None, ephemeral: bool) -> Iterator[VirtualCard]:
     """Open a card, turning profile and state problems into clean CLI errors."""
+    if state is not None and ephemeral:
+        # the state would be silently ignored
+        raise click.BadParameter("--state and --ephemeral exclude each other", param_hint="--state")
     try:
         loaded = load_profile(profile or default_profile_name())
         card = VirtualCard.open(loaded, state, ephemeral=ephemeral)
@@ -79,6 +82,23 @@ def _parse_hex(value: str) -> bytes:
         return parse_hex(value)
     except ValueError as problem:
         raise click.BadParameter(f"{value!r} is not hexadecimal ({problem})") from None
+
+
+def _parse_command_apdu(value: str, position: int) -> bytes:
+    """One APDU argument: hex, with the scripts' `[data]` groups (Lc computed) and "text"."""
+    from .script.functions import ExpressionError
+    from .script.parser import Location, ScriptError, parse_bytes
+
+    where = f"APDU {position}"
+    try:
+        raw = parse_bytes(value, Location("command line", 0)).render({})
+    except (ScriptError, ExpressionError) as problem:
+        raise click.BadParameter(f"{value!r}: {problem}", param_hint=where) from None
+    if len(raw) < 4:
+        raise click.BadParameter(
+            f"{value!r} is {len(raw)} bytes; a command APDU has at least CLA INS P1 P2", param_hint=where
+        )
+    return raw
 
 
 profile_option = click.option(
@@ -357,14 +377,17 @@ def apdu(
     trace_secrets: bool,
     apdus: Sequence[str],
 ) -> None:
-    """Send APDUs (hex) in-process to a card's state and print the responses.
+    """Send APDUs in-process to a card's state and print the responses.
+
+    Each APDU is hex, as in APDU scripts: `"00 20 00 80 [31 32 33 34 35 36 FF FF]"`
+    puts Lc before the bracketed data.
 
     The card is powered on once; APDUs run in order in one card session, so a
     VERIFY holds for the commands after it. Exits 1 if the last status word is
     not 9000 or 61xx.
     """
     _setup_logging(trace or trace_secrets)
-    commands = [_parse_hex(text) for text in apdus]
+    commands = [_parse_command_apdu(text, index) for index, text in enumerate(apdus, 1)]
     last_sw = 0x9000
     with _open_card(profile, state, ephemeral) as card:
         card.card.trace_secrets = trace_secrets
