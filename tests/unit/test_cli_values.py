@@ -36,13 +36,12 @@ def test_bad_values_get_a_clear_error_naming_the_argument(args: tuple[str, ...],
     assert "ValueError" not in output
 
 
-@pytest.mark.parametrize("command", [("apdu", SELECT_PIV), ("md", "info")])
-def test_state_and_ephemeral_exclude_each_other(tmp_path: Path, command: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(("command", "arguments"), [(("apdu",), (SELECT_PIV,)), (("md", "info"), ())])
+def test_state_and_ephemeral_exclude_each_other(
+    tmp_path: Path, command: tuple[str, ...], arguments: tuple[str, ...]
+) -> None:
     state = tmp_path / "card"
-    name, rest = command[:-1], command[-1:]
-    if command[0] == "apdu":
-        name, rest = command[:1], command[1:]
-    code, output = invoke(*name, "--ephemeral", "--state", str(state), *rest)
+    code, output = invoke(*command, "--ephemeral", "--state", str(state), *arguments)
     assert code == 2, output
     assert "exclude each other" in output
     assert not state.exists()  # nothing was created behind the user's back
