@@ -273,6 +273,7 @@ class VpcdLink:
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self._last_error = ""
 
     @property
     def endpoint(self) -> str:
@@ -282,6 +283,18 @@ class VpcdLink:
     def connected(self) -> bool:
         """True while the card is in vpcd's reader (see `attached`)."""
         return self.attached.is_set()
+
+    def waiting_reason(self) -> str:
+        """Why the card is not in the reader yet, in words for a user who waits."""
+        if self.attached.is_set():
+            return "attached"
+        with self._lock:
+            connected = self._sock is not None
+        if connected:
+            return "connected, but vpcd has not talked: another card holds this slot"
+        if self._last_error:
+            return f"cannot connect: {self._last_error}"
+        return "connecting"
 
     @property
     def inserted(self) -> bool:
@@ -369,7 +382,9 @@ class VpcdLink:
             sock = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT)
         except OSError as error:
             log.debug("%s: cannot connect to %s: %s", self.name, self.endpoint, error)
+            self._last_error = error.strerror or str(error)
             return None
+        self._last_error = ""
         sock.settimeout(None)
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
