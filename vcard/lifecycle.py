@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -73,13 +74,18 @@ def register(card: RunningCard) -> Path:
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` runs (an exited process its parent has not reaped yet does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: trust kill(0)
+    return stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
 
 
 def running_cards() -> list[RunningCard]:
@@ -206,10 +212,32 @@ def list_cards(as_json: bool) -> None:
             click.echo(f"  {entry['state']}{'  (running)' if entry['running'] else ''}")
 
 
+STOP_TIMEOUT = 10.0
+
+
 def _each(command: str, reader: str | None, state: Path | None, every: bool, verb: str) -> None:
     for card in select_cards(reader, state, every):
-        _send(card, command)
+        if command == "stop":
+            _stop(card)
+        else:
+            _send(card, command)
         click.echo(f"{verb} {card.profile} card in {card.reader} (pid {card.pid})")
+
+
+def _stop(card: RunningCard) -> None:
+    """Ask the card's process to stop and wait until it has (it may close the socket before answering)."""
+    try:
+        control_request(Path(card.control), {"command": "stop"}, timeout=STOP_TIMEOUT)
+    except ControlError as error:
+        if _alive(card.pid) and "without answering" not in str(error):
+            raise click.ClickException(f"{card.reader}: {error}") from None
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while _alive(card.pid):
+        if time.monotonic() > deadline:
+            raise click.ClickException(
+                f"{card.reader}: pid {card.pid} did not stop within {STOP_TIMEOUT:g} s"
+            )
+        time.sleep(0.05)
 
 
 @click.command()
