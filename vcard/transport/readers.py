@@ -139,7 +139,12 @@ def port_problem(host: str, port: int, conf_dir: Path = READER_CONF_DIR) -> str 
         return None
     if not ports or port in ports:
         return None
-    listed = ", ".join(f"{number} ({name})" for number, name in sorted(ports.items()))
+    ordered = sorted(ports.items())
+    if len(ordered) <= 4:
+        listed = ", ".join(f"{number} ({name})" for number, name in ordered)
+    else:
+        (low, first), (high, last) = ordered[0], ordered[-1]
+        listed = f"{len(ordered)} ports from {low} ({first}) to {high} ({last})"
     return (
         f"port {port} has no vpcd slot: pcscd's vpcd readers in {conf_dir} listen on {listed};"
         f" `vcard readers --slots N` (as root) adds readers"
