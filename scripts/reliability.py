@@ -47,6 +47,7 @@ from vcard.transport.vpcd import VpcdLink
 PIV_SELECT = bytes.fromhex("00A4040005A000000308")
 PIN = b"123456\xff\xff"
 WRONG_PIN = b"999999\xff\xff"
+PUK = b"12345678"
 VALID_SW1 = {0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6A, 0x6B, 0x6C, 0x6D, 0x6E, 0x6F, 0x90}
 SEEDS = [
     "00A4040005A000000308",
@@ -357,8 +358,18 @@ def _read_back(state: Path) -> tuple[int, int | None]:
         card.power_on()
         card.transmit(PIV_SELECT)
         status = card.transmit(bytes.fromhex("00200080"))
-        tries = status[-1] & 0x0F if status[-2] == 0x63 else (3 if status[-2:] == b"\x90\x00" else -1)
-        # back to 3 tries for the next worker; printed information is read under the PIN
+        if status[-2] == 0x63:
+            tries = status[-1] & 0x0F
+        elif status[-2:] == b"\x90\x00":
+            tries = 3
+        elif status[-2:] == b"\x69\x83":
+            tries = 0
+        else:
+            raise RuntimeError(f"VERIFY status answered {status.hex().upper()}")
+        # back to 3 tries for the next worker (the PUK unblocks a PIN whose last try an
+        # interrupted command used); printed information is read under the PIN
+        if tries == 0:
+            card.transmit(bytes.fromhex("002C008010") + PUK + PIN)
         card.transmit(bytes.fromhex("0020008008") + PIN)
         answer = card.transmit(bytes.fromhex("00CB3FFF055C035FC10900"))
         value = None
@@ -400,9 +411,15 @@ def kills(counts: Counts, number: int, rng: random.Random, work: Path) -> None:
             counts.note(f"kill: worker died before its first operation: {error}")
             continue
         last = started[-1]
-        allowed_tries = (
-            {_tries_after(last)} if last in done else {_tries_after(last - 1, op), _tries_after(last)}
-        )
+        before = _tries_after(last - 1, op)
+        if last in done:
+            allowed_tries = {_tries_after(last)}
+        else:
+            # a PIN command cut short may have used its try (counted before the check, so a
+            # crash never gives it back) without reaching the reset a right PIN brings
+            allowed_tries = {before, _tries_after(last)}
+            if CYCLE[last % len(CYCLE)][0] != "put":
+                allowed_tries.add(before - 1)
         puts = [n for n in started if CYCLE[n % len(CYCLE)][0] == "put"]
         allowed_values = {last_put}
         for n in puts:
