@@ -551,9 +551,9 @@ def _check(counts: Counts, what: str, result: subprocess.CompletedProcess[str]) 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--apdus", type=int, default=20000, help="fuzzed APDUs per profile")
-    parser.add_argument("--frames", type=int, default=3000, help="abusive vpcd frames")
-    parser.add_argument("--kills", type=int, default=60, help="SIGKILLs during PIN and data commands")
+    parser.add_argument("--apdus", type=int, default=50000, help="fuzzed APDUs per profile")
+    parser.add_argument("--frames", type=int, default=10000, help="abusive vpcd frames")
+    parser.add_argument("--kills", type=int, default=200, help="SIGKILLs during PIN and data commands")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()

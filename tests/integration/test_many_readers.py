@@ -22,7 +22,11 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "many_cards.py"
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare")
 def test_sixteen_cards_answer_through_pcscd_and_a_seventeenth_is_refused() -> None:
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--cards", "16"], capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, str(SCRIPT), "--cards", "16"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "16 cards in one vcard run: 16 answered SELECT through pcscd" in result.stdout

@@ -39,8 +39,8 @@ initial_hex = "010203040506070801020304050607080102030405060708"
 @pytest.mark.parametrize(
     ("roles", "piv", "message"),
     [
-        (PIN + PUK, "", "[applets.piv] \"references.9B\": role 2 is not declared in [[security.roles]]"),
-        (PIN + MGMT, "", "[applets.piv] \"references.81\": role 3 is not declared"),
+        (PIN + PUK, "", '[applets.piv] "references.9B": role 2 is not declared in [[security.roles]]'),
+        (PIN + MGMT, "", '[applets.piv] "references.81": role 3 is not declared'),
         (
             PIN
             + PUK
