@@ -187,7 +187,8 @@ def run(
 
     Ctrl-C or SIGTERM removes the cards cleanly; SIGUSR1 removes them from the
     reader and SIGUSR2 inserts them again. A control socket `control.sock` in
-    each state directory accepts `remove`, `insert`, `info` and `pinpad`.
+    each state directory accepts `remove`, `insert`, `info`, `stop` and `pinpad`
+    (`vcard list`, `stop`, `remove`, `insert` find running cards for you).
     """
     from .control import ControlServer
     from .lifecycle import RunningCard, register
