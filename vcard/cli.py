@@ -193,7 +193,7 @@ def run(
     from .control import ControlServer
     from .lifecycle import RunningCard, register
     from .script.recorder import Recorder, install_recorder
-    from .transport.readers import port_problem, served_ports
+    from .transport.readers import ReaderConfError, port_problem, served_ports
     from .transport.vpcd import VpcdLink, parse_endpoint
 
     _setup_logging(trace or trace_secrets, verbose=True)
@@ -221,7 +221,10 @@ def run(
     recorders: list[Recorder] = []
     scratch: list[tempfile.TemporaryDirectory[str]] = []
     registrations: list[Path] = []
-    served = served_ports()
+    try:
+        served = served_ports()
+    except ReaderConfError:
+        served = {}  # port_problem already let an unreadable configuration pass: names are a nicety
     stop = threading.Event()
     try:
         for index, name in enumerate(names):
