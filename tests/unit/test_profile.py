@@ -102,7 +102,7 @@ BAD_PROFILES = [
     ),
     ('descripton = "x"', 'p.toml: descripton: unknown key (did you mean "description"?)'),
     ("[securty]", 'p.toml: securty: unknown key (did you mean "security"?)'),
-    ("zzz = 1\nqqq = 2", "p.toml: zzz: unknown key; qqq: unknown key"),
+    ('zzz = 1\nqqq = 2', "p.toml: zzz: unknown key; qqq: unknown key"),
     ('description = "x', "p.toml: invalid TOML: "),
     ('description = "a"\ndescription = "b"', "p.toml: invalid TOML: "),
 ]
