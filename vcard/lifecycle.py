@@ -275,8 +275,14 @@ def insert(reader: str | None, state: Path | None, every: bool) -> None:
     default=None,
     help="reader.conf.d directory (default /etc/reader.conf.d).",
 )
+@click.option(
+    "--library-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the driver copies go (default /usr/local/lib/vcard/pcsc).",
+)
 @click.option("--no-restart", is_flag=True, help="Write the configuration but do not restart pcscd.")
-def readers(slots: int | None, conf_dir: Path | None, no_restart: bool) -> None:
+def readers(slots: int | None, conf_dir: Path | None, library_dir: Path | None, no_restart: bool) -> None:
     """List the vpcd readers pcscd serves, or change their number with --slots N.
 
     vpcd gives two readers; each further pair is a reader.conf.d stanza with its own
@@ -291,7 +297,7 @@ def readers(slots: int | None, conf_dir: Path | None, no_restart: bool) -> None:
                 raise click.ClickException(
                     "--slots writes /etc/reader.conf.d and restarts pcscd: run it as root"
                 )
-            conf.apply(slots, directory)
+            conf.apply(slots, directory, conf.DEBIAN_LIBRARY, library_dir or conf.LIBRARY_DIR)
             if not no_restart:
                 _restart_pcscd()
         ports = conf.served_ports(directory)

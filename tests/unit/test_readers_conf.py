@@ -107,3 +107,23 @@ def test_without_a_vpcd_stanza_nothing_is_written(tmp_path: Path) -> None:
     with pytest.raises(ReaderConfError, match="no vpcd stanza"):
         apply(4, conf, tmp_path / "lib.so", tmp_path / "lib")
     assert list(conf.iterdir()) == []
+
+
+def test_the_readers_command_writes_and_lists(
+    machine: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from vcard.cli import main
+
+    conf, library, library_dir = machine
+    monkeypatch.setattr(readers, "DEBIAN_LIBRARY", library)
+    args = ["readers", "--conf-dir", str(conf), "--library-dir", str(library_dir)]
+    result = CliRunner().invoke(main, [*args, "--slots", "4", "--no-restart"])
+    assert result.exit_code == 0, result.output
+    assert "Virtual PCD vcard 1 00 01" in result.output and "127.0.0.1:35966" in result.output
+    assert sorted(p.name for p in library_dir.iterdir()) == ["libifdvpcd-1.so"]
+    listed = CliRunner().invoke(main, ["readers", "--conf-dir", str(conf)])
+    assert listed.output.count("Virtual PCD") == 4
+    refused = CliRunner().invoke(main, [*args, "--slots", "17", "--no-restart"])
+    assert refused.exit_code == 2 and "17" in refused.output
