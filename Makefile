@@ -9,7 +9,7 @@ APT_PACKAGES := pcscd vsmartcard-vpcd swig libpcsclite-dev opensc yubico-piv-too
                 python3 python3-venv python3-dev gcc
 PYTEST_ARGS ?=
 
-.PHONY: run test unit bench lint system-deps venv pcscd clean
+.PHONY: run test unit bench lint reliability system-deps venv pcscd clean
 
 ## Install missing Debian packages (as root), or print the exact command to run.
 system-deps:
@@ -51,6 +51,10 @@ unit: venv
 
 bench: venv pcscd
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+## Fuzzed APDUs per profile, abusive vpcd frames, kill -9s, malformed inputs (a few minutes; not in `make test`).
+reliability: venv
+	$(PY) scripts/reliability.py $(ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check vcard minidriver signin tests bench

@@ -59,8 +59,7 @@ def clients(profile: str, reader: str, scratch: Path) -> dict[str, list[str]]:
 @contextlib.contextmanager
 def pcscd_reader(profile: str) -> Iterator[str]:
     """One provisioned `vcard run` card on slot 0, alone (OpenSC scans every reader it sees)."""
-    from vcard.testing import running_card
-    from vcard.transport.vpcd import exclusive_slots
+    from vcard.testing import exclusive_slots, running_card
 
     with exclusive_slots(), running_card(profile, 0) as reader:
         provision(CardSource(profile, lambda: PcscConnection(reader), profile))
@@ -118,8 +117,7 @@ def measure_link_delay(rtts: list[float], scratch: Path) -> None:
     The prediction (`vpcd_link_predict`): the undelayed run's own time + (APDUs + 1 ATR request
     at power-up) x RTT, stretched by the share of the link pcscd's presence polls take.
     """
-    from vcard.testing import running_card
-    from vcard.transport.vpcd import exclusive_slots
+    from vcard.testing import exclusive_slots, running_card
 
     state = scratch / "link-state"
     print(f"\n{'vpcd link delay':<34} {'APDUs':>5} {'RTT':>6} {'model':>8} {'measured':>9} {'error':>7}")

@@ -27,6 +27,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 
 from .apdu import SW, CommandAPDU, ISOError, ResponseAPDU, bytes_remaining, ins_name, sw_name
+from .redact import command_text, response_text
 from .wire.ins import IsoIns
 
 log = logging.getLogger("vcard.cardos")
@@ -87,6 +88,9 @@ class Applet:
 
     aid: bytes = b""
     name: ClassVar[str] = "applet"
+    # Proprietary CLA values (chaining bit cleared) this applet defines; any other class
+    # with b8 set is answered 6E00 before the applet sees it.
+    proprietary_classes: ClassVar[frozenset[int]] = frozenset()
     _commands: ClassVar[dict[int, str]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -149,6 +153,7 @@ class Card:
         commands: Mapping[tuple[int, int], CardCommand] | None = None,
         hooks: Sequence[CardHook] = (),
         observers: Sequence[CardObserver] = (),
+        trace_secrets: bool = False,
     ) -> None:
         self.atr = atr
         self.applets = list(applets)
@@ -165,6 +170,9 @@ class Card:
         self._commands: dict[tuple[int, int], CardCommand] = dict(commands or {})
         self._hooks: tuple[CardHook, ...] = tuple(hooks)
         self._observers: tuple[CardObserver, ...] = tuple(observers)
+        # The trace hides PINs, keys and session PINs (vcard.redact) unless this is set
+        # (`--trace-secrets`, for debugging a card whose secrets are test values).
+        self.trace_secrets = trace_secrets
 
     def add_observer(self, observer: CardObserver) -> None:
         """Start telling `observer` about exchanges and power events."""
@@ -261,13 +269,13 @@ class Card:
             except ISOError as error:
                 response = ResponseAPDU(b"", error.sw)
             except Exception:  # the card must keep answering whatever an applet does
-                log.exception("unexpected error processing %s", raw.hex().upper())
+                log.exception("unexpected error processing %s", command_text(raw))
                 self._chain = None
                 response = ResponseAPDU(b"", SW.NO_PRECISE_DIAGNOSIS)
             try:
                 encoded = bytes(response.encode())
             except Exception:  # an applet answered with a status word or data that cannot be sent
-                log.exception("invalid response %r to %s", response, raw.hex().upper())
+                log.exception("invalid response with SW %04X to %s", response.sw, command_text(raw))
                 response = ResponseAPDU(b"", SW.NO_PRECISE_DIAGNOSIS)
                 encoded = response.encode()
             self.last_command_time = time.monotonic()
@@ -286,11 +294,17 @@ class Card:
         label = ins_name(raw[1]) if len(raw) >= 2 else "MALFORMED"
         if len(raw) >= 2 and self.selected is not None:
             label = self.selected.ins_label(raw[1])
+        if self.trace_secrets:
+            command, data = raw.hex(" ").upper(), response.data.hex(" ").upper()
+        else:
+            command = command_text(raw)
+            # response_text hides what must be hidden; its last four characters are the SW
+            data = response_text(raw, bytes(response.data) + b"\x90\x00")[:-4].rstrip()
         trace_log.debug(
-            "> %s %s\n< %s %04X %s (%.2f ms)",
+            "> %s %s\n< %s%04X %s (%.2f ms)",
             label,
-            raw.hex(" ").upper(),
-            response.data.hex(" ").upper(),
+            command,
+            data + " " if data else "",
             response.sw,
             sw_name(response.sw),
             elapsed * 1000,
@@ -372,6 +386,11 @@ class Card:
         card_command = self._commands.get((apdu.cla & ~0x10 & 0xFF, apdu.ins))
         if card_command is not None:
             return card_command(apdu)
+        if apdu.cla & 0x80 and (
+            self.selected is None or apdu.cla & ~0x10 & 0xFF not in self.selected.proprietary_classes
+        ):
+            # an unknown proprietary class must not run as if it were 00 (ISO 7816-4 5.4.1)
+            raise ISOError(SW.CLA_NOT_SUPPORTED, f"class {apdu.cla:02X}")
         if apdu.ins == _SELECT and apdu.p1 == 0x04 and apdu.cla & 0x80 == 0:
             return self._select_by_aid(apdu)
         if self.selected is None:

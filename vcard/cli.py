@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,11 +56,16 @@ def _setup_logging(trace: bool, verbose: bool = False) -> None:
 
 
 @contextmanager
-def _open_card(profile: str | None, state: Path | None, ephemeral: bool) -> Iterator[VirtualCard]:
+def _open_card(
+    profile: str | None, state: Path | None, ephemeral: bool, trace_secrets: bool = False
+) -> Iterator[VirtualCard]:
     """Open a card, turning profile and state problems into clean CLI errors."""
+    if state is not None and ephemeral:
+        # the state would be silently ignored
+        raise click.BadParameter("--state and --ephemeral exclude each other", param_hint="--state")
     try:
         loaded = load_profile(profile or default_profile_name())
-        card = VirtualCard.open(loaded, state, ephemeral=ephemeral)
+        card = VirtualCard.open(loaded, state, ephemeral=ephemeral, trace_secrets=trace_secrets)
     except (ProfileError, StateError) as error:
         raise click.ClickException(str(error)) from None
     try:
@@ -84,6 +91,23 @@ def _parse_hex(value: str) -> bytes:
         raise click.BadParameter(f"{value!r} is not hexadecimal ({problem})") from None
 
 
+def _parse_command_apdu(value: str, position: int) -> bytes:
+    """One APDU argument: hex, with the scripts' `[data]` groups (Lc computed) and "text"."""
+    from .script.functions import ExpressionError
+    from .script.parser import Location, ScriptError, parse_bytes
+
+    where = f"APDU {position}"
+    try:
+        raw = parse_bytes(value, Location("command line", 0)).render({})
+    except (ScriptError, ExpressionError) as problem:
+        raise click.BadParameter(f"{value!r}: {problem}", param_hint=where) from None
+    if len(raw) < 4:
+        raise click.BadParameter(
+            f"{value!r} is {len(raw)} bytes; a command APDU has at least CLA INS P1 P2", param_hint=where
+        )
+    return raw
+
+
 profile_option = click.option(
     "--profile",
     "-p",
@@ -96,6 +120,11 @@ state_option = click.option(
     help="State directory (default: $XDG_DATA_HOME/vcard/<profile>).",
 )
 ephemeral_option = click.option("--ephemeral", is_flag=True, help="Throwaway card kept in memory.")
+trace_secrets_option = click.option(
+    "--trace-secrets",
+    is_flag=True,
+    help="Implies --trace and shows PINs, PUKs, keys and session PINs in clear (debugging test cards only).",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -128,6 +157,14 @@ def main() -> None:
     metavar="HOST:PORT",
     help="Where vpcd listens; card n uses PORT+n (reader 'Virtual PCD 00 0n').",
 )
+@click.option(
+    "--wait",
+    "wait_text",
+    default="30",
+    show_default=True,
+    metavar="SECONDS|forever",
+    help="Give up when a card is not in its reader after this long; `forever` for services.",
+)
 @click.option("--no-quickack", is_flag=True, help="Do not re-arm TCP_QUICKACK (to measure what it buys).")
 @click.option(
     "--link-delay",
@@ -144,7 +181,10 @@ def main() -> None:
     " an idle transaction (Windows' five-second rule); 0 turns it off."
     " Default: the profile's idle_reinsert_seconds.",
 )
-@click.option("--trace", is_flag=True, help="Log every APDU with decoded INS and SW names and timing.")
+@click.option(
+    "--trace", is_flag=True, help="Log every APDU with decoded INS and SW names and timing (secrets hidden)."
+)
+@trace_secrets_option
 @click.option(
     "--record",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -157,29 +197,39 @@ def run(
     states: Sequence[Path],
     ephemeral: bool,
     vpcd: str,
+    wait_text: str,
     no_quickack: bool,
     link_delay: float,
     idle_reinsert: float | None,
     trace: bool,
+    trace_secrets: bool,
     record: Path | None,
 ) -> None:
     """Run cards in the foreground, attached to pcscd through vpcd.
 
     Ctrl-C or SIGTERM removes the cards cleanly; SIGUSR1 removes them from the
     reader and SIGUSR2 inserts them again. A control socket `control.sock` in
-    each state directory accepts `remove`, `insert`, `info` and `pinpad`.
+    each state directory accepts `remove`, `insert`, `info`, `stop` and `pinpad`
+    (`vcard list`, `stop`, `remove`, `insert` find running cards for you).
     """
     from .control import ControlServer
+    from .lifecycle import RunningCard, register
     from .script.recorder import Recorder, install_recorder
     from .transport.idle_reset import IdleReinsert, attach_idle_reinsert
+    from .transport.readers import ReaderConfError, port_problem, served_ports
     from .transport.vpcd import VpcdLink, parse_endpoint
 
-    _setup_logging(trace, verbose=True)
+    _setup_logging(trace or trace_secrets, verbose=True)
     try:
         host, base_port = parse_endpoint(vpcd)
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--vpcd") from None
+    give_up_after = _parse_wait(wait_text)
     names = list(profiles) or [default_profile_name()]
+    for index in range(len(names)):
+        problem = port_problem(host, base_port + index)
+        if problem is not None:
+            raise click.ClickException(f"card {index + 1} ({names[index]}): {problem}")
     if states and len(states) != len(names):
         raise click.BadParameter(
             f"give one --state per --profile ({len(names)} profiles, {len(states)} states)",
@@ -194,12 +244,18 @@ def run(
     servers: list[ControlServer] = []
     recorders: list[Recorder] = []
     scratch: list[tempfile.TemporaryDirectory[str]] = []
+    registrations: list[Path] = []
+    try:
+        served = served_ports()
+    except ReaderConfError:
+        served = {}  # port_problem already let an unreadable configuration pass: names are a nicety
     stop = threading.Event()
     try:
         for index, name in enumerate(names):
             try:
                 loaded = load_profile(name)
-                card = VirtualCard.open(loaded, states[index] if states else None, ephemeral=ephemeral)
+                state_dir = states[index] if states else None
+                card = VirtualCard.open(loaded, state_dir, ephemeral=ephemeral, trace_secrets=trace_secrets)
             except (ProfileError, StateError) as error:
                 raise click.ClickException(str(error)) from None
             cards.append(card)
@@ -225,6 +281,7 @@ def run(
                 control_dir = Path(holder.name)
             server = ControlServer(control_dir / "control.sock")
             _register_control(server, card, link)
+            server.register("stop", _stop_handler(stop))
             server.start()
             servers.append(server)
             log.info(
@@ -241,6 +298,18 @@ def run(
             if watcher is not None:
                 watchers.append(watcher)
                 log.info("card %r: out and back in after %g s without an APDU", loaded.name, seconds)
+            registrations.append(
+                register(
+                    RunningCard(
+                        os.getpid(),
+                        loaded.name,
+                        str(card.state_dir) if card.state_dir else "ephemeral",
+                        served.get(base_port + index, f"vpcd {host}:{base_port + index}"),
+                        base_port + index,
+                        str(control_dir / "control.sock"),
+                    )
+                )
+            )
 
         def on_stop(signum: int, _frame: Any) -> None:
             log.info("signal %d: removing the cards", signum)
@@ -258,11 +327,14 @@ def run(
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGUSR1, on_remove)
         signal.signal(signal.SIGUSR2, on_insert)
+        _wait_for_readers(links, stop, give_up_after)
         while not stop.wait(0.5):
             pass
     finally:
         for watcher in watchers:
             watcher.stop()
+        for path in registrations:
+            path.unlink(missing_ok=True)
         for link in links:
             link.stop()
         for recorder in recorders:
@@ -273,6 +345,66 @@ def run(
             card.close()
         for holder in scratch:
             holder.cleanup()
+
+
+def _stop_handler(stop: threading.Event) -> Any:
+    """The control request `stop`: the same clean shutdown as SIGTERM."""
+
+    def handle(_request: dict[str, Any]) -> dict[str, Any]:
+        stop.set()
+        return {"ok": True}
+
+    return handle
+
+
+WAIT_NOTICE_SECONDS = 2.0
+"""After this long without a reader, `vcard run` says what it waits for."""
+
+
+def _parse_wait(text: str) -> float | None:
+    """`--wait`: seconds (> 0) or `forever` (None)."""
+    if text.strip().lower() == "forever":
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is neither a number of seconds nor 'forever'", param_hint="--wait"
+        ) from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise click.BadParameter(
+            f"{text!r}: give a number of seconds above 0, or 'forever'", param_hint="--wait"
+        )
+    return seconds
+
+
+def _wait_for_readers(links: Sequence[Any], stop: threading.Event, give_up_after: float | None) -> None:
+    """Say what a card waits for after 2 s, and give up at `give_up_after` (None: never)."""
+    started = time.monotonic()
+    told = False
+    while not stop.is_set():
+        waiting = [link for link in links if not link.connected]
+        if not waiting:
+            if told:
+                log.info("every card is in its reader")
+            return
+        elapsed = time.monotonic() - started
+        if give_up_after is not None and elapsed >= give_up_after:
+            problems = "; ".join(f"{link.endpoint}: {link.waiting_reason()}" for link in waiting)
+            raise click.ClickException(
+                f"no vpcd reader took the card within {give_up_after:g} s ({problems}); is pcscd running with"
+                " vsmartcard-vpcd (`make pcscd`)? Use --wait forever to keep waiting"
+            )
+        if not told and elapsed >= WAIT_NOTICE_SECONDS:
+            told = True
+            for link in waiting:
+                log.info(
+                    "waiting for vpcd at %s (%s) — is pcscd running with vsmartcard-vpcd?%s",
+                    link.endpoint,
+                    link.waiting_reason(),
+                    "" if give_up_after is None else f" giving up after {give_up_after:g} s",
+                )
+        stop.wait(0.1)
 
 
 def _register_control(server: Any, card: VirtualCard, link: Any) -> None:
@@ -309,24 +441,68 @@ def profiles() -> None:
 @main.command()
 @profile_option
 @state_option
-def init(profile: str | None, state: Path | None) -> None:
+@click.option("--force", is_flag=True, help="Replace an existing card in the state directory by a new one.")
+def init(profile: str | None, state: Path | None, force: bool) -> None:
     """Create a card's state from its profile (the first `run` does this too)."""
     directory = _state_dir(profile, state)
     if (directory / "state.json").exists():
-        raise click.ClickException(f"{directory}/state.json already exists; choose another --state")
+        if not force:
+            raise click.ClickException(
+                f"{directory}/state.json already exists; choose another --state, or --force to replace it"
+            )
+        name = _reset(directory, profile or default_profile_name())
+        click.echo(f"replaced the card in {directory} by a new {name} card")
+        return
     with _open_card(profile, directory, False) as card:
         click.echo(f"created {card.profile.name} card in {card.state_dir}")
 
 
 @main.command()
 @profile_option
+@click.option(
+    "--state", type=click.Path(file_okay=False, path_type=Path), required=True, help="State directory."
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def reset(profile: str | None, state: Path, yes: bool) -> None:
+    """Put a card back in its profile's initial state (new keys, PINs and tries as shipped).
+
+    The profile is the one the card was made from unless --profile names another.
+    A running card on this state is never reset under it: stop it first.
+    """
+    from .lifecycle import confirm_reset
+
+    if not (state / "state.json").exists():
+        raise click.ClickException(f"{state}/state.json does not exist: nothing to reset (see `vcard init`)")
+    confirm_reset(state, yes)
+    name = _reset(state, profile)
+    click.echo(f"reset {state} to a new {name} card")
+
+
+def _reset(directory: Path, profile: str | None) -> str:
+    from .lifecycle import reset_state
+
+    try:
+        return reset_state(directory, profile, load_profile, VirtualCard.open)
+    except (ProfileError, StateError) as error:
+        raise click.ClickException(str(error)) from None
+
+
+@main.command()
+@profile_option
 @state_option
+@click.option("--reader", "-r", metavar="NAME", help="The running card in this reader (ephemeral ones too).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def info(profile: str | None, state: Path | None, as_json: bool) -> None:
+def info(profile: str | None, state: Path | None, reader: str | None, as_json: bool) -> None:
     """Summarise a card: applets, objects, keys, roles and tries left.
 
     Asks the running card through its control socket when it is running.
     """
+    if reader is not None:
+        from .lifecycle import card_info
+
+        running = card_info(reader)
+        click.echo(json.dumps(running, indent=2)) if as_json else _print_summary(running)
+        return
     directory = _state_dir(profile, state)
     summary = _info_from_running_card(directory)
     if summary is None:
@@ -372,19 +548,30 @@ def _print_summary(summary: dict[str, Any], indent: int = 0) -> None:
 @profile_option
 @state_option
 @ephemeral_option
-@click.option("--trace", is_flag=True, help="Log decoded APDUs with timing.")
+@click.option("--trace", is_flag=True, help="Log decoded APDUs with timing (secrets hidden).")
+@trace_secrets_option
 @click.argument("apdus", nargs=-1, required=True)
-def apdu(profile: str | None, state: Path | None, ephemeral: bool, trace: bool, apdus: Sequence[str]) -> None:
-    """Send APDUs (hex) in-process to a card's state and print the responses.
+def apdu(
+    profile: str | None,
+    state: Path | None,
+    ephemeral: bool,
+    trace: bool,
+    trace_secrets: bool,
+    apdus: Sequence[str],
+) -> None:
+    """Send APDUs in-process to a card's state and print the responses.
+
+    Each APDU is hex, as in APDU scripts: `"00 20 00 80 [31 32 33 34 35 36 FF FF]"`
+    puts Lc before the bracketed data.
 
     The card is powered on once; APDUs run in order in one card session, so a
     VERIFY holds for the commands after it. Exits 1 if the last status word is
     not 9000 or 61xx.
     """
-    _setup_logging(trace)
-    commands = [_parse_hex(text) for text in apdus]
+    _setup_logging(trace or trace_secrets)
+    commands = [_parse_command_apdu(text, index) for index, text in enumerate(apdus, 1)]
     last_sw = 0x9000
-    with _open_card(profile, state, ephemeral) as card:
+    with _open_card(profile, state, ephemeral, trace_secrets) as card:
         card.card.power_on()
         for command in commands:
             response = ResponseAPDU.parse(card.card.transmit(command))
@@ -393,6 +580,12 @@ def apdu(profile: str | None, state: Path | None, ephemeral: bool, trace: bool, 
             click.echo(f"{data + ' ' if data else ''}{response.sw:04X} {sw_name(response.sw)}")
     if last_sw != 0x9000 and last_sw & 0xFF00 != 0x6100:
         sys.exit(1)
+
+
+def _lifecycle_commands() -> Sequence[click.Command]:
+    from .lifecycle import LIFECYCLE_COMMANDS
+
+    return LIFECYCLE_COMMANDS
 
 
 # Commands that live beside the module they serve.
@@ -404,3 +597,5 @@ for _command in SIGNIN_COMMANDS:
     main.add_command(_command)
 main.add_command(rdp)
 main.add_command(certprop)
+for _command in _lifecycle_commands():
+    main.add_command(_command)

@@ -95,7 +95,12 @@ def _card_options(function: Any) -> Any:
         ),
         click.option("--ephemeral", is_flag=True, help="In-process: throwaway card."),
         click.option("--applet", type=click.Choice(["piv", "gids"]), help="Skip detection."),
-        click.option("--delay-ms", type=float, default=0.0, help="Added per APDU round trip (RDP model)."),
+        click.option(
+            "--delay-ms",
+            type=click.FloatRange(min=0),
+            default=0.0,
+            help="Milliseconds added per APDU round trip (RDP model).",
+        ),
         click.option("--counts", is_flag=True, help="Print APDU and byte counts at the end."),
     ]
     for option in reversed(options):
@@ -106,6 +111,8 @@ def _card_options(function: Any) -> Any:
 @contextmanager
 def _card(options: dict[str, Any]) -> Iterator[api.CardData]:
     """CardAcquireContext on a reader or an in-process card; errors become click errors."""
+    if options["state"] is not None and options["ephemeral"]:
+        raise click.BadParameter("--state and --ephemeral exclude each other", param_hint="--state")
     with ExitStack() as stack:
         kwargs = {"applet": options["applet"], "idle_reset_seconds": None}
         try:

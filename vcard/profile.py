@@ -199,8 +199,12 @@ def load_profile(name_or_path: str | Path, applet_types: Collection[str] | None 
     idle_reinsert_seconds = security.number("idle_reinsert_seconds", 0.0, minimum=0.0)
     session_pins_survive_warm_reset = security.boolean("session_pins_survive_warm_reset", False)
     roles = _parse_roles(security)
-    parsed = {"roles", "idle_reset_seconds", "idle_reinsert_seconds", "session_pins_survive_warm_reset"}
-    rest = {key: value for key, value in security.raw.items() if key not in parsed}
+    security.finish()  # a misspelt key (idle_reset_second) must not be ignored silently
+    rest: dict[str, Any] = {}
+    if not applets:
+        raise top.error("applets", "missing: a card needs at least one [applets.<type>] table")
+    if not roles:
+        raise security.error("roles", "missing: a card needs at least one [[security.roles]] table")
 
     return Profile(
         name=name,

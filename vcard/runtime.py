@@ -42,11 +42,18 @@ class VirtualCard:
     extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, profile: Profile, state_dir: Path | None = None, ephemeral: bool = False) -> VirtualCard:
+    def open(
+        cls,
+        profile: Profile,
+        state_dir: Path | None = None,
+        ephemeral: bool = False,
+        trace_secrets: bool = False,
+    ) -> VirtualCard:
         """Open (or create on first use) the card state for `profile` and build the card.
 
         `state_dir` None means the default directory for the profile's name;
-        `ephemeral` keeps everything in memory (a throwaway card).
+        `ephemeral` keeps everything in memory (a throwaway card); `trace_secrets` shows
+        PINs and keys in the card's trace (for debugging with test values only).
         """
         directory = None if ephemeral else (state_dir or default_state_dir(profile.name))
         store = StateStore(directory)
@@ -95,6 +102,7 @@ class VirtualCard:
                 on_reset=security.reset,
                 commands=vendor.commands(),
                 hooks=vendor.hooks(),
+                trace_secrets=trace_secrets,
             )
             # A VERIFY EXTERNAL waiting for an operator must not lock out readers of the card.
             security.outside_wait = card.released

@@ -158,3 +158,21 @@ def test_control_socket_removes_and_inserts(start_card: CardFactory, tmp_path: P
     assert wait_for_presence(READER0, present=True, timeout=SWITCH_TIMEOUT), card.output()
     assert card.terminate() == 0, card.output()
     assert not control.exists()
+
+
+@pytest.mark.parametrize("value", [0x00, 0x02, 0x05, 0xFF])
+def test_a_one_byte_apdu_does_not_hang_the_reader(iso_card: CardProcess, value: int) -> None:
+    connection = pcsc_connection(READER0, SCARD_LEAVE_CARD)
+    try:
+        started = time.monotonic()
+        assert transmit(connection, bytes([value])) == (b"", 0x6700)
+        assert time.monotonic() - started < 2.0
+        # the reader still serves this client and the stream is in sync
+        assert transmit(connection, SELECT_ISO) == (b"", 0x9000)
+    finally:
+        connection.close()
+    other = pcsc_connection(READER0, SCARD_RESET_CARD)
+    try:
+        assert transmit(other, SELECT_ISO) == (b"", 0x9000)
+    finally:
+        other.close()

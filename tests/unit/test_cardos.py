@@ -267,13 +267,29 @@ def test_class_byte_checks(card: Fixture, cla: int, sw: int) -> None:
     assert piv.received == []  # never reached the applet
 
 
-def test_proprietary_class_reaches_applet(card: Fixture) -> None:
-    c, piv, _ = card
+def test_proprietary_class_reaches_an_applet_that_defines_it() -> None:
+    class Proprietary(RecordingApplet):
+        proprietary_classes = frozenset({0x80})
+
+    piv = Proprietary(PIV_AID, b"piv")
+    c = Card(atr.build(b"test"), [piv])
+    c.power_on()
     select(c, PIV_AID)
     assert echo(c, b"x", cla=0x80) == ResponseAPDU(b"x", SW.SUCCESS)
     assert piv.received[-1].cla == 0x80
     # a proprietary-class C0 is the applet's, not GET RESPONSE
     assert send(c, CommandAPDU(0x80, 0xC0, 0, 0)).sw == SW.INS_NOT_SUPPORTED
+    # another proprietary class is still refused
+    assert echo(c, b"x", cla=0xEC).sw == SW.CLA_NOT_SUPPORTED
+
+
+@pytest.mark.parametrize("cla", [0x80, 0x84, 0x90, 0xA0, 0xEC, 0xFE])
+def test_proprietary_class_an_applet_does_not_define_is_refused(card: Fixture, cla: int) -> None:
+    c, piv, _ = card
+    select(c, PIV_AID)
+    before = len(piv.received)
+    assert echo(c, b"x", cla=cla).sw == SW.CLA_NOT_SUPPORTED
+    assert len(piv.received) == before  # never reached the applet
 
 
 # ---- command chaining --------------------------------------------------------------------------

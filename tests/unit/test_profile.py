@@ -26,6 +26,18 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+ROLE_1 = """
+[[security.roles]]
+role = 1
+label = "user"
+type = "pin"
+initial = "123456"
+min_length = 6
+max_length = 8
+retries = 3
+"""
+
+
 def write(directory: Path, text: str, name: str = "p.toml") -> Path:
     path = directory / name
     path.write_text(text)
@@ -135,7 +147,7 @@ def test_unknown_profile_name_lists_available_ones() -> None:
 
 
 def test_minimal_profile_defaults(in_tmp: Path) -> None:
-    write(in_tmp, "")
+    write(in_tmp, ROLE_1 + "[applets.iso]\n")
     profile = load_profile("p.toml")
     assert profile == Profile(
         name="p",
@@ -143,8 +155,8 @@ def test_minimal_profile_defaults(in_tmp: Path) -> None:
         description="",
         atr=atr.build(b"vcard"),
         default_applet=None,
-        applets={},
-        roles=(),
+        applets={"iso": {}},
+        roles=profile.roles,
         idle_reset_seconds=0.0,
         security={},
         session_pins_survive_warm_reset=False,
@@ -152,7 +164,12 @@ def test_minimal_profile_defaults(in_tmp: Path) -> None:
 
 
 def test_session_pins_survive_warm_reset_is_read_and_set_by_the_windows_like_profiles(in_tmp: Path) -> None:
-    write(in_tmp, "[security]\nsession_pins_survive_warm_reset = true\nidle_reset_seconds = 5")
+    write(
+        in_tmp,
+        "[security]\nsession_pins_survive_warm_reset = true\nidle_reset_seconds = 5\n"
+        + ROLE_1
+        + "[applets.iso]",
+    )
     profile = load_profile("p.toml")
     assert profile.session_pins_survive_warm_reset and profile.security == {}
     assert load_profile("multi-pin").session_pins_survive_warm_reset
@@ -171,8 +188,7 @@ default_applet = "iso"
 
 [security]
 idle_reset_seconds = 5
-external_pin = {{ policy = "approve" }}
-
+{ROLE_1}
 [applets.piv]
 slots = ["9a"]
 
@@ -190,8 +206,31 @@ slots = ["9a"]
     assert profile.applets["piv"] == {"slots": ["9a"]}
     assert profile.applets["iso"] == {}
     assert profile.idle_reset_seconds == 5.0 and isinstance(profile.idle_reset_seconds, float)
-    # Keys the loader does not own are passed on, parsed ones are not.
-    assert profile.security == {"external_pin": {"policy": "approve"}}
+    assert profile.security == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "[security]\nidle_reset_second = 5\n" + ROLE_1 + "[applets.iso]",
+            "p.toml: [security] idle_reset_second: unknown key (did you mean \"idle_reset_seconds\"?)",
+        ),
+        (
+            '[security]\nexternal_pin = { policy = "approve" }\n' + ROLE_1 + "[applets.iso]",
+            "p.toml: [security] external_pin: unknown key",
+        ),
+        ("", "p.toml: applets: missing: a card needs at least one [applets.<type>] table"),
+        (
+            "[applets.iso]",
+            "p.toml: [security] roles: missing: a card needs at least one [[security.roles]] table",
+        ),
+    ],
+)
+def test_unknown_security_keys_empty_profiles_and_roleless_cards_are_refused(
+    in_tmp: Path, text: str, expected: str
+) -> None:
+    assert load_error(text, in_tmp).startswith(expected)
 
 
 def test_applet_types_can_be_given(in_tmp: Path) -> None:
@@ -347,17 +386,6 @@ def test_has_does_not_need_the_key() -> None:
 
 # -- roles (parsed by vcard.security.parse_role) ------------------------------------------
 
-ROLE_1 = """
-[[security.roles]]
-role = 1
-label = "user"
-type = "pin"
-initial = "123456"
-min_length = 6
-max_length = 8
-retries = 3
-"""
-
 
 @pytest.mark.parametrize(
     ("extra", "expected"),
@@ -383,7 +411,7 @@ retries = 3
         ),
         (ROLE_1.replace("role = 1", "role = 8"), "p.toml: [security.roles[1]] role: "),
         (ROLE_1.replace("retries = 3", 'retries = "x"'), "p.toml: [security.roles[1]] retries: "),
-        (ROLE_1.replace("retries = 3", "retires = 3"), 'p.toml: [security.roles[1]] retires: unknown key'),
+        (ROLE_1.replace("retries = 3", "retires = 3"), "p.toml: [security.roles[1]] retires: unknown key"),
     ],
 )
 def test_bad_roles(in_tmp: Path, extra: str, expected: str) -> None:
@@ -391,7 +419,10 @@ def test_bad_roles(in_tmp: Path, extra: str, expected: str) -> None:
 
 
 def test_roles_are_parsed_in_order(in_tmp: Path) -> None:
-    write(in_tmp, ROLE_1 + ROLE_1.replace("role = 1", "role = 3").replace('"user"', '"unblock"'))
+    write(
+        in_tmp,
+        ROLE_1 + ROLE_1.replace("role = 1", "role = 3").replace('"user"', '"unblock"') + "[applets.iso]",
+    )
     profile = load_profile("p.toml")
     assert [(r.role, r.label) for r in profile.roles] == [(1, "user"), (3, "unblock")]
     assert profile.roles[0].initial == b"123456"

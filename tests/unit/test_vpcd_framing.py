@@ -26,6 +26,7 @@ from vcard.apdu import ResponseAPDU
 from vcard.cardos import Card
 from vcard.testing import exclusive_slots
 from vcard.transport.vpcd import (
+    HANG_GRACE,
     VPCD_BASE_PORT,
     VpcdLink,
     parse_endpoint,
@@ -169,12 +170,52 @@ def test_attached_is_set_by_the_first_frame_and_cleared_on_close(vpcd: FakeVpcd,
 def test_power_and_reset_codes_get_no_reply(vpcd: FakeVpcd, card: RecordingCard) -> None:
     with running(VpcdLink(card, "127.0.0.1", vpcd.port)):
         vpcd.accept()
-        for code in (b"\x01", b"\x00", b"\x02", b"\x03", b"\xff"):
+        for code in (b"\x01", b"\x00", b"\x02"):
             vpcd.send_split(code)
         # had any of them been answered, that answer would be read here instead of the ATR
         assert vpcd.request(b"\x04") == card.atr
         assert card.events == ["on", "off", "reset"]
         assert card.powered
+
+
+@pytest.mark.parametrize("code", [0x03, 0x05, 0x80, 0xFF])
+def test_a_one_byte_frame_vpcd_never_sends_is_an_apdu_and_gets_6700(
+    vpcd: FakeVpcd, card: RecordingCard, code: int
+) -> None:
+    with running(VpcdLink(card, "127.0.0.1", vpcd.port)):
+        vpcd.accept()
+        started = time.monotonic()
+        assert vpcd.request(bytes([code])) == b"\x67\x00"
+        assert time.monotonic() - started < 1.0  # answered at once, not after the grace period
+        assert vpcd.request(b"\x04") == card.atr
+        assert card.events == []
+
+
+@pytest.mark.parametrize("code", [0x00, 0x01, 0x02])
+def test_silence_after_a_control_code_means_a_waiting_client_and_gets_6700(
+    vpcd: FakeVpcd, card: RecordingCard, code: int
+) -> None:
+    with running(VpcdLink(card, "127.0.0.1", vpcd.port)):
+        vpcd.accept()
+        started = time.monotonic()
+        assert vpcd.request(bytes([code])) == b"\x67\x00"
+        waited = time.monotonic() - started
+        assert HANG_GRACE <= waited < 2.0
+        # the card stays in the reader and the stream in sync
+        assert vpcd.request(b"\x04") == card.atr
+
+
+def test_presence_polls_after_a_control_code_get_no_stray_6700(vpcd: FakeVpcd, card: RecordingCard) -> None:
+    with running(VpcdLink(card, "127.0.0.1", vpcd.port)):
+        vpcd.accept()
+        vpcd.send_split(b"\x00")
+        for _ in range(int(HANG_GRACE / 0.4) + 3):  # pcscd's presence poll rate
+            time.sleep(0.4)
+            assert vpcd.request(b"\x04") == card.atr
+        assert vpcd.conn is not None
+        vpcd.conn.settimeout(HANG_GRACE + 0.5)
+        with pytest.raises(TimeoutError):
+            vpcd.recv_exact(1)  # nothing unsolicited after a poll answered with the ATR
 
 
 def test_garbage_apdus_get_a_status_word(vpcd: FakeVpcd, card: RecordingCard) -> None:

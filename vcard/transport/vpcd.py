@@ -14,6 +14,23 @@ reply must get one, and the reply must never be empty: vpcd treats a 0-length
 frame as card removal. vpcd 0.8 (Debian 12) writes the length and the payload with
 two separate send() calls, so every frame is read in a loop until complete.
 
+The framing is ambiguous for a client's 1-byte command APDU: vpcd forwards it as a
+1-byte frame and then waits for an answer, with the reader locked for every client.
+vpcd itself only sends the codes 00, 01, 02 and 04, so any other 1-byte frame is an
+APDU and gets 6700 (wrong length). For 00, 01 and 02 the link watches what follows:
+after a real control code pcscd keeps polling card presence (a 04 every 0.4 s, or
+at once after power on and reset), while a client waiting for an answer holds the
+reader and nothing more arrives. Silence for `HANG_GRACE` seconds therefore means
+a waiting client, and it gets 6700. What remains ambiguous: if pcscd stopped
+polling for another reason in that window (it is being stopped, or the machine is
+suspended), vpcd would read that 6700 as the answer to its next request; the next
+presence poll then sees a wrong ATR once and the one after it the right one.
+
+A command APDU longer than 65,535 bytes cannot be carried by the 16-bit length:
+vpcd 0.8 drops the card instead of sending it (the reader sees a removal), so
+clients must chain such commands (CLA bit 0x10); the card accepts chains of up to
+`vcard.cardos.DEFAULT_MAX_CHAIN_BYTES`.
+
 The link knows nothing about applets: it only calls `power_on`, `power_off`,
 `reset`, `transmit` and reads `atr` (see `SmartCard`).
 """
@@ -23,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import select
 import socket
 import sys
 import threading
@@ -30,6 +48,7 @@ import time
 from typing import Protocol
 
 from ..atr import build as build_atr
+from ..redact import command_text
 
 log = logging.getLogger("vcard.transport.vpcd")
 
@@ -43,6 +62,14 @@ CTRL_POWER_OFF = 0
 CTRL_POWER_ON = 1
 CTRL_RESET = 2
 CTRL_GET_ATR = 4
+_SILENT_CONTROL_CODES = frozenset({CTRL_POWER_OFF, CTRL_POWER_ON, CTRL_RESET})
+
+HANG_GRACE = 1.0
+"""Seconds of silence after a 00/01/02 frame that mean a client waits for an answer.
+
+pcscd polls presence every 0.4 s, so a real control code is followed by a frame well
+within this; 1 s keeps a hung reader under the 2 s a user would notice.
+"""
 
 MAX_FRAME = 0xFFFF
 RECV_SIZE = 2 + MAX_FRAME
@@ -153,6 +180,7 @@ class VpcdLink:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self.observers: list[FrameObserver] = []
+        self._last_error = ""
 
     @property
     def endpoint(self) -> str:
@@ -162,6 +190,18 @@ class VpcdLink:
     def connected(self) -> bool:
         """True while the card is in vpcd's reader (see `attached`)."""
         return self.attached.is_set()
+
+    def waiting_reason(self) -> str:
+        """Why the card is not in the reader yet, in words for a user who waits."""
+        if self.attached.is_set():
+            return "attached"
+        with self._lock:
+            connected = self._sock is not None
+        if connected:
+            return "connected, but vpcd has not talked: another card holds this slot"
+        if self._last_error:
+            return f"cannot connect: {self._last_error}"
+        return "connecting"
 
     @property
     def inserted(self) -> bool:
@@ -249,7 +289,9 @@ class VpcdLink:
             sock = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT)
         except OSError as error:
             log.debug("%s: cannot connect to %s: %s", self.name, self.endpoint, error)
+            self._last_error = error.strerror or str(error)
             return None
+        self._last_error = ""
         sock.settimeout(None)
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -265,8 +307,17 @@ class VpcdLink:
         """Answer frames until the connection ends; True if vpcd talked to us."""
         talked = False
         pending = bytearray()  # bytes received but not yet consumed
+        watch = False  # the last frame was 00/01/02: it may have been a client's 1-byte APDU
         try:
             while True:
+                if watch and not pending and not self._readable(sock, HANG_GRACE):
+                    log.warning(
+                        "%s: no frame from vpcd for %.1f s after a 1-byte frame: a client sent it"
+                        " as an APDU and waits; answering 6700",
+                        self.name,
+                        HANG_GRACE,
+                    )
+                    sock.sendall(len(_SW_WRONG_LENGTH).to_bytes(2, "big") + _SW_WRONG_LENGTH)
                 header = self._recv_exact(sock, pending, 2)
                 payload = self._recv_exact(sock, pending, int.from_bytes(header, "big"))
                 if not talked:
@@ -277,6 +328,7 @@ class VpcdLink:
                     observer.frame_started(payload)
                 try:
                     reply = self._handle(payload)
+                    watch = len(payload) == 1 and payload[0] in _SILENT_CONTROL_CODES
                     if reply is not None:
                         if self.delay:
                             time.sleep(self.delay)
@@ -290,6 +342,12 @@ class VpcdLink:
             if error.errno not in (errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.EBADF):
                 log.warning("%s: connection to %s failed: %s", self.name, self.endpoint, error)
         return talked
+
+    @staticmethod
+    def _readable(sock: socket.socket, seconds: float) -> bool:
+        """Whether the peer sends something (or closes) within `seconds`."""
+        ready, _, _ = select.select([sock], [], [], seconds)
+        return bool(ready)
 
     def _recv_exact(self, sock: socket.socket, pending: bytearray, size: int) -> bytes:
         """The next `size` bytes of the stream, receiving as many segments as that takes.
@@ -313,11 +371,15 @@ class VpcdLink:
     def _handle(self, payload: bytes) -> bytes | None:
         """The reply to one vpcd frame, or None for control codes that get none."""
         if len(payload) == 1:
+            if payload[0] not in _SILENT_CONTROL_CODES and payload[0] != CTRL_GET_ATR:
+                # vpcd never sends this code: a client's 1-byte APDU, and vpcd waits for its answer
+                log.warning("%s: 1-byte APDU %02X answered with 6700", self.name, payload[0])
+                return _SW_WRONG_LENGTH
             return self._control(payload[0])
         try:
             reply = self.card.transmit(payload)
         except Exception:  # a card must keep answering; vpcd would wait forever otherwise
-            log.exception("%s: card failed on %s", self.name, payload.hex().upper())
+            log.exception("%s: card failed on %s", self.name, command_text(payload))
             return _SW_NO_PRECISE_DIAGNOSIS
         if len(reply) < 2:
             log.error("%s: card returned %d bytes (no status word)", self.name, len(reply))
@@ -345,8 +407,6 @@ class VpcdLink:
             elif code == CTRL_RESET:
                 log.debug("%s: reset", self.name)
                 self.card.reset()
-            else:
-                log.warning("%s: unknown vpcd control code %02X ignored", self.name, code)
         except Exception:  # keep serving: the stream stays in sync because these get no reply
             log.exception("%s: card failed on control code %02X", self.name, code)
             if code == CTRL_GET_ATR:

@@ -35,7 +35,7 @@ from ...statefields import require_field, require_hex
 from ...wire.aids import PIV_AID
 from ...wire.ins import PivIns
 from . import attestation, keys, objects
-from .config import REF_MANAGEMENT, REF_PUK, PivConfig, parse_config
+from .config import REF_MANAGEMENT, REF_PUK, PivConfig, check_roles, parse_config
 from .keys import Algorithm, AlgorithmInfo, Origin, PinPolicy, TouchPolicy
 from .mgmkey import ManagementKeyAuth
 
@@ -79,6 +79,12 @@ class PivBase(Applet):
     def __init__(self, context: AppletContext) -> None:
         self.context = context
         self.config: PivConfig = parse_config(context.config, context.profile_path)
+        check_roles(
+            self.config,
+            {role.role: role.type for role in context.security.roles},
+            context.config,
+            context.profile_path,
+        )
         self.security = context.security
         self.state = context.state
         self._keys: dict[int, KeyEntry] = {}

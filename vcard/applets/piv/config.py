@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...security import AccessRule
+from ...security import AccessRule, RoleType
 from ...tablereader import TableReader
 from .keys import BY_PROFILE_NAME, KEY_SLOTS, SLOT_ATTESTATION, Algorithm, PinPolicy, TouchPolicy
 
@@ -204,3 +204,30 @@ def _parse_slots(reader: TableReader) -> dict[int, SlotConfig]:
         )
     outer.finish()
     return slots
+
+
+def check_roles(
+    config: PivConfig, roles: Mapping[int, RoleType], table: Mapping[str, Any], profile_path: Path
+) -> None:
+    """Every role a reference or touch_role names is declared, with a type that can do the job.
+
+    Caught at load: otherwise the card would answer 6A88 to VERIFY or GENERAL
+    AUTHENTICATE, and `vcard info` would fail on the missing role.
+    """
+    reader = TableReader(profile_path, "applets.piv", table)
+    pin_like = (RoleType.PIN, RoleType.EXTERNAL)
+    wanted: dict[int, tuple[RoleType, ...]] = {
+        REF_PIN: pin_like,
+        REF_PUK: (RoleType.PIN,),
+        REF_MANAGEMENT: (RoleType.CHALLENGE,),
+        REF_GLOBAL_PIN: pin_like,
+    }
+    checks = [(f"references.{ref:02X}", role, wanted.get(ref)) for ref, role in config.references.items()]
+    if config.touch_role is not None:
+        checks.append(("touch_role", config.touch_role, (RoleType.EXTERNAL,)))
+    for key, role, kinds in checks:
+        if role not in roles:
+            raise reader.error(key, f"role {role} is not declared in [[security.roles]]")
+        if kinds is not None and roles[role] not in kinds:
+            names = " or ".join(f'"{kind.value}"' for kind in kinds)
+            raise reader.error(key, f'role {role} must have type {names}, not "{roles[role].value}"')

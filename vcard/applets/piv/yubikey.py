@@ -20,7 +20,7 @@ from ...tablereader import TableReader
 from ...wire.ins import YubicoIns
 from . import attestation, keys, objects
 from .commands import PivCommands, _policy_byte
-from .config import REF_MANAGEMENT, parse_config, version_text
+from .config import REF_MANAGEMENT, check_roles, parse_config, version_text
 from .keys import Algorithm, Origin
 
 MAX_RETRIES = 15
@@ -45,6 +45,8 @@ class YubicoCommands(PivCommands):
     def __init__(self, context: AppletContext) -> None:
         # Checked before the base class creates a new card's state, so a refused profile leaves none
         config = parse_config(context.config, context.profile_path)
+        roles = {role.role: role.type for role in context.security.roles}
+        check_roles(config, roles, context.config, context.profile_path)
         self._aes_management = config.version >= AES_MANAGEMENT_SINCE
         algorithm = keys.SYMMETRIC_BY_NAME[context.security.key_algorithm(config.management_role)]
         if algorithm in AES_MANAGEMENT and not self._aes_management:
