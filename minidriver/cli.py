@@ -21,7 +21,8 @@ from typing import Any
 
 import click
 
-from . import api
+import minidriver as api
+
 from .constants import (
     AT_KEYEXCHANGE,
     CALG_MD5,
