@@ -17,7 +17,7 @@ from .constants import (
 from .context import CardData, context_of
 from .entry import check_flags, check_version, entry
 from .errors import Scard, ScardError
-from .structures import CARD_CACHE_FILE_FORMAT, CARD_FILE_INFO, CARD_FREE_SPACE_INFO
+from .structures import CARD_CACHE_FILE_FORMAT, CARD_FILE_INFO, CARD_FREE_SPACE_INFO, StructureError
 
 
 def _name(name: str | None, what: str) -> str:
@@ -124,9 +124,15 @@ def CardWriteFile(
     if ctx.backend.read_only:
         raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "read-only card")
     if directory is None and name == szCACHE_FILE:
+        # Checked before it is written: a cardcf no reader can parse would make every cache
+        # (and every later write, which bumps it) fail with SCARD_E_COMM_DATA_LOST.
+        try:
+            cardcf = CARD_CACHE_FILE_FORMAT.unpack(bytes(pbData))
+        except StructureError as error:
+            raise ScardError(Scard.E_INVALID_PARAMETER, f"cardcf: {error}") from error
         ctx.backend.write_cardcf(bytes(pbData))
         if ctx.fresh is not None:
-            ctx.fresh.cardcf = CARD_CACHE_FILE_FORMAT.unpack(bytes(pbData))
+            ctx.fresh.cardcf = cardcf
         return
     kind = _file_kind(directory, name)
     ctx.freshness(card_data)
