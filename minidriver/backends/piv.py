@@ -131,6 +131,13 @@ def _pad_pin(pin: bytes) -> bytes:
     return pin + b"\xff" * (8 - len(pin))
 
 
+def _pad_new_pin(pin: bytes) -> bytes:
+    """A new PIN value: one too long is an invalid parameter, not a wrong PIN."""
+    if len(pin) > 8:
+        raise ScardError(Scard.E_INVALID_PARAMETER, "a new PIV PIN is at most 8 bytes")
+    return _pad_pin(pin)
+
+
 def _certificate_der(container: bytes) -> bytes | None:
     """DER certificate from a PIV certificate container (70/71/FE), decompressing if flagged."""
     fields = tlv_dict(container)
@@ -610,7 +617,7 @@ class PivBackend(Backend):
         reference = self._reference(pin_id)
         try:
             self.apdu.send(
-                0x00, INS_CHANGE_REFERENCE, 0x00, reference, _pad_pin(old) + _pad_pin(new), le=None
+                0x00, INS_CHANGE_REFERENCE, 0x00, reference, _pad_pin(old) + _pad_new_pin(new), le=None
             )
         except ApduError as error:
             if error.sw == 0x6A80:
@@ -624,7 +631,9 @@ class PivBackend(Backend):
         if auth is None or int(auth.info.PinPurpose) != PinPurpose.UnblockOnlyPin:
             raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "PIV unblocks the PIN with the PUK only")
         try:
-            self.apdu.send(0x00, INS_RESET_RETRY, 0x00, 0x80, _pad_pin(auth_data) + _pad_pin(new), le=None)
+            self.apdu.send(
+                0x00, INS_RESET_RETRY, 0x00, 0x80, _pad_pin(auth_data) + _pad_new_pin(new), le=None
+            )
         except ApduError as error:
             if error.sw == 0x6A80:
                 raise ScardError(Scard.E_INVALID_PARAMETER, "new PIN refused by the card") from error
