@@ -3,12 +3,13 @@ without the vcard vendor commands, and the status-word translations every backen
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, utils
+from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 from md_support import (
     GIDS_ADMIN_KEY,
     PIN,
@@ -22,10 +23,11 @@ from md_support import (
 )
 
 import minidriver as md
-from minidriver.backends.base import Backend, operation_error, wrong_pin
+from minidriver.backends.base import Backend, operation_error, tlv_encode, wrong_pin
 from minidriver.cache import GlobalCache
-from minidriver.testing import tdes_response
+from minidriver.testing import PivProvisioner, certificate_for, tdes_response
 from minidriver.transport import ApduChannel, ApduError
+from vcard.transport.inproc import InProcessConnection
 
 INVALID = md.SCARD_E_INVALID_PARAMETER
 UNSUPPORTED = md.SCARD_E_UNSUPPORTED_FEATURE
@@ -248,3 +250,74 @@ def test_gids_without_the_vendor_commands(gids: Card) -> None:
     md.CardDeauthenticateEx(cd, md.PIN_SET_ALL_ROLES, 0)
     assert _state(cd) == 0
     raises(md.SCARD_W_SECURITY_VIOLATION, lambda: md.CardCreateDirectory(cd, "apps", 1))  # really logged out
+
+
+def test_piv_containers_described_from_certificates_alone(piv: Card) -> None:
+    """Slots with a certificate but no key metadata (keys loaded elsewhere): key and size from the
+    certificate; a gzip-compressed certificate (CertInfo 01, SP 800-73-4 part 1) reads back as DER."""
+    rsa_key = rsa.generate_private_key(65537, 2048).public_key()
+    ec_key = ec.generate_private_key(ec.SECP384R1()).public_key()
+    rsa_der, ec_der = certificate_for(rsa_key, "rsa"), certificate_for(ec_key, "ec")
+    provisioner = PivProvisioner(InProcessConnection(piv.virtual.card, power_on=False))
+    provisioner.select()
+    provisioner.authenticate()
+    for tag, body in (
+        (
+            0x5FC105,
+            tlv_encode(0x70, gzip.compress(rsa_der)) + tlv_encode(0x71, b"\x01") + tlv_encode(0xFE, b""),
+        ),
+        (0x5FC10A, tlv_encode(0x70, ec_der) + tlv_encode(0x71, b"\x00") + tlv_encode(0xFE, b"")),
+    ):
+        data = tlv_encode(0x5C, tag.to_bytes(3, "big")) + tlv_encode(0x53, body)
+        provisioner.apdu.send(0x00, 0xDB, 0x3F, 0xFF, data, le=None)
+    provisioner.logout()
+    cd = piv.card_data()
+    assert md.CardReadFile(cd, "mscp", "kxc00") == rsa_der
+    assert md.CardReadFile(cd, "mscp", "ksc01") == ec_der
+    blob = md.public_key_of(md.CardGetContainerInfo(cd, 0))
+    assert isinstance(blob, md.PUBLICKEYBLOB) and blob.modulus == rsa_key.public_numbers().n
+    ecc = md.public_key_of(md.CardGetContainerInfo(cd, 1))
+    assert isinstance(ecc, md.BCRYPT_ECCKEY_BLOB) and ecc.bits == 384 and ecc.x == ec_key.public_numbers().x
+    records = md.structures.unpack_cmapfile(md.CardReadFile(cd, "mscp", "cmapfile"))
+    assert (records[0].wKeyExchangeKeySizeBits, records[1].wSigKeySizeBits) == (2048, 384)
+
+
+def test_gids_containers_files_and_an_uninitialised_card(gids: Card) -> None:
+    cd = gids.card_data()
+    md.CardAuthenticateEx(cd, md.ROLE_USER, 0, PIN)
+    gen = md.CARD_CREATE_CONTAINER_KEY_GEN
+    raises(
+        INVALID, lambda: md.CardCreateContainer(cd, 200, gen, md.AT_KEYEXCHANGE, 2048, b"")
+    )  # beyond the keymap
+    raises(
+        INVALID,
+        lambda: md.CardCreateContainer(cd, 5, md.CARD_CREATE_CONTAINER_KEY_IMPORT, 1, 2048, b"garbage"),
+    )
+    # an existing container is overwritten (spec §1.4): a new key, still container 0
+    old = md.public_key_of(md.CardGetContainerInfo(cd, 0))
+    md.CardCreateContainer(cd, 0, gen, md.AT_KEYEXCHANGE, 1024, b"")
+    new = md.public_key_of(md.CardGetContainerInfo(cd, 0))
+    assert isinstance(old, md.PUBLICKEYBLOB) and isinstance(new, md.PUBLICKEYBLOB)
+    assert (old.bitlen, new.bitlen) == (2048, 1024) and old.modulus != new.modulus
+    raises(md.SCARD_E_FILE_NOT_FOUND, lambda: md.CardReadFile(cd, "mscp", "nofile"))
+    raises(md.SCARD_E_DIR_NOT_FOUND, lambda: md.CardEnumFiles(cd, "nodir"))
+    admin_only = md.CARD_FILE_ACCESS_CONDITION.AdminReadWriteAc
+    md.CardAuthenticateChallenge(cd, tdes_response(GIDS_ADMIN_KEY, md.CardGetChallenge(cd)))
+    md.CardCreateFile(cd, "mscp", "secret", 0, admin_only)
+    assert md.CardGetFileInfo(cd, "mscp", "secret").AccessCondition == admin_only
+    md.CardDeauthenticateEx(cd, md.CREATE_PIN_SET(md.ROLE_ADMIN), 0)
+    raises(md.SCARD_W_SECURITY_VIOLATION, lambda: md.CardReadFile(cd, "mscp", "secret"))
+    raises(
+        md.SCARD_W_SECURITY_VIOLATION, lambda: md.CardWriteFile(cd, "mscp", "secret", 0, b"x")
+    )  # user only
+    blank = Card(open_card("gids-blank"), {})
+    try:
+        uninitialised = blank.card_data()  # the GIDS application answers, but has no file system yet
+        for call in (
+            lambda: md.CardReadFile(uninitialised, None, "cardid"),
+            lambda: md.CardGetProperty(uninitialised, md.CP_CARD_GUID),
+        ):
+            error = raises(md.SCARD_E_UNEXPECTED, call)
+            assert "not initialised" in str(error)
+    finally:
+        blank.virtual.close()
