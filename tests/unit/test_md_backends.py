@@ -321,3 +321,44 @@ def test_gids_containers_files_and_an_uninitialised_card(gids: Card) -> None:
             assert "not initialised" in str(error)
     finally:
         blank.virtual.close()
+
+
+def test_gids_pin_change_unblock_and_an_unreadable_cmapfile(gids: Card) -> None:
+    cd = gids.card_data()
+    change, unblock = md.PIN_CHANGE_FLAG_CHANGEPIN, md.PIN_CHANGE_FLAG_UNBLOCK
+    wrong = raises(
+        md.SCARD_W_WRONG_CHV, lambda: md.CardChangeAuthenticatorEx(cd, change, 1, b"000000", 1, b"4321")
+    )
+    assert wrong.attempts_remaining == 2
+    challenge = md.CardGetChallengeEx(cd, md.ROLE_ADMIN, 0)
+    raises(md.SCARD_W_WRONG_CHV, lambda: md.CardChangeAuthenticatorEx(cd, unblock, 2, bytes(8), 1, b"4321"))
+    response = tdes_response(GIDS_ADMIN_KEY, md.CardGetChallengeEx(cd, md.ROLE_ADMIN, 0))
+    raises(INVALID, lambda: md.CardChangeAuthenticatorEx(cd, unblock, 2, response, 1, b"9" * 20))
+    response = tdes_response(GIDS_ADMIN_KEY, md.CardGetChallengeEx(cd, md.ROLE_ADMIN, 0))
+    assert md.CardChangeAuthenticatorEx(cd, unblock, 2, response, 1, b"4321") == UNKNOWN
+    assert challenge  # (the first challenge was spent by the refused response)
+    md.CardAuthenticateEx(cd, md.ROLE_USER, 0, b"4321")
+    raises(md.SCARD_E_FILE_NOT_FOUND, lambda: md.CardReadFile(cd, None, "nofile"))
+    md.CardWriteFile(cd, "mscp", "cmapfile", 0, b"not a cmapfile")  # the Base CSP owns it; any bytes go
+    other = gids.card_data()
+    error = raises(md.SCARD_E_COMM_DATA_LOST, lambda: md.CardGetContainerInfo(other, 0))
+    assert "cmapfile" in str(error)
+
+
+def test_piv_write_support_certificate_files(piv: Card) -> None:
+    writer = piv.card_data(piv_writable=True)
+    md.CardAuthenticateChallenge(writer, tdes_response(PIV_MANAGEMENT_KEY, md.CardGetChallenge(writer)))
+    md.CardCreateContainer(writer, 2, md.CARD_CREATE_CONTAINER_KEY_GEN, md.AT_ECDHE_P256, 0, b"")
+    blob = md.public_key_of(md.CardGetContainerInfo(writer, 2))
+    assert isinstance(blob, md.BCRYPT_ECCKEY_BLOB) and blob.dwMagic == md.BCRYPT_ECDH_PUBLIC_P256_MAGIC
+    key = ec.EllipticCurvePublicNumbers(blob.x, blob.y, ec.SECP256R1()).public_key()
+    certificate = certificate_for(key, "key management")
+    md.CardCreateFile(writer, "mscp", "kxc02", 0, md.CARD_FILE_ACCESS_CONDITION.EveryoneReadUserWriteAc)
+    md.CardWriteFile(writer, "mscp", "kxc02", 0, certificate)
+    assert md.CardReadFile(writer, "mscp", "kxc02") == certificate
+    assert "kxc02" in md.CardEnumFiles(writer, "mscp")
+    md.CardDeleteFile(writer, "mscp", "kxc02")
+    assert "kxc02" not in md.CardEnumFiles(writer, "mscp")
+    raises(md.SCARD_E_FILE_NOT_FOUND, lambda: md.CardReadFile(writer, "mscp", "kxc02"))
+    raises(INVALID, lambda: md.CardCreateFile(writer, "mscp", "kxc30", 0, 1))  # no PIV slot for it
+    raises(UNSUPPORTED, lambda: md.CardCreateFile(writer, "mscp", "notes", 0, 1))  # only certificates
