@@ -24,6 +24,7 @@ from md_support import (
 
 import minidriver as md
 from minidriver.backends.base import Backend, operation_error, tlv_encode, wrong_pin
+from minidriver.backends.gids import KEYMAP, MASTERFILE, GidsBackend
 from minidriver.cache import GlobalCache
 from minidriver.testing import PivProvisioner, certificate_for, tdes_response
 from minidriver.transport import ApduChannel, ApduError
@@ -362,3 +363,22 @@ def test_piv_write_support_certificate_files(piv: Card) -> None:
     raises(md.SCARD_E_FILE_NOT_FOUND, lambda: md.CardReadFile(writer, "mscp", "kxc02"))
     raises(INVALID, lambda: md.CardCreateFile(writer, "mscp", "kxc30", 0, 1))  # no PIV slot for it
     raises(UNSUPPORTED, lambda: md.CardCreateFile(writer, "mscp", "notes", 0, 1))  # only certificates
+
+
+def test_gids_data_the_layer_cannot_read_is_refused(gids: Card) -> None:
+    """Certificates stored plain or corrupt, a malformed keymap or masterfile (written behind the layer)."""
+    cd = gids.card_data()
+    md.CardAuthenticateEx(cd, md.ROLE_USER, 0, PIN)
+    md.CardAuthenticateChallenge(cd, tdes_response(GIDS_ADMIN_KEY, md.CardGetChallenge(cd)))
+    backend = cd.pvVendorSpecific.backend  # type: ignore[union-attr]
+    assert isinstance(backend, GidsBackend)
+    record = next(r for r in backend.masterfile() if r.filename == "kxc00")
+    der = md.CardReadFile(cd, "mscp", "kxc00")
+    backend.put_do(record.fid, record.do, der)  # stored plain by another tool: read as it is
+    assert md.CardReadFile(gids.card_data(), "mscp", "kxc00") == der
+    backend.put_do(record.fid, record.do, b"\x01\x00\x10\x00not zlib")
+    raises(md.SCARD_E_COMM_DATA_LOST, lambda: md.CardReadFile(gids.card_data(), "mscp", "kxc00"))
+    backend.put_do(*KEYMAP, b"\x02")
+    raises(md.SCARD_E_COMM_DATA_LOST, lambda: md.CardGetContainerInfo(gids.card_data(), 0))
+    backend.put_do(*MASTERFILE, b"\x01\x02\x03")
+    raises(md.SCARD_E_COMM_DATA_LOST, lambda: md.CardEnumFiles(gids.card_data(), "mscp"))
