@@ -95,7 +95,7 @@ def test_authenticate_ex_rejects_bad_parameters(piv: Card) -> None:
         (md.ROLE_ADMIN, 0, b""),  # challenge-response without a response
         (EXTERNAL_ROLE, 0, b"1234"),  # an external role takes no PIN data
     ):
-        raises(INVALID, lambda p=pin_id, f=flags, d=data: md.CardAuthenticateEx(card_data, p, f, d))  # type: ignore[misc]
+        raises(INVALID, lambda p=pin_id, f=flags, d=data: md.CardAuthenticateEx(card_data, p, f, d))
     raises(
         md.SCARD_E_UNSUPPORTED_FEATURE,
         lambda: md.CardAuthenticateEx(
@@ -172,7 +172,7 @@ def test_a_card_without_session_pins_says_unsupported_feature(piv: Card) -> None
         raises(
             md.SCARD_E_UNSUPPORTED_FEATURE,
             lambda f=flags: md.CardAuthenticateEx(card_data, md.ROLE_USER, f, PIN),
-        )  # type: ignore[misc]
+        )
     # the plain PIN still works; PIV's own log-out (VERIFY P1=FF, SP 800-73-4 §3.2.1) clears the PIN
     # only, so other roles need a reset: UNSUPPORTED_FEATURE tells the Base CSP to reset (spec §1.4)
     md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, PIN)
@@ -274,7 +274,7 @@ def test_change_authenticator_ex_rules_and_puk_unblock(piv: Card) -> None:
     ):
         raises(
             INVALID,
-            lambda f=flags, a=auth_id, d=auth, t=target_id, n=target, r=retries: md.CardChangeAuthenticatorEx(  # type: ignore[misc]
+            lambda f=flags, a=auth_id, d=auth, t=target_id, n=target, r=retries: md.CardChangeAuthenticatorEx(
                 card_data, f, a, d, t, n, r
             ),
         )

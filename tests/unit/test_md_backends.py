@@ -164,7 +164,7 @@ def test_piv_write_support_rules_and_ecc_key_generation(piv: Card) -> None:
         (INVALID, (30, gen, md.AT_KEYEXCHANGE, 2048, b"", md.ROLE_USER)),  # no PIV slot for it
         (UNSUPPORTED, (0, gen, md.AT_KEYEXCHANGE, 1000, b"", md.ROLE_USER)),
     ):
-        raises(code, lambda a=args: md.CardCreateContainerEx(writer, *a))  # type: ignore[misc]
+        raises(code, lambda a=args: md.CardCreateContainerEx(writer, *a))
     # container 1 (9C) with ROLE_EVERYONE: generated with PIN policy "never", signs without a PIN
     md.CardCreateContainerEx(writer, 1, gen, md.AT_ECDSA_P256, 0, b"", md.ROLE_EVERYONE)
     blob = md.public_key_of(md.CardGetContainerInfo(writer, 1))

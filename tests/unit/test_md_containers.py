@@ -263,7 +263,7 @@ def test_dh_agreement_rules(cd: md.CardData) -> None:
         (INVALID, md.CARD_DH_AGREEMENT_INFO(2, 2, 0, pbPublicKey=_peer_blob(ec.SECP384R1()))),
         (INVALID, md.CARD_DH_AGREEMENT_INFO(2, 2, 0, pbPublicKey=private_blob)),
     ):
-        raises(code, lambda i=info: md.CardConstructDHAgreement(cd, i))  # type: ignore[misc]
+        raises(code, lambda i=info: md.CardConstructDHAgreement(cd, i))
 
 
 def test_derive_key_rules(cd: md.CardData) -> None:
@@ -276,7 +276,7 @@ def test_derive_key_rules(cd: md.CardData) -> None:
         (UNSUPPORTED, md.CARD_DERIVE_KEY(2, 0, md.BCRYPT_KDF_TLS_PRF, index)),
         (INVALID, md.CARD_DERIVE_KEY(2, 0, "PBKDF2", index)),
     ):
-        raises(code, lambda i=info: md.CardDeriveKey(cd, i))  # type: ignore[misc]
+        raises(code, lambda i=info: md.CardDeriveKey(cd, i))
     derived = md.CardDeriveKey(
         cd, md.CARD_DERIVE_KEY(1, 0, md.BCRYPT_KDF_HMAC, index)
     )  # v1 structure is fine
@@ -335,7 +335,7 @@ def test_create_container_rules(gids: Card, piv: Card) -> None:
         (INVALID, (5, gen, md.AT_KEYEXCHANGE, 2048, b"", 6)),  # no role 6 on this card
         (INVALID, (5, gen, md.AT_KEYEXCHANGE, 2048, b"", md.MAX_PINS)),
     ):
-        raises(code, lambda a=args: md.CardCreateContainerEx(card_data, *a))  # type: ignore[misc]
+        raises(code, lambda a=args: md.CardCreateContainerEx(card_data, *a))
     with pytest.raises(md.ScardError) as no_such:
         md.CardGetContainerInfo(card_data, 5)
     assert no_such.value.code == md.SCARD_E_NO_KEY_CONTAINER  # nothing was created by the failures

@@ -36,11 +36,11 @@ def test_acquire_context_checks_card_data(piv: Card) -> None:
     for field, value in (("pbAtr", b""), ("pwszCardName", "")):
         card_data = _fresh(piv)
         setattr(card_data, field, value)
-        raises(INVALID, lambda c=card_data: md.CardAcquireContext(c, 0))  # type: ignore[misc]
+        raises(INVALID, lambda c=card_data: md.CardAcquireContext(c, 0))
     for atr in (b"\x3b", b"\x00\x11\x22", bytes(0x23)):
         card_data = _fresh(piv)
         card_data.pbAtr = atr
-        raises(md.SCARD_E_UNKNOWN_CARD, lambda c=card_data: md.CardAcquireContext(c, 0))  # type: ignore[misc]
+        raises(md.SCARD_E_UNKNOWN_CARD, lambda c=card_data: md.CardAcquireContext(c, 0))
     handleless = md.CardData(pbAtr=piv.virtual.card.atr)
     raises(md.SCARD_E_INVALID_HANDLE, lambda: md.CardAcquireContext(handleless, 0))
     raises(md.SCARD_E_INVALID_HANDLE, lambda: handleless.transport)

@@ -42,7 +42,7 @@ def test_names_are_checked_and_lowercased(piv: Card) -> None:
         ("ms:p", "cmapfile"),
         ("mscpmscpm", "cmapfile"),
     ):
-        raises(INVALID, lambda d=directory, n=name: md.CardReadFile(cd, d, n))  # type: ignore[misc]
+        raises(INVALID, lambda d=directory, n=name: md.CardReadFile(cd, d, n))
 
 
 def test_read_only_card_files(piv: Card) -> None:

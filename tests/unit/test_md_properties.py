@@ -123,7 +123,7 @@ def test_set_property_accepts_only_the_window_and_the_context_string(piv: Card) 
     raises(INVALID, lambda: md.CardSetProperty(cd, md.CP_PARENT_WINDOW, b"\x01\x02\x03"))
     raises(INVALID, lambda: md.CardSetProperty(cd, md.CP_PARENT_WINDOW, bytes(8), 1))
     for name in (md.CP_CARD_READ_ONLY, md.CP_CARD_PIN_INFO, md.CP_CARD_CACHE_MODE, md.CP_KEY_IMPORT_SUPPORT):
-        raises(UNSUPPORTED, lambda n=name: md.CardSetProperty(cd, n, bytes(4)))  # type: ignore[misc]
+        raises(UNSUPPORTED, lambda n=name: md.CardSetProperty(cd, n, bytes(4)))
     raises(UNSUPPORTED, lambda: md.CardSetProperty(cd, "No Such Property", b""))
     assert ctx.parent_window == 0x5678  # the refused calls changed nothing
 
