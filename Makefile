@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := pcscd vsmartcard-vpcd swig libpcsclite-dev opensc yubico-piv-tool pcsc-tools \
                 gnutls-bin libengine-pkcs11-openssl \
+                krb5-kdc krb5-admin-server krb5-pkinit krb5-user \
                 python3 python3-venv python3-dev gcc
 PYTEST_ARGS ?=
 
@@ -23,7 +24,7 @@ system-deps:
 	    exit 1; \
 	  fi; \
 	  echo "Installing:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  bash scripts/apt-install.sh $$missing; \
 	fi
 
 $(VENV)/.installed: pyproject.toml | system-deps
@@ -52,8 +53,9 @@ bench: venv pcscd
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 lint: venv
-	$(VENV)/bin/ruff check vcard minidriver tests bench
+	$(VENV)/bin/ruff check vcard minidriver signin tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

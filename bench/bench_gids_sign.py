@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from timing import rate
 
 from vcard import crypto
+from vcard.apdu import ResponseAPDU
 from vcard.applets.gids import GidsApplet
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
@@ -48,10 +49,10 @@ def main() -> None:
     card.power_on()
 
     def ok(command: bytes) -> bytes:
-        response = card.transmit(command)
-        if response[-2:] != b"\x90\x00":
-            raise SystemExit(f"{command.hex().upper()} answered {response[-2:].hex().upper()}")
-        return response[:-2]
+        response = ResponseAPDU.parse(card.transmit(command))
+        if response.sw != 0x9000:
+            raise SystemExit(f"{command.hex().upper()} answered {response.sw:04X}")
+        return response.data
 
     ok(bytes.fromhex("00A4040009A0000003974254465900"))
     ok(bytes.fromhex("0020008006") + b"123456")

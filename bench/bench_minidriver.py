@@ -25,15 +25,15 @@ from typing import Any
 
 import minidriver as md
 from minidriver.cache import GlobalCache
-from minidriver.testing import PivProvisioner, certificate_for
-from minidriver.transport import PcscTransport
+from vcard.host import InProcessConnection, PcscConnection
+from vcard.testing.provisioning import PivProvisioner, certificate_for
 
 
 def sign_in(make: Any, cache: GlobalCache, pin: bytes, delay: float) -> tuple[dict[str, int], float]:
     """One logon-like flow on a fresh CardData (a new process); returns (counters, seconds)."""
     card_data: md.CardData = make(cache)
-    card_data.transport.delay = delay
-    card_data.transport.reset_counters()
+    card_data.connection.meter.delay = delay
+    card_data.connection.meter.reset()
     started = time.perf_counter()
     md.CardAcquireContext(card_data, 0)
     with card_data.transaction():
@@ -55,9 +55,9 @@ def sign_in(make: Any, cache: GlobalCache, pin: bytes, delay: float) -> tuple[di
         md.CardSignData(card_data, info)
         md.CardDeauthenticateEx(card_data, md.PIN_SET_ALL_ROLES, 0)
     elapsed = time.perf_counter() - started
-    counters = card_data.transport.counters()
+    counters = card_data.connection.meter.snapshot()
     md.CardDeleteContext(card_data)
-    if card_data.transport.name == "pcsc":
+    if isinstance(card_data.connection, PcscConnection):
         card_data.close()
     return counters, elapsed
 
@@ -83,7 +83,6 @@ def inprocess_cards() -> dict[str, Any]:
     """A provisioned PIV card (9A RSA-2048) and GIDS card (container 0 RSA-2048), in memory."""
     from vcard.profile import load_profile
     from vcard.runtime import VirtualCard
-    from vcard.transport.inproc import InProcessConnection
 
     piv = VirtualCard.open(load_profile("piv"), None, ephemeral=True)
     PivProvisioner(InProcessConnection(piv.card)).provision({0x9A: "rsa2048", 0x9C: "p256", 0x9D: "p256"})
@@ -98,19 +97,16 @@ def inprocess_cards() -> dict[str, Any]:
 @contextlib.contextmanager
 def pcscd_cards() -> Iterator[dict[str, Any]]:
     """PIV and GIDS cards in `vcard run` processes on vpcd slots 0 and 1, under the vpcd lock."""
-    from vcard.testing import running_card
-    from vcard.transport.vpcd import exclusive_slots
+    from vcard.testing import exclusive_slots, running_card
 
     with exclusive_slots(), contextlib.ExitStack() as stack:
         cards: dict[str, Any] = {}
         for slot, profile in enumerate(("piv", "gids")):
             reader = stack.enter_context(running_card(profile, slot))
-            transport = PcscTransport(reader)
             if profile == "piv":
-                PivProvisioner(transport).provision({0x9A: "rsa2048"})
-                transport.close()
+                with PcscConnection(reader) as connection:
+                    PivProvisioner(connection).provision({0x9A: "rsa2048"})
             else:
-                transport.close()
                 _provision_gids(lambda cache, reader=reader: md.CardData.connect(reader, cache=cache))
             cards[f"{profile.upper()} (pcscd)"] = lambda cache, reader=reader: md.CardData.connect(
                 reader, cache=cache

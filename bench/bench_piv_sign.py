@@ -34,6 +34,7 @@ from vcard import tlv  # noqa: E402
 from vcard.apdu import CommandAPDU, ResponseAPDU  # noqa: E402
 from vcard.applets.piv import PivApplet  # noqa: E402
 from vcard.applets.piv.keys import Algorithm, block_encrypt  # noqa: E402
+from vcard.host import Disposition, Link, PcscConnection, SmartCardProtocol  # noqa: E402
 from vcard.profile import load_profile  # noqa: E402
 from vcard.runtime import VirtualCard  # noqa: E402
 
@@ -42,9 +43,6 @@ MGM = bytes.fromhex("010203040506070801020304050607080102030405060708")
 DIGEST = hashlib.sha256(b"vcard benchmark").digest()
 SHA256_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
 RSA_BLOCK = b"\x00\x01" + b"\xff" * (256 - 3 - 51) + b"\x00" + SHA256_INFO + DIGEST
-Transmit = Callable[[bytes], bytes]
-
-
 
 
 def best_of(
@@ -58,34 +56,22 @@ def best_of(
     return max(raw_rates), max(card_rates)
 
 
-def command(cla: int, ins: int, p1: int, p2: int, data: bytes = b"", ne: int | None = 256) -> bytes:
-    return CommandAPDU(cla, ins, p1, p2, data, ne).encode()
+def exchange(link: Link, cla: int, ins: int, p1: int, p2: int, data: bytes = b"") -> ResponseAPDU:
+    """A short-APDU client (vcard.host): CLA 10 chaining and GET RESPONSE, as OpenSC does."""
+    return SmartCardProtocol(link).transmit(CommandAPDU(cla, ins, p1, p2, data, 256))
 
 
-def exchange(transmit: Transmit, cla: int, ins: int, p1: int, p2: int, data: bytes = b"") -> ResponseAPDU:
-    """A short-APDU client: CLA 10 chaining and GET RESPONSE, as OpenSC does."""
-    chunks = [data[i : i + 255] for i in range(0, len(data), 255)] or [b""]
-    for chunk in chunks[:-1]:
-        transmit(command(cla | 0x10, ins, p1, p2, chunk, None))
-    response = ResponseAPDU.parse(transmit(command(cla, ins, p1, p2, chunks[-1])))
-    out = response.data
-    while response.sw >> 8 == 0x61:
-        response = ResponseAPDU.parse(transmit(command(0x00, 0xC0, 0, 0, ne=response.sw & 0xFF or 256)))
-        out += response.data
-    return ResponseAPDU(out, response.sw)
-
-
-def prepare(transmit: Transmit, generate: bool) -> None:
+def prepare(link: Link, generate: bool) -> None:
     """SELECT, 9B mutual authentication, keys in 9A (RSA-2048) and 9D (P-256), PIN."""
 
     def ok(response: ResponseAPDU) -> ResponseAPDU:
         assert response.sw == 0x9000, f"{response.sw:04X}"
         return response
 
-    ok(exchange(transmit, 0x00, 0xA4, 0x04, 0x00, AID))
+    ok(exchange(link, 0x00, 0xA4, 0x04, 0x00, AID))
     if generate:
         witness = tlv.find(
-            ok(exchange(transmit, 0x00, 0x87, 0x03, 0x9B, bytes.fromhex("7C028000"))).data, 0x7C, 0x80
+            ok(exchange(link, 0x00, 0x87, 0x03, 0x9B, bytes.fromhex("7C028000"))).data, 0x7C, 0x80
         )
         assert witness is not None
         from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
@@ -94,12 +80,12 @@ def prepare(transmit: Transmit, generate: bool) -> None:
         decryptor = Cipher(TripleDES(MGM), modes.ECB()).decryptor()
         plain = decryptor.update(witness) + decryptor.finalize()
         body = tlv.encode(0x7C, [tlv.encode(0x80, plain), tlv.encode(0x81, bytes(8)), tlv.encode(0x82, b"")])
-        answer = tlv.find(ok(exchange(transmit, 0x00, 0x87, 0x03, 0x9B, body)).data, 0x7C, 0x82)
+        answer = tlv.find(ok(exchange(link, 0x00, 0x87, 0x03, 0x9B, body)).data, 0x7C, 0x82)
         assert answer == block_encrypt(Algorithm.TDES, MGM, bytes(8))
         for slot, algorithm in ((0x9A, 0x07), (0x9D, 0x11)):
             template = tlv.encode(0xAC, tlv.encode(0x80, bytes([algorithm])))
-            ok(exchange(transmit, 0x00, 0x47, 0x00, slot, template))
-    ok(exchange(transmit, 0x00, 0x20, 0x00, 0x80, b"123456\xff\xff"))
+            ok(exchange(link, 0x00, 0x47, 0x00, slot, template))
+    ok(exchange(link, 0x00, 0x20, 0x00, 0x80, b"123456\xff\xff"))
 
 
 def sign_apdus() -> tuple[bytes, bytes]:
@@ -127,7 +113,7 @@ def main() -> int:
     virtual = VirtualCard.open(load_profile("piv"), ephemeral=True)
     card = virtual.card
     card.power_on()
-    prepare(card.transmit, generate=True)
+    prepare(card, generate=True)
     applet = virtual.applets["piv"]
     assert isinstance(applet, PivApplet)
     rsa_entry, ec_entry = applet.key_entry(0x9A), applet.key_entry(0x9D)
@@ -138,8 +124,8 @@ def main() -> int:
 
     def card_sign(apdu: bytes) -> Callable[[], object]:
         def run() -> None:
-            response = card.transmit(apdu)
-            assert response[-2:] == b"\x90\x00", response[-2:].hex()
+            sw = ResponseAPDU.parse(card.transmit(apdu)).sw
+            assert sw == 0x9000, f"{sw:04X}"
 
         return run
 
@@ -179,7 +165,7 @@ def measure_pcsc(seconds: float) -> dict[str, float | None]:
     try:
         from harness import CardProcess, environment_problem
 
-        from vcard.transport.vpcd import exclusive_slots
+        from vcard.testing import exclusive_slots
     except ImportError as error:
         print(f"pcscd measurement skipped: {error}", file=sys.stderr)
         return {"RSA-2048": None, "P-256": None}
@@ -187,25 +173,16 @@ def measure_pcsc(seconds: float) -> dict[str, float | None]:
     if problem is not None:
         print(f"pcscd measurement skipped: {problem}", file=sys.stderr)
         return {"RSA-2048": None, "P-256": None}
-    from smartcard.System import readers
-
     with exclusive_slots(), CardProcess(profile="piv", slot=0) as process:
-        reader = next(r for r in readers() if str(r) == process.reader)
-        connection = reader.createConnection()
-        connection.connect()
-
-        def transmit(apdu: bytes) -> bytes:
-            data, sw1, sw2 = connection.transmit(list(apdu))
-            return bytes(data) + bytes([sw1, sw2])
-
+        connection = PcscConnection(process.reader, disposition=Disposition.UNPOWER_CARD)
         try:
-            prepare(transmit, generate=True)
+            prepare(connection, generate=True)
             rsa_body = tlv.encode(0x7C, [tlv.encode(0x82, b""), tlv.encode(0x81, RSA_BLOCK)])
             ec_body = tlv.encode(0x7C, [tlv.encode(0x82, b""), tlv.encode(0x81, DIGEST)])
 
             def sign(p1: int, p2: int, body: bytes) -> Callable[[], object]:
                 def run() -> None:
-                    assert exchange(transmit, 0x00, 0x87, p1, p2, body).sw == 0x9000
+                    assert exchange(connection, 0x00, 0x87, p1, p2, body).sw == 0x9000
 
                 return run
 
@@ -214,7 +191,7 @@ def measure_pcsc(seconds: float) -> dict[str, float | None]:
                 "P-256": rate(sign(0x11, 0x9D, ec_body), seconds),
             }
         finally:
-            connection.disconnect()
+            connection.close()
 
 
 if __name__ == "__main__":

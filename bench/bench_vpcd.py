@@ -38,9 +38,11 @@ from pathlib import Path
 
 from vcard import atr
 from vcard.cardos import Card
+from vcard.host import Disposition, PcscConnection, PcscError
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
-from vcard.transport.vpcd import VPCD_BASE_PORT, SmartCard, VpcdLink, exclusive_slots, reader_name
+from vcard.testing import card_present, exclusive_slots, wait_for_presence
+from vcard.transport.vpcd import VPCD_BASE_PORT, SmartCard, VpcdLink, reader_name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SLOT = 0
@@ -93,60 +95,34 @@ class BenchError(Exception):
     pass
 
 
-def card_present(reader: str) -> bool:
-    """Whether pcscd sees a card in `reader`, asked without touching the card."""
-    from smartcard import scard
-
-    hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
-    if hresult != scard.SCARD_S_SUCCESS:
-        raise BenchError(f"cannot reach pcscd: {scard.SCardGetErrorMessage(hresult)}")
-    try:
-        hresult, states = scard.SCardGetStatusChange(context, 0, [(reader, scard.SCARD_STATE_UNAWARE)])
-        if hresult != scard.SCARD_S_SUCCESS:
-            raise BenchError(f"no reader {reader!r}: {scard.SCardGetErrorMessage(hresult)}")
-        return bool(states[0][1] & scard.SCARD_STATE_PRESENT)
-    finally:
-        scard.SCardReleaseContext(context)
-
-
 def wait_presence(reader: str, present: bool) -> None:
-    deadline = time.monotonic() + PRESENCE_TIMEOUT
-    while card_present(reader) != present:
-        if time.monotonic() > deadline:
-            state = "appear in" if present else "leave"
-            raise BenchError(f"the card did not {state} {reader!r} within {PRESENCE_TIMEOUT:.0f} s")
-        time.sleep(0.05)
+    if not wait_for_presence(reader, present, PRESENCE_TIMEOUT):
+        state = "appear in" if present else "leave"
+        raise BenchError(f"the card did not {state} {reader!r} within {PRESENCE_TIMEOUT:.0f} s")
 
 
 def round_trips(reader: str, count: int) -> list[float]:
-    """Seconds per SCardTransmit for `count` APDUs of the workload (after a warm-up)."""
-    from smartcard import scard
+    """Seconds per SCardTransmit for `count` APDUs of the workload (after a warm-up).
 
-    hresult, context = scard.SCardEstablishContext(scard.SCARD_SCOPE_USER)
-    if hresult != scard.SCARD_S_SUCCESS:
-        raise BenchError(scard.SCardGetErrorMessage(hresult))
+    Timed around the connection's transmit (one SCardTransmit and the call meter's
+    bookkeeping, the same for the card and the responder).
+    """
     try:
-        hresult, card, protocol = scard.SCardConnect(
-            context, reader, scard.SCARD_SHARE_SHARED, scard.SCARD_PROTOCOL_T0 | scard.SCARD_PROTOCOL_T1
-        )
-        if hresult != scard.SCARD_S_SUCCESS:
-            raise BenchError(f"SCardConnect: {scard.SCardGetErrorMessage(hresult)}")
-        try:
-            samples: list[float] = []
-            apdus = [list(apdu) for apdu in WORKLOAD]
-            for index in range(WARM_UP + count):
-                started = time.perf_counter()
-                hresult, response = scard.SCardTransmit(card, protocol, apdus[index % len(apdus)])
-                elapsed = time.perf_counter() - started
-                if hresult != scard.SCARD_S_SUCCESS or len(response) < 2:
-                    raise BenchError(f"SCardTransmit: {scard.SCardGetErrorMessage(hresult)}")
-                if index >= WARM_UP:
-                    samples.append(elapsed)
-            return samples
-        finally:
-            scard.SCardDisconnect(card, scard.SCARD_RESET_CARD)
-    finally:
-        scard.SCardReleaseContext(context)
+        connection = PcscConnection(reader, disposition=Disposition.RESET_CARD)
+    except PcscError as error:
+        raise BenchError(str(error)) from None
+    with connection:
+        samples: list[float] = []
+        for index in range(WARM_UP + count):
+            apdu = WORKLOAD[index % len(WORKLOAD)]
+            started = time.perf_counter()
+            response = connection.transmit(apdu)
+            elapsed = time.perf_counter() - started
+            if len(response) < 2:
+                raise BenchError(f"SCardTransmit: {len(response)} bytes, no status word")
+            if index >= WARM_UP:
+                samples.append(elapsed)
+        return samples
 
 
 def measure(label: str, card: SmartCard, quickack: bool, count: int) -> Timing:

@@ -12,7 +12,9 @@ wFilesFreshness), so another process's cache sees the change.
 
 `CacheStore` is the injectable interface that stands for the CARD_DATA
 pfnCspCacheAddFile / LookupFile / DeleteFile callbacks; `GlobalCache` models the
-machine-wide cache (one per process here).
+machine-wide cache (one per process here). Entries are keyed by logon session as
+well as by card (a terminal server's sessions never share them): the key starts
+with the session's scope (`rm.Session.cache_scope`).
 """
 
 from __future__ import annotations
@@ -92,14 +94,16 @@ class FreshnessCache:
     """The cache as one transaction sees it: a card ID and the cardcf read at its start.
 
     Item layout: the 6-byte cardcf snapshot taken when the item was stored, a
-    DWORD length, then the data. Windows' items (spec digest 4.4) carry 6 more
+    DWORD length, then the data. Windows' items ("File System Requirements", cache file) carry 6 more
     bytes between snapshot and length whose meaning is not documented; they are
     left out, so items are not byte-compatible with a Windows cache dump.
     """
 
-    def __init__(self, store: CacheStore, card_id: bytes, cardcf: CARD_CACHE_FILE_FORMAT) -> None:
+    def __init__(
+        self, store: CacheStore, card_id: bytes, cardcf: CARD_CACHE_FILE_FORMAT, scope: bytes = b""
+    ) -> None:
         self.store = store
-        self.card_id = card_id
+        self.card_id = scope + card_id  # entries are the session's own (rm.Session.cache_scope)
         self.cardcf = cardcf
         self.hits = 0
         self.misses = 0

@@ -7,10 +7,13 @@ Smart Card Minidriver Specification v7 §1 (versions, CARD_DATA, context entry p
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from vcard.host import CardEndpoint, Connection, SmartCardProtocol
 
 from .backends.base import Backend, Container, RoleInfo
 from .cache import GLOBAL_CACHE, CacheStore, Freshness, FreshnessCache
@@ -21,12 +24,9 @@ from .constants import (
     PinCachePolicyType,
 )
 from .errors import Scard, ScardError
-from .rm import DEFAULT_IDLE_RESET_SECONDS, CardHandle, ResourceManager
+from .rm import CONSOLE, DEFAULT_IDLE_RESET_SECONDS, CardHandle, ResourceManager, ResourceManagerHub, Session
 from .structures import CARD_CACHE_FILE_FORMAT, StructureError
-from .transport import ApduChannel, InProcessTransport, PcscTransport, Transport
-
-if TYPE_CHECKING:
-    from vcard.transport.vpcd import SmartCard
+from .transport import connect_inprocess, connect_pcsc
 
 log = logging.getLogger("minidriver.context")
 
@@ -51,41 +51,58 @@ class CardData:
     piv_writable: bool = False  # PIV: optional write support (certificates, key generation) with the 9B key
     pvVendorSpecific: Context | None = None
     session_pin_cache: dict[int, bytes] = field(default_factory=dict)  # the CSP's cache: session PINs only
+    session: Session = CONSOLE  # the logon session this CSP instance serves
+    cache_scope: bytes = CONSOLE.cache_scope  # its data-cache entries' key prefix (shared only in legacy)
 
     # --- construction ---------------------------------------------------------------------------
     @classmethod
-    def from_transport(
+    def from_connection(
         cls,
-        transport: Transport,
+        connection: Connection,
         version: int = CARD_DATA_CURRENT_VERSION,
         idle_reset_seconds: float | None = DEFAULT_IDLE_RESET_SECONDS,
         clock: Callable[[], float] | None = None,
         cache: CacheStore | None = GLOBAL_CACHE,
         applet: str | None = None,
         piv_writable: bool = False,
+        session: Session = CONSOLE,
+        hub: ResourceManagerHub | None = None,
     ) -> CardData:
-        rm = (
-            ResourceManager(transport, idle_reset_seconds, clock)
-            if clock
-            else ResourceManager(transport, idle_reset_seconds)
+        """A CARD_DATA over `connection`; with `hub`, the card's resource manager is shared by
+        every session of the process (terminal-server model), else it is this context's own."""
+        if hub is not None:
+            handle, scope = hub.connect(connection, session), hub.cache_scope(session)
+        else:
+            rm = ResourceManager(connection, idle_reset_seconds, clock or time.monotonic)
+            handle, scope = rm.connect(session=session), session.cache_scope
+        return cls(
+            version,
+            connection.atr,
+            "vcard",
+            handle,
+            cache,
+            applet,
+            piv_writable,
+            session=session,
+            cache_scope=scope,
         )
-        return cls(version, transport.atr, "vcard", rm.connect(), cache, applet, piv_writable)
 
     @classmethod
     def connect(cls, reader: str | None = None, delay: float = 0.0, **kwargs: Any) -> CardData:
         """A CARD_DATA for a PC/SC reader (first reader if None), ready for CardAcquireContext."""
-        return cls.from_transport(PcscTransport(reader, delay), **kwargs)
+        return cls.from_connection(connect_pcsc(reader, delay), **kwargs)
 
     @classmethod
-    def inprocess(cls, card: SmartCard, delay: float = 0.0, **kwargs: Any) -> CardData:
-        """A CARD_DATA for a vcard Card in this process (no pcscd)."""
-        return cls.from_transport(InProcessTransport(card, delay), **kwargs)
+    def inprocess(cls, card: CardEndpoint, delay: float = 0.0, **kwargs: Any) -> CardData:
+        """A CARD_DATA for a card object in this process (no pcscd), counted like a reader."""
+        return cls.from_connection(connect_inprocess(card, delay), **kwargs)
 
     @property
-    def transport(self) -> Transport:
+    def connection(self) -> Connection:
+        """The PC/SC (or in-process) connection under the handle; its `meter` counts every call."""
         if self.hScard is None:
             raise ScardError(Scard.E_INVALID_HANDLE, "no card handle")
-        return self.hScard.transport
+        return self.hScard.connection
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -109,7 +126,7 @@ class CardData:
     def close(self) -> None:
         if self.hScard is not None:
             self.hScard.disconnect()
-            self.hScard.transport.close()
+            self.hScard.connection.close()
 
 
 # --- the minidriver context ------------------------------------------------------------------
@@ -194,7 +211,9 @@ class Context:
         if self.fresh is None:
             if self.card_id is None:
                 self.card_id = self.backend.card_id()
-            self.fresh = FreshnessCache(card_data.cache, self.card_id, self.read_cardcf())
+            self.fresh = FreshnessCache(
+                card_data.cache, self.card_id, self.read_cardcf(), card_data.cache_scope
+            )
         return self.fresh
 
     def read_cardcf(self) -> CARD_CACHE_FILE_FORMAT:
@@ -318,7 +337,7 @@ def CardAcquireContext(card_data: CardData, dwFlags: int = 0) -> None:
     candidates: list[type[Backend]] = [PivBackend, GidsBackend]
     if card_data.applet is not None:
         candidates = [cls for cls in candidates if cls.name == card_data.applet]
-    channel = ApduChannel(handle)
+    channel = SmartCardProtocol(handle)
     handle.begin_transaction()
     try:
         for backend_class in candidates:

@@ -11,11 +11,12 @@ import struct
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
+from vcard.host import ApduError
+
 from .backends.base import RoleInfo
 from .constants import MAX_PINS, ROLE_USER
 from .context import CardData, Context, context_of
 from .errors import Scard, ScardError
-from .transport import ApduError
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from enum import IntEnum
 from typing import NamedTuple
 
+from .wire.ins import IsoIns
+
 
 class SW(IntEnum):
     """Status words with the names used everywhere (logs, traces, tests, scripts).
@@ -215,26 +217,9 @@ class ResponseAPDU(NamedTuple):
         return cls(bytes(raw[:-2]), int.from_bytes(raw[-2:], "big"))
 
 
-class INS(IntEnum):
-    """Instruction bytes the card OS itself handles or that several applets share."""
-
-    SELECT = 0xA4
-    GET_RESPONSE = 0xC0
-    GET_DATA = 0xCA
-    GET_DATA_ODD = 0xCB
-    PUT_DATA = 0xDB
-    VERIFY = 0x20
-    CHANGE_REFERENCE_DATA = 0x24
-    RESET_RETRY_COUNTER = 0x2C
-    GENERAL_AUTHENTICATE = 0x87
-    GENERATE_ASYMMETRIC_KEY_PAIR = 0x47
-    GET_CHALLENGE = 0x84
-    MANAGE_SECURITY_ENVIRONMENT = 0x22
-    PERFORM_SECURITY_OPERATION = 0x2A
-
-
 def ins_name(ins: int) -> str:
+    """The ISO 7816-4 name of an INS byte for traces (applets name their own, see Applet.ins_label)."""
     try:
-        return INS(ins).name
+        return IsoIns(ins).name
     except ValueError:
         return f"INS_{ins:02X}"

@@ -7,6 +7,13 @@ stops answering.
 
 Applets follow the Java Card model: `select`, `deselect`, `process`, with a table
 from INS to handler methods built by the `@command(INS)` decorator.
+
+A `Card` is configured when it is built, not patched afterwards: card-level
+commands (routed before the selected applet, e.g. vcard.vendor), hooks run before
+every command (PIN-always window, idle reset) and observers of exchanges and
+power events (the APDU recorder) are constructor arguments; observers can also be
+added later with `add_observer`. Without observers the per-command path does no
+extra work.
 """
 
 from __future__ import annotations
@@ -14,19 +21,50 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 
 from .apdu import SW, CommandAPDU, ISOError, ResponseAPDU, bytes_remaining, ins_name, sw_name
+from .wire.ins import IsoIns
 
 log = logging.getLogger("vcard.cardos")
 trace_log = logging.getLogger("vcard.trace")
 
 MIN_PARTIAL_AID = 5  # the RID; clients select PIV and GIDS with 5-, 9- and 11-byte forms
 DEFAULT_MAX_CHAIN_BYTES = 65536 + 1024
+# Plain ints for the per-command path (an enum attribute lookup costs more than a global).
+_SELECT = int(IsoIns.SELECT)
+_GET_RESPONSE = int(IsoIns.GET_RESPONSE)
 
 HandlerResult = bytes | ResponseAPDU | None
 F = TypeVar("F", bound=Callable[..., HandlerResult])
+CardCommand = Callable[[CommandAPDU], HandlerResult]
+"""A card-level command handler, keyed by (CLA without the chaining bit, INS)."""
+CardHook = Callable[["Card"], None]
+"""Runs before each command (chain fragments included); may raise ISOError to refuse it."""
+
+
+class PowerEvent(StrEnum):
+    POWER_ON = "power on"
+    POWER_OFF = "power off"
+    RESET = "reset"
+
+
+class CardObserver:
+    """Watches a card without changing it; subclasses override what they need.
+
+    Observers run inside the card lock, after the response is encoded, so they see
+    exchanges in order; an exception in an observer is logged and never reaches
+    the host.
+    """
+
+    def on_exchange(self, command: bytes, response: bytes, elapsed: float) -> None:
+        """One command and the encoded response; `elapsed` in seconds (processing only)."""
+
+    def on_power(self, event: PowerEvent) -> None:
+        """A cold start of an unpowered card, a power-off or a warm reset."""
 
 
 def command(*instructions: int) -> Callable[[F], F]:
@@ -42,7 +80,7 @@ def command(*instructions: int) -> Callable[[F], F]:
 class Applet:
     """Base class of card applications.
 
-    Subclasses set `aid` and `name`, decorate handlers with `@command(INS.X)`, and
+    Subclasses set `aid` and `name`, decorate handlers with `@command(XxxIns.Y)` (vcard.wire.ins), and
     raise `ISOError(SW.X)` for every failure. Handlers return response data (bytes),
     a ResponseAPDU for a non-9000 answer that carries data, or None.
     """
@@ -93,6 +131,12 @@ class Card:
 
     Thread-safe: the vpcd transport, a control socket and tests may call in from
     different threads; commands are processed one at a time.
+
+    Two locks: `_command_lock` makes the card single-threaded (a command or power
+    change runs to its end before the next starts, as on a real card), and `lock`
+    guards the card's state for readers such as `vcard info`. A command holds both,
+    but lets go of `lock` while it waits for a person outside the card (`released`),
+    so the state stays readable during a PIN-pad wait while commands still queue.
     """
 
     def __init__(
@@ -102,20 +146,34 @@ class Card:
         default_applet: Applet | None = None,
         max_chain_bytes: int = DEFAULT_MAX_CHAIN_BYTES,
         on_reset: Callable[[bool], None] | None = None,
+        commands: Mapping[tuple[int, int], CardCommand] | None = None,
+        hooks: Sequence[CardHook] = (),
+        observers: Sequence[CardObserver] = (),
     ) -> None:
         self.atr = atr
         self.applets = list(applets)
         self.default_applet = default_applet
         self.max_chain_bytes = max_chain_bytes
         self.lock = threading.RLock()
+        self._command_lock = threading.RLock()
         self.powered = False
         self.selected: Applet | None = default_applet
         self.on_reset = on_reset
         self.last_command_time = time.monotonic()
         self._chain: tuple[tuple[int, int, int, int], bytearray] | None = None
         self._pending_response = b""
-        self.before_command: list[Callable[[], None]] = []
-        self.vendor_commands: dict[tuple[int, int], Callable[[CommandAPDU], HandlerResult]] = {}
+        self._commands: dict[tuple[int, int], CardCommand] = dict(commands or {})
+        self._hooks: tuple[CardHook, ...] = tuple(hooks)
+        self._observers: tuple[CardObserver, ...] = tuple(observers)
+
+    def add_observer(self, observer: CardObserver) -> None:
+        """Start telling `observer` about exchanges and power events."""
+        with self.lock:
+            self._observers = (*self._observers, observer)
+
+    def remove_observer(self, observer: CardObserver) -> None:
+        with self.lock:
+            self._observers = tuple(o for o in self._observers if o is not observer)
 
     @property
     def in_chain(self) -> bool:
@@ -131,44 +189,74 @@ class Card:
 
     def power_on(self) -> None:
         """Cold start (vpcd 01); nothing happens when the card is already powered."""
-        with self.lock:
-            if not self.powered:
+        with self._command_lock, self.lock:
+            was_powered = self.powered
+            if not was_powered:
                 self._clear_volatile(cold=True)
             self.powered = True
+            if not was_powered:
+                self._notify_power(PowerEvent.POWER_ON)
 
     def power_off(self) -> None:
         """Power removed (vpcd 00): a cold reset for everything volatile."""
-        with self.lock:
+        with self._command_lock, self.lock:
             self._clear_volatile(cold=True)
             self.powered = False
+            self._notify_power(PowerEvent.POWER_OFF)
 
     def reset(self) -> None:
         """Warm reset (vpcd 02): applets start over, the power stays on."""
-        with self.lock:
+        with self._command_lock, self.lock:
             self._clear_volatile(cold=False)
             self.powered = True
+            self._notify_power(PowerEvent.RESET)
+
+    def _notify_power(self, event: PowerEvent) -> None:
+        for observer in self._observers:
+            try:
+                observer.on_power(event)
+            except Exception:
+                log.exception("card observer %r failed on %s", observer, event)
 
     def _clear_volatile(self, cold: bool) -> None:
         for applet in self.applets:
             applet.reset()
         self.selected = self.default_applet
         if self.selected is not None:
-            self.selected.select(CommandAPDU(0x00, 0xA4, 0x04, 0x00, self.selected.aid))
+            self.selected.select(CommandAPDU(0x00, IsoIns.SELECT, 0x04, 0x00, self.selected.aid))
         self._chain = None
         self._pending_response = b""
         if self.on_reset is not None:
             self.on_reset(cold)
 
+    @contextmanager
+    def released(self) -> Iterator[None]:
+        """Let readers of the card's state in while the current command waits for an operator.
+
+        The next command still waits for this one (`_command_lock`). Outside a
+        command of the calling thread there is nothing to let go of.
+        """
+        try:
+            self.lock.release()
+        except RuntimeError:  # this thread does not hold the card lock
+            yield
+            return
+        try:
+            yield
+        finally:
+            self.lock.acquire()
+
     # ---- command processing -----------------------------------------------
 
     def transmit(self, raw: bytes) -> bytes:
         """Process one command APDU; always returns data + SW1 SW2."""
-        with self.lock:
+        with self._command_lock, self.lock:
             tracing = trace_log.isEnabledFor(logging.DEBUG)
-            started = time.perf_counter() if tracing else 0.0
+            observers = self._observers
+            started = time.perf_counter() if tracing or observers else 0.0
             try:
-                for hook in self.before_command:
-                    hook()
+                for hook in self._hooks:
+                    hook(self)
                 response = self._transmit(raw)
             except ISOError as error:
                 response = ResponseAPDU(b"", error.sw)
@@ -183,8 +271,15 @@ class Card:
                 response = ResponseAPDU(b"", SW.NO_PRECISE_DIAGNOSIS)
                 encoded = response.encode()
             self.last_command_time = time.monotonic()
-            if tracing:
-                self._trace(raw, response, time.perf_counter() - started)
+            if tracing or observers:
+                elapsed = time.perf_counter() - started
+                if tracing:
+                    self._trace(raw, response, elapsed)
+                for observer in observers:
+                    try:
+                        observer.on_exchange(raw, encoded, elapsed)
+                    except Exception:
+                        log.exception("card observer %r failed", observer)
             return encoded
 
     def _trace(self, raw: bytes, response: ResponseAPDU, elapsed: float) -> None:
@@ -204,7 +299,7 @@ class Card:
     def _transmit(self, raw: bytes) -> ResponseAPDU:
         apdu = CommandAPDU.parse(raw)
         self._check_class(apdu.cla)
-        if apdu.ins == 0xC0 and apdu.cla & 0x80 == 0:
+        if apdu.ins == _GET_RESPONSE and apdu.cla & 0x80 == 0:
             return self._get_response(apdu)
         self._pending_response = b""
         assembled = self._assemble_chain(apdu)
@@ -274,13 +369,13 @@ class Card:
         return self._limit(data, apdu.response_limit)
 
     def _dispatch(self, apdu: CommandAPDU) -> HandlerResult:
-        vendor = self.vendor_commands.get((apdu.cla & ~0x10 & 0xFF, apdu.ins))
-        if vendor is not None:
-            return vendor(apdu)
-        if apdu.ins == 0xA4 and apdu.p1 == 0x04 and apdu.cla & 0x80 == 0:
+        card_command = self._commands.get((apdu.cla & ~0x10 & 0xFF, apdu.ins))
+        if card_command is not None:
+            return card_command(apdu)
+        if apdu.ins == _SELECT and apdu.p1 == 0x04 and apdu.cla & 0x80 == 0:
             return self._select_by_aid(apdu)
         if self.selected is None:
-            if apdu.ins == 0xA4:
+            if apdu.ins == _SELECT:
                 return self._select_master_file(apdu)
             raise ISOError(SW.INS_NOT_SUPPORTED, "no applet selected")
         return self.selected.process(apdu)

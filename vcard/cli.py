@@ -20,15 +20,16 @@ from typing import Any
 
 import click
 
-from minidriver.cli import md
-
 from . import __version__
 from .apdu import ResponseAPDU, sw_name
+from .md_cli import md
 from .pinpad import pinpad, register_pinpad
 from .profile import PROFILE_DIR, ProfileError, list_profile_names, load_profile, parse_hex
 from .runtime import VirtualCard
 from .script.cli import script
+from .signin_cli import COMMANDS as SIGNIN_COMMANDS
 from .store import StateError, default_state_dir
+from .ts_cli import ts
 
 log = logging.getLogger("vcard.cli")
 
@@ -362,3 +363,6 @@ def apdu(profile: str | None, state: Path | None, ephemeral: bool, trace: bool, 
 main.add_command(pinpad)
 main.add_command(script)
 main.add_command(md)
+main.add_command(ts)
+for _command in SIGNIN_COMMANDS:
+    main.add_command(_command)

@@ -5,13 +5,13 @@ vcard gets these fixtures:
 
 - `vcard_card`: a `VirtualCard` from a profile with fresh state under tmp_path
   (profile `piv` unless the test says `@pytest.mark.vcard_profile("gids")`).
-- `vcard_connection`: an in-process connection to it (powered on).
+- `vcard_connection`: a `vcard.host.InProcessConnection` to it (powered on).
 - `vcard_apdu`: an `ApduSession` over that connection: `send`, `check`, `run_script`.
 - `vcard_pcsc_reader`: the same profile run by `vcard run` on a vpcd slot of the
   local pcscd; yields the reader name. Skipped, with the reason, when pcscd or
   vpcd are missing. Holds the machine-wide vpcd lock while the card is in.
-- `vcard_pcsc_connection`: a pyscard CardConnection to that reader.
-- `vcard_pcsc_apdu`: an `ApduSession` over the pyscard connection.
+- `vcard_pcsc_connection`: a `vcard.host.PcscConnection` to that reader.
+- `vcard_pcsc_apdu`: an `ApduSession` over that connection.
 
 The helpers raise AssertionError with the command, the expected and the received
 response, so a failing test reads like a failing script case.
@@ -19,7 +19,6 @@ response, so a failing test reads like a failing script case.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any, TypeVar
 import pytest
 
 from .apdu import sw_name
+from .host import InProcessConnection, PcscConnection, ResponseError, SmartCardProtocol
 from .script.functions import ExpressionError
 from .script.parser import (
     DataPattern,
@@ -41,7 +41,7 @@ from .script.parser import (
     parse_string,
     parse_sw,
 )
-from .script.runner import Connection, PyscardConnection, Runner, RunResult, Status, format_result
+from .script.runner import Connection, Runner, RunResult, Status, format_result
 
 DEFAULT_PROFILE = "piv"
 HERE = Location("<send>", 0)
@@ -73,15 +73,15 @@ class ApduSession:
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+        self.protocol = SmartCardProtocol(connection)
 
     def transmit(self, command: str | bytes, **variables: bytes) -> Response:
         raw = self._command(command, variables)
-        response = bytes(self.connection.transmit(raw))
-        if len(response) < 2:
-            raise AssertionError(
-                f"> {raw.hex(' ').upper()}\nresponse of {len(response)} bytes has no status word"
-            )
-        return Response(response[:-2], int.from_bytes(response[-2:], "big"))
+        try:
+            data, sw = self.protocol.exchange(raw)
+        except ResponseError as error:
+            raise AssertionError(f"> {raw.hex(' ').upper()}\n{error}") from None
+        return Response(data, sw)
 
     def send(
         self,
@@ -207,10 +207,8 @@ def vcard_card(vcard_profile: str, tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-def vcard_connection(vcard_card: Any) -> Any:
+def vcard_connection(vcard_card: Any) -> InProcessConnection:
     """An in-process connection (powered on) to `vcard_card`."""
-    from .transport.inproc import InProcessConnection
-
     return InProcessConnection(vcard_card.card)
 
 
@@ -225,15 +223,13 @@ def vcard_apdu(vcard_connection: Any) -> ApduSession:
 def pcsc_unavailable(slot: int) -> str | None:
     """Why PC/SC tests cannot run here, or None when pcscd and the vpcd reader are there."""
     try:
-        from smartcard.System import readers
+        from smartcard import scard  # noqa: F401
     except ImportError as error:
         return f"pyscard is not importable: {error}"
-    try:
-        names = [str(r) for r in readers()]
-    except Exception as error:
-        return f"pcscd is not running or not reachable: {error}"
+    from .host import list_readers
     from .transport.vpcd import reader_name
 
+    names = list_readers()
     wanted = reader_name(slot)
     if wanted not in names:
         listed = ", ".join(names) or "none"
@@ -255,8 +251,7 @@ def vcard_pcsc_reader(request: pytest.FixtureRequest, vcard_profile: str) -> Ite
     reason = pcsc_unavailable(slot)
     if reason is not None:
         pytest.skip(reason)
-    from .testing import running_card
-    from .transport.vpcd import exclusive_slots
+    from .testing import exclusive_slots, running_card
 
     # re-entrant: inside a session that already holds the lock (vcard's integration conftest,
     # `flock LOCK pytest`) this does not wait for itself
@@ -265,20 +260,12 @@ def vcard_pcsc_reader(request: pytest.FixtureRequest, vcard_profile: str) -> Ite
 
 
 @pytest.fixture
-def vcard_pcsc_connection(vcard_pcsc_reader: str) -> Iterator[Any]:
-    """A pyscard CardConnection to the card in `vcard_pcsc_reader`."""
-    from smartcard.System import readers
-
-    reader = next(r for r in readers() if str(r) == vcard_pcsc_reader)
-    connection = reader.createConnection()
-    connection.connect()
-    try:
+def vcard_pcsc_connection(vcard_pcsc_reader: str) -> Iterator[PcscConnection]:
+    """A PC/SC connection to the card in `vcard_pcsc_reader` (SCARD_LEAVE_CARD on close)."""
+    with PcscConnection(vcard_pcsc_reader) as connection:
         yield connection
-    finally:
-        with contextlib.suppress(Exception):
-            connection.disconnect()
 
 
 @pytest.fixture
-def vcard_pcsc_apdu(vcard_pcsc_connection: Any) -> ApduSession:
-    return ApduSession(PyscardConnection(vcard_pcsc_connection))
+def vcard_pcsc_apdu(vcard_pcsc_connection: PcscConnection) -> ApduSession:
+    return ApduSession(vcard_pcsc_connection)

@@ -9,36 +9,23 @@ reset. Transports and the CLI take a `VirtualCard`; applets only ever see their
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .applets.registry import APPLET_TYPES
 from .cardos import Applet, Card
 from .context import AppletContext
+from .errors import StateError, StateFieldError
 from .profile import Profile
 from .security import SecurityCore
-from .store import CardState, StateError, StateStore, default_state_dir
+from .store import CardState, StateStore, check_envelope, default_state_dir
+from .vendor import VendorHandlers
 
 log = logging.getLogger("vcard.runtime")
-
-APPLET_TYPES: dict[str, str] = {
-    "iso": "vcard.applets.iso:IsoApplet",
-    "piv": "vcard.applets.piv:PivApplet",
-    "gids": "vcard.applets.gids:GidsApplet",
-}
-
-
-AppletFactory = Callable[[AppletContext], Applet]
-
-
-def applet_class(type_name: str) -> AppletFactory:
-    """Import the applet class registered for a profile's `[applets.<type>]` key."""
-    module_name, _, class_name = APPLET_TYPES[type_name].partition(":")
-    factory: AppletFactory = getattr(importlib.import_module(module_name), class_name)
-    return factory
 
 
 @dataclass
@@ -51,6 +38,7 @@ class VirtualCard:
     applets: dict[str, Applet]
     card: Card
     state_dir: Path | None
+    vendor: VendorHandlers
     extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -68,17 +56,25 @@ class VirtualCard:
             if document is None:
                 document = CardState.new_document(profile.name, str(profile.path))
             else:
+                with _located(store, ""):
+                    check_envelope(document)
                 _check_profile_matches(document, profile, directory)
             state = CardState(store, document, is_new)
-            security = SecurityCore(
-                profile.roles,
-                state.section("security"),
-                state.commit,
-                is_new,
-                session_pins_survive_warm_reset=profile.session_pins_survive_warm_reset,
-            )
+            with _located(store, "security"):
+                security = SecurityCore(
+                    profile.roles,
+                    state.section("security"),
+                    state.commit,
+                    is_new,
+                    session_pins_survive_warm_reset=profile.session_pins_survive_warm_reset,
+                )
             applets: dict[str, Applet] = {}
             for type_name, config in profile.applets.items():
+                if not is_new and type_name not in document["applets"]:
+                    # Building it afresh would look like a card that lost its keys.
+                    raise StateError(
+                        f"{store.describe()}: applets.{type_name}: missing (the card has no such applet)"
+                    )
                 context = AppletContext(
                     config=config,
                     profile_path=profile.path,
@@ -87,16 +83,26 @@ class VirtualCard:
                     security=security,
                     is_new=is_new,
                 )
-                applets[type_name] = applet_class(type_name)(context)
+                with _located(store, f"applets.{type_name}"):
+                    applets[type_name] = APPLET_TYPES[type_name](context)
             default = applets.get(profile.default_applet) if profile.default_applet else None
-            card = Card(profile.atr, list(applets.values()), default_applet=default, on_reset=security.reset)
-            _install_security_features(card, security, profile)
+            vendor = VendorHandlers(security, idle_reset_seconds=profile.idle_reset_seconds)
+            card = Card(
+                profile.atr,
+                list(applets.values()),
+                default_applet=default,
+                on_reset=security.reset,
+                commands=vendor.commands(),
+                hooks=vendor.hooks(),
+            )
+            # A VERIFY EXTERNAL waiting for an operator must not lock out readers of the card.
+            security.outside_wait = card.released
             if is_new:
                 state.commit()
         except BaseException:
             store.close()
             raise
-        return cls(profile, state, security, applets, card, directory)
+        return cls(profile, state, security, applets, card, directory, vendor)
 
     def close(self) -> None:
         """Release the state directory. Every change was committed when it happened."""
@@ -117,19 +123,20 @@ class VirtualCard:
         }
 
 
+@contextmanager
+def _located(store: StateStore, section: str) -> Iterator[None]:
+    """Name the file and the section in a section owner's StateFieldError."""
+    try:
+        yield
+    except StateFieldError as error:
+        raise error.located(store.describe(), section) from None
+
+
 def _check_profile_matches(document: dict[str, Any], profile: Profile, directory: Path | None) -> None:
-    recorded = document.get("profile", {}).get("name")
-    if recorded is not None and recorded != profile.name:
+    recorded = document["profile"]["name"]
+    if recorded != profile.name:
         raise StateError(
             f"{directory}/state.json: this card was created from profile {recorded!r}, not {profile.name!r};"
             f" use --profile {recorded} or another --state directory"
         )
 
-
-def _install_security_features(card: Card, security: SecurityCore, profile: Profile) -> None:
-    """Vendor commands (session/external PINs) and the idle reset, when the modules exist."""
-    from .vendor import install_idle_reset, install_vendor_commands
-
-    install_vendor_commands(card, security)
-    if profile.idle_reset_seconds > 0:
-        install_idle_reset(card, security, profile.idle_reset_seconds)

@@ -14,7 +14,7 @@ against a crash or `kill -9` of the card process, and against power loss:
 - one process at a time: an exclusive `flock` on `<dir>/lock` for as long as the
   store is open, so two card processes cannot interleave their writes.
 
-The document layout (schema 1) is described in docs/internal-contracts.md.
+The document layout (schema 1) is described in docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import secrets
 import stat
 import threading
@@ -33,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .errors import StateError as StateError  # raised here; defined where the security core can reach it
+from .statefields import json_type, require_field
 
 log = logging.getLogger("vcard.store")
 
@@ -44,6 +47,10 @@ LOCK_FILE = "lock"
 # sweep the ones a crash left behind (they are never the valid state).
 TEMP_PREFIX = ".state.json."
 TEMP_SUFFIX = ".tmp"
+TEMP_TOKEN_BYTES = 8
+_TEMP_NAME = re.compile(
+    re.escape(TEMP_PREFIX) + f"[0-9a-f]{{{2 * TEMP_TOKEN_BYTES}}}" + re.escape(TEMP_SUFFIX)
+)
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -51,8 +58,21 @@ DIR_MODE = 0o700
 Document = dict[str, Any]
 
 
-class StateError(Exception):
-    """A state directory or file that cannot be used; the message names it and the problem."""
+def check_envelope(document: Document) -> None:
+    """The fields of the document that the runtime reads (schema is checked at load).
+
+    The sections' contents are checked by their owners (`security` by the security
+    core, `applets.<name>` by each applet) when the card opens.
+    """
+    require_field(document, "vcard", str, "")
+    profile = require_field(document, "profile", dict, "")
+    require_field(profile, "name", str, "profile")
+    require_field(profile, "path", str, "profile")
+    card = require_field(document, "card", dict, "")
+    require_field(card, "serial", str, "card")
+    require_field(card, "created", str, "card")
+    require_field(document, "security", dict, "")
+    require_field(document, "applets", dict, "")
 
 
 def default_state_dir(profile_name: str) -> Path:
@@ -145,7 +165,20 @@ class StateStore:
             raise StateError(f"state directory {directory}: cannot create it: {exc.strerror}") from exc
         if not stat.S_ISDIR(info.st_mode):
             raise StateError(f"state directory {directory}: exists and is not a directory")
-        if stat.S_IMODE(info.st_mode) & ~DIR_MODE:
+        # As ssh does for ~/.ssh: whoever else can change the directory could plant
+        # links (`lock -> FILE`) or swap the state under us.
+        if info.st_uid != os.geteuid():
+            raise StateError(
+                f"state directory {directory}: owned by uid {info.st_uid}, not by you (uid {os.geteuid()});"
+                " refusing to use it"
+            )
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise StateError(
+                f"state directory {directory}: writable by other users (mode {mode:03o});"
+                f" refusing to use it (chmod {DIR_MODE:o} it if it is yours)"
+            )
+        if mode & ~DIR_MODE:
             # The directory also holds private keys' file and the control socket.
             log.warning(
                 "state directory %s had mode %03o; setting it to %03o",
@@ -161,18 +194,28 @@ class StateStore:
     def _lock(self, directory: Path) -> None:
         lock_path = directory / LOCK_FILE
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            # O_NOFOLLOW: a planted `lock -> FILE` must not make us truncate FILE;
+            # O_NONBLOCK: a planted FIFO must not hang the open.
+            flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
+            fd = os.open(lock_path, flags, FILE_MODE)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StateError(f"{lock_path}: is a symbolic link; refusing to use it") from None
             raise StateError(f"state directory {directory}: cannot open {lock_path}: {exc.strerror}") from exc
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid != os.geteuid():
+            os.close(fd)
+            raise StateError(
+                f"{lock_path}: not a regular file of yours with a single link; refusing to use it"
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            holder = _read_pid(fd)
+            busy = exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+            holder = _describe_holder(fd, info) if busy else ""
             os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise StateError(
-                    f"state directory {directory} is in use by another vcard process (pid {holder})"
-                ) from None
+            if busy:
+                raise StateError(f"state directory {directory} is in use by {holder}") from None
             raise StateError(f"state directory {directory}: cannot lock {lock_path}: {exc.strerror}") from exc
         # The pid is only for the message above; the lock itself is the flock.
         try:
@@ -190,17 +233,34 @@ class StateStore:
 
     @staticmethod
     def _remove_temp_files(directory: Path) -> None:
-        """Sweep temp files of saves that a crash interrupted (we hold the lock: nobody is writing)."""
+        """Sweep temp files of saves that a crash interrupted (we hold the lock: nobody is writing).
+
+        Only names `_write` makes, and only regular files of ours: a symbolic link,
+        a directory or another user's file with such a name is left alone (unlink
+        never follows a link; lstat tells what the name itself is).
+        """
         for entry in directory.iterdir():
-            if entry.name.startswith(TEMP_PREFIX) and entry.name.endswith(TEMP_SUFFIX):
-                log.info("removing %s left by an interrupted save", entry)
-                try:
-                    entry.unlink()
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    problem = f"cannot remove a leftover temporary file: {exc.strerror}"
-                    raise StateError(f"{entry}: {problem}") from exc
+            if not _TEMP_NAME.fullmatch(entry.name):
+                continue
+            try:
+                info = entry.lstat()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StateError(
+                    f"{entry}: cannot inspect a leftover temporary file: {exc.strerror}"
+                ) from exc
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+                log.warning("leaving %s alone: not a regular file of ours", entry)
+                continue
+            log.info("removing %s left by an interrupted save", entry)
+            try:
+                entry.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                problem = f"cannot remove a leftover temporary file: {exc.strerror}"
+                raise StateError(f"{entry}: {problem}") from exc
 
     # -- load ----------------------------------------------------------------------
 
@@ -221,10 +281,12 @@ class StateStore:
             return None
         except OSError as exc:
             raise StateError(f"{path}: cannot open the state file: {exc.strerror}") from exc
+        # Checked before fdopen: a directory opens read-only but cannot be read as a file.
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise StateError(f"{path}: the state file is not a regular file")
         with os.fdopen(fd, "rb") as file:
-            info = os.fstat(file.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise StateError(f"{path}: the state file is not a regular file")
             mode = stat.S_IMODE(info.st_mode)
             if mode & ~FILE_MODE:
                 log.warning("%s had mode %03o; setting it to %03o", path, mode, FILE_MODE)
@@ -246,12 +308,12 @@ class StateStore:
                 "the state file is corrupt"
             ) from exc
         if not isinstance(document, dict):
-            raise StateError(f"{path}: the state must be a JSON object, got {_json_type(document)}")
+            raise StateError(f"{path}: the state must be a JSON object, got {json_type(document)}")
         schema = document.get("schema")
         if schema is None:
-            raise StateError(f"{path}: the state has no \"schema\" field")
+            raise StateError(f'{path}: the state has no "schema" field')
         if not isinstance(schema, int) or isinstance(schema, bool):
-            raise StateError(f"{path}: \"schema\" must be an integer, got {_json_type(schema)}")
+            raise StateError(f'{path}: "schema" must be an integer, got {json_type(schema)}')
         if schema > SCHEMA_VERSION:
             raise StateError(
                 f"{path}: written by a newer vcard (schema {schema}); "
@@ -279,7 +341,7 @@ class StateStore:
     @staticmethod
     def _write(directory: Path, data: bytes) -> None:
         target = directory / STATE_FILE
-        temp = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
+        temp = directory / f"{TEMP_PREFIX}{secrets.token_hex(TEMP_TOKEN_BYTES)}{TEMP_SUFFIX}"
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         except OSError as exc:
@@ -309,27 +371,52 @@ class StateStore:
             raise StateError(f"{target}: saved, but cannot sync {directory}: {exc.strerror}") from exc
 
 
+def _describe_holder(fd: int, info: os.stat_result) -> str:
+    """Who holds the flock on the lock file `fd`, as far as can be known.
+
+    The pid in the file is only the last vcard that locked it; the holder may be
+    another program. /proc/locks names the process holding a FLOCK on this inode;
+    when it is the pid written in the file, it is a vcard.
+    """
+    holder = _flock_holder(info)
+    if holder is None:
+        return "another process"
+    if _read_pid(fd) == str(holder):
+        return f"another vcard process (pid {holder})"
+    return f"another process (pid {holder})"
+
+
+def _flock_holder(info: os.stat_result) -> int | None:
+    """The pid /proc/locks gives for the FLOCK held on this file, None if unknown."""
+    wanted = (os.major(info.st_dev), os.minor(info.st_dev), info.st_ino)
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            lines = locks.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"; waiters have "->" after the id.
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK":
+            continue
+        device = fields[5].split(":")
+        try:
+            key = (int(device[0], 16), int(device[1], 16), int(device[2]))
+            pid = int(fields[4])
+        except (IndexError, ValueError):
+            continue
+        if key == wanted and pid > 0:
+            return pid
+    return None
+
+
 def _read_pid(fd: int) -> str:
-    """The pid a lock holder wrote, or 'unknown' if it has not written it yet."""
+    """The pid the last vcard to lock the file wrote, or 'unknown'."""
     try:
         text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
     except OSError:
         return "unknown"
     return text if text.isdigit() else "unknown"
-
-
-def _json_type(value: object) -> str:
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    return "null"
 
 
 class CardState:
@@ -357,7 +444,7 @@ class CardState:
             child = node.setdefault(key, {})
             if not isinstance(child, dict):
                 where = ".".join(path[: depth + 1])
-                problem = f"must be a JSON object, got {_json_type(child)}"
+                problem = f"must be a JSON object, got {json_type(child)}"
                 raise StateError(f'{self.store.describe()}: "{where}" {problem}')
             node = child
         return node

@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from vcard import tlv, vendor
+from vcard import tlv
+from vcard.host import ApduError, SmartCardProtocol
+from vcard.wire import vendor
+from vcard.wire.ins import VendorIns
 
 from ..constants import (
     CARD_PIN_STRENGTH_PLAINTEXT,
@@ -28,7 +31,6 @@ from ..structures import (
     PIN_CACHE_POLICY,
     PIN_INFO,
 )
-from ..transport import ApduChannel, ApduError
 
 
 @dataclass
@@ -129,7 +131,7 @@ class Backend:
     key_gen = False
     cache_mode = 1  # CP_CACHE_MODE_GLOBAL_CACHE
 
-    def __init__(self, apdu: ApduChannel) -> None:
+    def __init__(self, apdu: SmartCardProtocol) -> None:
         self.apdu = apdu
         # The card-level vendor commands, loaded lazily (or from the data cache by the API layer).
         self.vendor = VendorCommands(apdu)
@@ -137,7 +139,7 @@ class Backend:
 
     # --- card identity and application --------------------------------------------------------
     @classmethod
-    def probe(cls, apdu: ApduChannel) -> bool:
+    def probe(cls, apdu: SmartCardProtocol) -> bool:
         """True if the card carries this backend's application (selects it)."""
         raise NotImplementedError
 
@@ -334,7 +336,7 @@ def der_to_raw_ecdsa(signature: bytes, bits: int) -> bytes:
 
 
 # --- the card-level vendor commands (docs/vendor-commands.md) ---------------------------------
-# The wire format (CLA/INS, feature bits, GET CAPABILITIES tags) is defined once, in vcard.vendor.
+# The wire format (CLA/INS, feature bits, GET CAPABILITIES tags) is defined once, in vcard.wire.
 
 
 @dataclass
@@ -354,7 +356,7 @@ class VendorRole:
 class VendorCommands:
     """Host side of the card-level commands (CLA 80, INS 5A-5F) when the card has them."""
 
-    def __init__(self, apdu: ApduChannel) -> None:
+    def __init__(self, apdu: SmartCardProtocol) -> None:
         self.apdu = apdu
         self.features = 0
         self.roles: dict[int, VendorRole] = {}
@@ -365,7 +367,7 @@ class VendorCommands:
     def fetch(self) -> bytes:
         """The raw GET CAPABILITIES answer, or b"" on a card without the vendor commands."""
         try:
-            return self.apdu.send(vendor.VENDOR_CLA, vendor.INS_GET_CAPABILITIES, 0, 0)
+            return self.apdu.send_apdu(vendor.VENDOR_CLA, VendorIns.GET_CAPABILITIES, 0, 0)
         except ApduError:
             return b""
 
@@ -435,14 +437,14 @@ class VendorCommands:
         return infos
 
     def pin_set(self) -> int:
-        return self.apdu.send(vendor.VENDOR_CLA, vendor.INS_GET_PIN_SET, 0, 0)[0]
+        return self.apdu.send_apdu(vendor.VENDOR_CLA, VendorIns.GET_PIN_SET, 0, 0)[0]
 
     def issue_session_pin(self, role: int, drop_status: bool) -> bytes:
-        return self.apdu.send(vendor.VENDOR_CLA, vendor.INS_ISSUE_SESSION_PIN, int(drop_status), role)
+        return self.apdu.send_apdu(vendor.VENDOR_CLA, VendorIns.ISSUE_SESSION_PIN, int(drop_status), role)
 
     def verify_session_pin(self, role: int, token: bytes) -> None:
         try:
-            self.apdu.send(vendor.VENDOR_CLA, vendor.INS_VERIFY_SESSION_PIN, 0, role, token, le=None)
+            self.apdu.send_apdu(vendor.VENDOR_CLA, VendorIns.VERIFY_SESSION_PIN, 0, role, token, le=None)
         except ApduError as error:
             raise ScardError(
                 Scard.W_WRONG_CHV, f"session PIN refused (SW {error.sw:04X})", attempts_remaining=0xFFFFFFFF
@@ -450,11 +452,13 @@ class VendorCommands:
 
     def verify_external(self, role: int, drop_status: bool) -> bytes:
         try:
-            return self.apdu.send(vendor.VENDOR_CLA, vendor.INS_VERIFY_EXTERNAL, int(drop_status), role)
+            return self.apdu.send_apdu(vendor.VENDOR_CLA, VendorIns.VERIFY_EXTERNAL, int(drop_status), role)
         except ApduError as error:
             if error.sw == 0x6982:
                 raise ScardError(Scard.W_CANCELLED_BY_USER, "external verification timed out") from error
             raise wrong_pin(error.sw) from error
 
     def deauthenticate(self, pin_set: int) -> None:
-        self.apdu.send(vendor.VENDOR_CLA, vendor.INS_DEAUTHENTICATE, 0, 0, bytes([pin_set & 0xFF]), le=None)
+        self.apdu.send_apdu(
+            vendor.VENDOR_CLA, VendorIns.DEAUTHENTICATE, 0, 0, bytes([pin_set & 0xFF]), le=None
+        )

@@ -22,8 +22,11 @@ import uuid
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from vcard.applets.gids import tables
-from vcard.applets.gids.tables import MasterFileEntry
+from vcard.host import ApduError, SmartCardProtocol
+from vcard.wire import gids_tables
+from vcard.wire.aids import GIDS_AID_PREFIX
+from vcard.wire.gids_tables import MasterFileEntry
+from vcard.wire.ins import GidsIns
 
 from ..constants import (
     AT_KEYEXCHANGE,
@@ -55,7 +58,6 @@ from ..structures import (
     pack_cmapfile,
     unpack_cmapfile,
 )
-from ..transport import ApduChannel, ApduError
 from .base import (
     Backend,
     Container,
@@ -68,21 +70,6 @@ from .base import (
 
 log = logging.getLogger("minidriver.gids")
 
-GIDS_AID_PREFIX = bytes.fromhex("A00000039742544659")
-INS_SELECT = 0xA4
-INS_GET_DATA = 0xCB
-INS_PUT_DATA = 0xDB
-INS_VERIFY = 0x20
-INS_CHANGE_REFERENCE = 0x24
-INS_RESET_RETRY = 0x2C
-INS_MSE = 0x22
-INS_PSO = 0x2A
-INS_GENERAL_AUTHENTICATE = 0x87
-INS_CREATE_FILE = 0xE0
-INS_ACTIVATE = 0x44
-INS_DELETE_FILE = 0xE4
-INS_GENERATE = 0x47
-
 EF_DIRS = 0xA000
 MASTERFILE = (0xA000, 0xDF1F)
 KEYMAP = (0xA000, 0xDF20)
@@ -93,7 +80,7 @@ FIRST_KEY_REF = 0x81
 MAX_CONTAINERS = 126
 MAX_FREE_BYTES = 32768  # no card-side free-space query: report what the applet reasonably holds
 
-# Access condition -> EF holding files of that class (gids.md §2.1)
+# Access condition -> EF holding files of that class (docs/gids.md; OpenSC src/libopensc/card-gids.c)
 AC_TO_EF = {
     CARD_FILE_ACCESS_CONDITION.EveryoneReadUserWriteAc: 0xA010,
     CARD_FILE_ACCESS_CONDITION.UserWriteExecuteAc: 0xA011,
@@ -108,11 +95,11 @@ COMPRESSED_PREFIXES = ("kxc", "ksc")
 
 def _read_certificate(value: bytes) -> bytes:
     """Plain DER of a kxc/ksc file: GIDS stores certificates compressed (01 00 | LE16 | zlib)."""
-    if value[:2] != tables.CERT_COMPRESSED:
+    if value[:2] != gids_tables.CERT_COMPRESSED:
         return value  # stored plain
     try:
-        return tables.decompress_certificate(value)
-    except tables.TableError as error:
+        return gids_tables.decompress_certificate(value)
+    except gids_tables.TableError as error:
         raise ScardError(Scard.E_COMM_DATA_LOST, f"corrupt compressed certificate: {error}") from error
 
 
@@ -129,24 +116,24 @@ class GidsBackend(Backend):
     cache_mode = CP_CACHE_MODE_GLOBAL_CACHE
 
     @classmethod
-    def probe(cls, apdu: ApduChannel) -> bool:
+    def probe(cls, apdu: SmartCardProtocol) -> bool:
         try:
-            apdu.send(0x00, INS_SELECT, 0x04, 0x00, GIDS_AID_PREFIX)
+            apdu.send_apdu(0x00, GidsIns.SELECT, 0x04, 0x00, GIDS_AID_PREFIX)
         except ApduError:
             return False
         return True
 
     def select(self) -> None:
         try:
-            self.apdu.send(0x00, INS_SELECT, 0x04, 0x00, GIDS_AID_PREFIX)
+            self.apdu.send_apdu(0x00, GidsIns.SELECT, 0x04, 0x00, GIDS_AID_PREFIX)
         except ApduError as error:
             raise ScardError(Scard.W_REMOVED_CARD, f"GIDS application gone (SW {error.sw:04X})") from error
 
     # --- data objects ---------------------------------------------------------------------------
     def get_do(self, ef: int, do: int) -> bytes | None:
         try:
-            answer = self.apdu.send(
-                0x00, INS_GET_DATA, ef >> 8, ef & 0xFF, tlv_encode(0x5C, do.to_bytes(2, "big"))
+            answer = self.apdu.send_apdu(
+                0x00, GidsIns.GET_DATA, ef >> 8, ef & 0xFF, tlv_encode(0x5C, do.to_bytes(2, "big"))
             )
         except ApduError as error:
             if error.sw in (0x6A88, 0x6A82):
@@ -159,7 +146,7 @@ class GidsBackend(Backend):
 
     def put_do(self, ef: int, do: int, value: bytes) -> None:
         try:
-            self.apdu.send(0x00, INS_PUT_DATA, ef >> 8, ef & 0xFF, tlv_encode(do, value), le=None)
+            self.apdu.send_apdu(0x00, GidsIns.PUT_DATA, ef >> 8, ef & 0xFF, tlv_encode(do, value), le=None)
         except ApduError as error:
             raise operation_error(error, f"PUT DATA {ef:04X}/{do:04X}") from error
 
@@ -181,12 +168,12 @@ class GidsBackend(Backend):
     # --- masterfile -----------------------------------------------------------------------------
     def masterfile(self) -> list[MasterFileEntry]:
         try:
-            return tables.decode_masterfile(self.get_do(*MASTERFILE) or b"")
-        except tables.TableError as error:
+            return gids_tables.decode_masterfile(self.get_do(*MASTERFILE) or b"")
+        except gids_tables.TableError as error:
             raise ScardError(Scard.E_COMM_DATA_LOST, f"masterfile missing or malformed: {error}") from error
 
     def write_masterfile(self, records: list[MasterFileEntry]) -> None:
-        self.put_do(*MASTERFILE, tables.encode_masterfile(records))
+        self.put_do(*MASTERFILE, gids_tables.encode_masterfile(records))
 
     def _find(self, records: list[MasterFileEntry], directory: str | None, name: str) -> MasterFileEntry:
         directory = directory or ""
@@ -269,7 +256,7 @@ class GidsBackend(Backend):
     def write_file(self, directory: str | None, name: str, data: bytes) -> None:
         record = self._find(self.masterfile(), directory, name)
         if name.startswith(COMPRESSED_PREFIXES) and data and data[:1] == b"\x30":
-            data = tables.compress_certificate(data)
+            data = gids_tables.compress_certificate(data)
         self.put_do(record.fid, record.do, data)
 
     def delete_file(self, directory: str | None, name: str) -> None:
@@ -311,7 +298,7 @@ class GidsBackend(Backend):
     def _public_key(self, key_ref: int) -> tuple[int, int]:
         body = tlv_encode(0x70, tlv_encode(0x84, bytes([key_ref])) + bytes.fromhex("A5037F4980"))
         try:
-            answer = self.apdu.send(0x00, INS_GET_DATA, 0x3F, 0xFF, body)
+            answer = self.apdu.send_apdu(0x00, GidsIns.GET_DATA, 0x3F, 0xFF, body)
             public = tlv_dict(tlv_dict(answer)[0x7F49])
         except ApduError as error:
             raise operation_error(error, f"public key {key_ref:02X}") from error
@@ -384,7 +371,7 @@ class GidsBackend(Backend):
                 body = tlv_encode(
                     0xAC, tlv_encode(0x80, bytes([nibble])) + tlv_encode(0x83, bytes([key_ref]))
                 )
-                self.apdu.send(0x00, INS_GENERATE, 0x00, 0x00, body)
+                self.apdu.send_apdu(0x00, GidsIns.GENERATE_ASYMMETRIC_KEY_PAIR, 0x00, 0x00, body)
             else:
                 self._import(key_ref, private)
         except ApduError as error:
@@ -438,9 +425,9 @@ class GidsBackend(Backend):
             + tlv_encode(0xA5, crts),
         )
         try:
-            self.apdu.send(0x00, INS_SELECT, 0x00, 0x0C, b"\x3f\xff", le=None)
-            self.apdu.send(0x00, INS_CREATE_FILE, 0x00, 0x00, fcp, le=None)
-            self.apdu.send(0x00, INS_ACTIVATE, 0x00, 0x00, le=None)
+            self.apdu.send_apdu(0x00, GidsIns.SELECT, 0x00, 0x0C, b"\x3f\xff", le=None)
+            self.apdu.send_apdu(0x00, GidsIns.CREATE_FILE, 0x00, 0x00, fcp, le=None)
+            self.apdu.send_apdu(0x00, GidsIns.ACTIVATE_FILE, 0x00, 0x00, le=None)
         except ApduError as error:
             raise operation_error(error, f"CREATE FILE B0{key_ref:02X}") from error
 
@@ -455,7 +442,7 @@ class GidsBackend(Backend):
         )
         value = tlv_encode(0x83, b"\x02") + tlv_encode(0x84, b"\x00") + tlv_encode(0x87, der)
         body = tlv_encode(0x70, tlv_encode(0x84, bytes([key_ref])) + tlv_encode(0xA5, value))
-        self.apdu.send(0x00, INS_PUT_DATA, 0x3F, 0xFF, body, le=None)
+        self.apdu.send_apdu(0x00, GidsIns.PUT_DATA, 0x3F, 0xFF, body, le=None)
 
     def delete_container(self, index: int) -> None:
         cmap = self._cmap()
@@ -463,8 +450,8 @@ class GidsBackend(Backend):
             raise ScardError(Scard.E_NO_KEY_CONTAINER, f"container {index}")
         key_ref = FIRST_KEY_REF + index
         try:
-            self.apdu.send(0x00, INS_SELECT, 0x00, 0x0C, bytes([0xB0, key_ref]), le=None)
-            self.apdu.send(0x00, INS_DELETE_FILE, 0x00, 0x00, le=None)
+            self.apdu.send_apdu(0x00, GidsIns.SELECT, 0x00, 0x0C, bytes([0xB0, key_ref]), le=None)
+            self.apdu.send_apdu(0x00, GidsIns.DELETE_FILE, 0x00, 0x00, le=None)
         except ApduError as error:
             raise operation_error(error, f"DELETE FILE B0{key_ref:02X}") from error
         keymap = self._keymap()
@@ -511,7 +498,7 @@ class GidsBackend(Backend):
         if pin_id != ROLE_USER:
             raise ScardError(Scard.E_INVALID_PARAMETER, "GIDS has one PIN (role 1)")
         try:
-            self.apdu.send(0x00, INS_VERIFY, 0x00, 0x80, pin, le=None)
+            self.apdu.send_apdu(0x00, GidsIns.VERIFY, 0x00, 0x80, pin, le=None)
         except ApduError as error:
             raise wrong_pin(error.sw) from error
 
@@ -521,18 +508,20 @@ class GidsBackend(Backend):
         state = self.authenticated_state()
         if pin_set & 0x06 != 0x06 and (state is None or state & ~pin_set):
             raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "GIDS logs out every role at once")
-        self.apdu.send(0x00, INS_VERIFY, 0x00, 0x82, le=None)
+        self.apdu.send_apdu(0x00, GidsIns.VERIFY, 0x00, 0x82, le=None)
 
     def _select_admin_key(self) -> None:
-        self.apdu.send(0x00, INS_MSE, 0xC1, 0xA4, tlv_encode(0x83, b"\x80"), le=None)
+        self.apdu.send_apdu(
+            0x00, GidsIns.MANAGE_SECURITY_ENVIRONMENT, 0xC1, 0xA4, tlv_encode(0x83, b"\x80"), le=None
+        )
 
     def get_challenge(self, pin_id: int) -> bytes:
         if pin_id != ROLE_ADMIN:
             raise ScardError(Scard.E_INVALID_PARAMETER, "only the admin key answers challenges")
         try:
             self._select_admin_key()
-            answer = self.apdu.send(
-                0x00, INS_GENERAL_AUTHENTICATE, 0, 0, tlv_encode(0x7C, tlv_encode(0x81, b""))
+            answer = self.apdu.send_apdu(
+                0x00, GidsIns.GENERAL_AUTHENTICATE, 0, 0, tlv_encode(0x7C, tlv_encode(0x81, b""))
             )
             return tlv_dict(tlv_dict(answer)[0x7C])[0x81]
         except (ApduError, KeyError, ValueError) as error:
@@ -540,8 +529,13 @@ class GidsBackend(Backend):
 
     def authenticate_challenge(self, pin_id: int, response: bytes) -> None:
         try:
-            self.apdu.send(
-                0x00, INS_GENERAL_AUTHENTICATE, 0, 0, tlv_encode(0x7C, tlv_encode(0x82, response)), le=None
+            self.apdu.send_apdu(
+                0x00,
+                GidsIns.GENERAL_AUTHENTICATE,
+                0,
+                0,
+                tlv_encode(0x7C, tlv_encode(0x82, response)),
+                le=None,
             )
         except ApduError as error:
             raise ScardError(
@@ -556,7 +550,7 @@ class GidsBackend(Backend):
                 Scard.E_UNSUPPORTED_FEATURE, "the admin key changes through CardChangeAuthenticator"
             )
         try:
-            self.apdu.send(0x00, INS_CHANGE_REFERENCE, 0x00, 0x80, old + new, le=None)
+            self.apdu.send_apdu(0x00, GidsIns.CHANGE_REFERENCE_DATA, 0x00, 0x80, old + new, le=None)
         except ApduError as error:
             if error.sw in (0x6A80, 0x6700):
                 raise ScardError(Scard.E_INVALID_PARAMETER, "new PIN refused by the card") from error
@@ -568,7 +562,7 @@ class GidsBackend(Backend):
             raise ScardError(Scard.E_INVALID_PARAMETER, "GIDS: the admin key unblocks the user PIN")
         self.authenticate_challenge(ROLE_ADMIN, auth_data)
         try:
-            self.apdu.send(0x00, INS_RESET_RETRY, 0x02, 0x80, new, le=None)
+            self.apdu.send_apdu(0x00, GidsIns.RESET_RETRY_COUNTER, 0x02, 0x80, new, le=None)
         except ApduError as error:
             raise operation_error(error, "RESET RETRY COUNTER") from error
 
@@ -578,7 +572,7 @@ class GidsBackend(Backend):
     def _mse(self, container: Container, crt: int, alg: int) -> None:
         body = tlv_encode(0x80, bytes([alg])) + tlv_encode(0x84, bytes([container.key_ref]))
         try:
-            self.apdu.send(0x00, INS_MSE, 0x41, crt, body, le=None)
+            self.apdu.send_apdu(0x00, GidsIns.MANAGE_SECURITY_ENVIRONMENT, 0x41, crt, body, le=None)
         except ApduError as error:
             raise operation_error(error, "MSE SET") from error
 
@@ -590,7 +584,7 @@ class GidsBackend(Backend):
 
     def _pso(self, p1: int, p2: int, data: bytes, what: str) -> bytes:
         try:
-            return self.apdu.send(0x00, INS_PSO, p1, p2, data)
+            return self.apdu.send_apdu(0x00, GidsIns.PERFORM_SECURITY_OPERATION, p1, p2, data)
         except ApduError as error:
             raise operation_error(error, what) from error
 

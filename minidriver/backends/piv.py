@@ -28,6 +28,10 @@ import zlib
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from vcard.host import ApduError, SmartCardProtocol
+from vcard.wire.aids import PIV_AID_PREFIX
+from vcard.wire.ins import PivIns, YubicoIns
+
 from ..constants import (
     AT_ECDHE_P256,
     AT_ECDHE_P384,
@@ -68,7 +72,6 @@ from ..structures import (
     PUBLICKEYBLOB,
     pack_cmapfile,
 )
-from ..transport import ApduChannel, ApduError
 from .base import (
     Backend,
     Container,
@@ -82,20 +85,6 @@ from .base import (
 
 log = logging.getLogger("minidriver.piv")
 
-PIV_AID = bytes.fromhex("A000000308000010000100")
-PIV_AID_SELECT = PIV_AID[:9]
-INS_SELECT = 0xA4
-INS_GET_DATA = 0xCB
-INS_VERIFY = 0x20
-INS_CHANGE_REFERENCE = 0x24
-INS_RESET_RETRY = 0x2C
-INS_GENERAL_AUTHENTICATE = 0x87
-INS_GET_METADATA = 0xF7
-INS_GET_SERIAL = 0xF8
-
-INS_PUT_DATA = 0xDB
-INS_GENERATE = 0x47
-INS_MOVE_KEY = 0xF6
 TAG_CHUID = 0x5FC102
 TAG_CARDCF = 0x5FFF12  # writable mode only: where this layer keeps cardcf on a PIV card
 TAG_KEY_HISTORY = 0x5FC10C
@@ -157,7 +146,7 @@ class PivBackend(Backend):
     read_only = True
     cache_mode = CP_CACHE_MODE_GLOBAL_CACHE
 
-    def __init__(self, apdu: ApduChannel, writable: bool = False) -> None:
+    def __init__(self, apdu: SmartCardProtocol, writable: bool = False) -> None:
         super().__init__(apdu)
         self.read_only = not writable
         self.key_gen = writable
@@ -168,9 +157,9 @@ class PivBackend(Backend):
         self._containers: list[Container] | None = None
 
     @classmethod
-    def probe(cls, apdu: ApduChannel) -> bool:
+    def probe(cls, apdu: SmartCardProtocol) -> bool:
         try:
-            answer = apdu.send(0x00, INS_SELECT, 0x04, 0x00, PIV_AID_SELECT)
+            answer = apdu.send_apdu(0x00, PivIns.SELECT, 0x04, 0x00, PIV_AID_PREFIX)
         except ApduError:
             return False
         return answer[:1] == b"\x61"
@@ -179,7 +168,7 @@ class PivBackend(Backend):
         self._containers = None
         self._chuid = None
         try:
-            self.apdu.send(0x00, INS_SELECT, 0x04, 0x00, PIV_AID_SELECT)
+            self.apdu.send_apdu(0x00, PivIns.SELECT, 0x04, 0x00, PIV_AID_PREFIX)
         except ApduError as error:
             raise ScardError(Scard.W_REMOVED_CARD, f"PIV application gone (SW {error.sw:04X})") from error
 
@@ -188,7 +177,7 @@ class PivBackend(Backend):
         """GET DATA; the value of the 53 wrapper, or None when the object is absent."""
         tag_bytes = tag.to_bytes(3 if tag > 0xFFFF else (2 if tag > 0xFF else 1), "big")
         try:
-            answer = self.apdu.send(0x00, INS_GET_DATA, 0x3F, 0xFF, tlv_encode(0x5C, tag_bytes))
+            answer = self.apdu.send_apdu(0x00, PivIns.GET_DATA, 0x3F, 0xFF, tlv_encode(0x5C, tag_bytes))
         except ApduError as error:
             if error.sw in (0x6A82, 0x6A88):
                 return None
@@ -216,7 +205,7 @@ class PivBackend(Backend):
 
     def serial_number(self) -> bytes:
         try:
-            serial = self.apdu.send(0x00, INS_GET_SERIAL, 0, 0)
+            serial = self.apdu.send_apdu(0x00, YubicoIns.GET_SERIAL, 0, 0)
             if len(serial) == 4:
                 return serial
         except ApduError:
@@ -239,7 +228,7 @@ class PivBackend(Backend):
         """PUT DATA (needs the management key: ROLE_ADMIN through CardAuthenticateChallenge)."""
         data = tlv_encode(0x5C, tag.to_bytes(3, "big")) + tlv_encode(0x53, value)
         try:
-            self.apdu.send(0x00, INS_PUT_DATA, 0x3F, 0xFF, data, le=None)
+            self.apdu.send_apdu(0x00, PivIns.PUT_DATA, 0x3F, 0xFF, data, le=None)
         except ApduError as error:
             raise operation_error(error, f"PUT DATA {tag:06X}") from error
 
@@ -261,7 +250,7 @@ class PivBackend(Backend):
     # --- containers -----------------------------------------------------------------------------
     def _metadata(self, slot: int) -> dict[int, bytes] | None:
         try:
-            return tlv_dict(self.apdu.send(0x00, INS_GET_METADATA, 0x00, slot))
+            return tlv_dict(self.apdu.send_apdu(0x00, YubicoIns.GET_METADATA, 0x00, slot))
         except (ApduError, ValueError):
             return None
 
@@ -475,7 +464,9 @@ class PivBackend(Backend):
         if pin_id == ROLE_EVERYONE:
             template += tlv_encode(0xAA, bytes([PIN_POLICY_NEVER]))
         try:
-            self.apdu.send(0x00, INS_GENERATE, 0x00, SLOTS[index], tlv_encode(0xAC, template))
+            self.apdu.send_apdu(
+                0x00, PivIns.GENERATE_ASYMMETRIC_KEY_PAIR, 0x00, SLOTS[index], tlv_encode(0xAC, template)
+            )
         except ApduError as error:
             raise operation_error(error, "GENERATE ASYMMETRIC KEY PAIR") from error
         self._containers = None
@@ -490,7 +481,7 @@ class PivBackend(Backend):
             raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "read-only card")
         slot = SLOTS[index]
         try:
-            self.apdu.send(0x00, INS_MOVE_KEY, 0xFF, slot, le=None)
+            self.apdu.send_apdu(0x00, YubicoIns.MOVE_KEY, 0xFF, slot, le=None)
         except ApduError as error:
             raise operation_error(error, "DELETE KEY") from error
         self.put_data(SLOT_OBJECTS[slot], b"")
@@ -560,7 +551,7 @@ class PivBackend(Backend):
         if role is not None and int(role.info.PinPurpose) == PinPurpose.UnblockOnlyPin:
             raise ScardError(Scard.E_INVALID_PARAMETER, "the PUK only unblocks the PIN")
         try:
-            self.apdu.send(0x00, INS_VERIFY, 0x00, self._reference(pin_id), _pad_pin(pin), le=None)
+            self.apdu.send_apdu(0x00, PivIns.VERIFY, 0x00, self._reference(pin_id), _pad_pin(pin), le=None)
         except ApduError as error:
             raise wrong_pin(error.sw) from error
 
@@ -571,7 +562,7 @@ class PivBackend(Backend):
                 Scard.E_UNSUPPORTED_FEATURE, "only the PIN can be deauthenticated without a reset"
             )
         try:
-            self.apdu.send(0x00, INS_VERIFY, 0xFF, 0x80, le=None)
+            self.apdu.send_apdu(0x00, PivIns.VERIFY, 0xFF, 0x80, le=None)
         except ApduError as error:
             raise ScardError(Scard.E_UNSUPPORTED_FEATURE, f"VERIFY FF refused (SW {error.sw:04X})") from error
 
@@ -585,9 +576,9 @@ class PivBackend(Backend):
         if pin_id != ROLE_ADMIN:
             raise ScardError(Scard.E_INVALID_PARAMETER, "only the management key answers challenges")
         try:
-            answer = self.apdu.send(
+            answer = self.apdu.send_apdu(
                 0x00,
-                INS_GENERAL_AUTHENTICATE,
+                PivIns.GENERAL_AUTHENTICATE,
                 self._management_algorithm(),
                 0x9B,
                 tlv_encode(0x7C, tlv_encode(0x81, b"")),
@@ -598,9 +589,9 @@ class PivBackend(Backend):
 
     def authenticate_challenge(self, pin_id: int, response: bytes) -> None:
         try:
-            self.apdu.send(
+            self.apdu.send_apdu(
                 0x00,
-                INS_GENERAL_AUTHENTICATE,
+                PivIns.GENERAL_AUTHENTICATE,
                 self._management_algorithm(),
                 0x9B,
                 tlv_encode(0x7C, tlv_encode(0x82, response)),
@@ -616,8 +607,13 @@ class PivBackend(Backend):
     def change_pin(self, pin_id: int, old: bytes, new: bytes) -> None:
         reference = self._reference(pin_id)
         try:
-            self.apdu.send(
-                0x00, INS_CHANGE_REFERENCE, 0x00, reference, _pad_pin(old) + _pad_new_pin(new), le=None
+            self.apdu.send_apdu(
+                0x00,
+                PivIns.CHANGE_REFERENCE_DATA,
+                0x00,
+                reference,
+                _pad_pin(old) + _pad_new_pin(new),
+                le=None,
             )
         except ApduError as error:
             if error.sw == 0x6A80:
@@ -631,8 +627,8 @@ class PivBackend(Backend):
         if auth is None or int(auth.info.PinPurpose) != PinPurpose.UnblockOnlyPin:
             raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "PIV unblocks the PIN with the PUK only")
         try:
-            self.apdu.send(
-                0x00, INS_RESET_RETRY, 0x00, 0x80, _pad_pin(auth_data) + _pad_new_pin(new), le=None
+            self.apdu.send_apdu(
+                0x00, PivIns.RESET_RETRY_COUNTER, 0x00, 0x80, _pad_pin(auth_data) + _pad_new_pin(new), le=None
             )
         except ApduError as error:
             if error.sw == 0x6A80:
@@ -644,7 +640,7 @@ class PivBackend(Backend):
         alg = ALGORITHM_IDS[(container.algorithm, container.bits)]
         body = tlv_encode(0x7C, tlv_encode(0x82, b"") + tlv_encode(tag, data))
         try:
-            answer = self.apdu.send(0x00, INS_GENERAL_AUTHENTICATE, alg, container.key_ref, body)
+            answer = self.apdu.send_apdu(0x00, PivIns.GENERAL_AUTHENTICATE, alg, container.key_ref, body)
         except ApduError as error:
             raise operation_error(error, f"GENERAL AUTHENTICATE {container.key_ref:02X}") from error
         try:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 from harness import CardProcess, HarnessError, ensure_pcscd, environment_problem
 
-from vcard.transport.vpcd import exclusive_slots
+from vcard.testing import exclusive_slots
 
 SKIP_ENV = "VCARD_SKIP_INTEGRATION"
 

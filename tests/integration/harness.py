@@ -18,8 +18,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO
 
+from vcard.host import Disposition, Link, PcscConnection, PcscError, SmartCardProtocol
 from vcard.testing import card_present, wait_for_presence
 from vcard.testing import vcard_run_command as vcard_command
 from vcard.transport.vpcd import reader_name
@@ -212,27 +213,22 @@ def opensc_tool(*args: str, timeout: float = 30.0) -> subprocess.CompletedProces
     )
 
 
-def pcsc_connection(reader: str, disposition: int | None = None) -> Any:
-    """A connected pyscard CardConnection; `disposition` is what its disconnect() does.
+def pcsc_connection(reader: str, disposition: int | None = None) -> PcscConnection:
+    """A PC/SC connection to `reader`; `disposition` is what its close() does.
 
-    The default is SCARD_LEAVE_CARD, what most PC/SC applications do, and not pyscard's
-    own default (SCARD_UNPOWER_CARD), which would power the card off, clearing all of
-    its security status, at every disconnect. Pass SCARD_RESET_CARD or
-    SCARD_UNPOWER_CARD to test those.
+    The default is SCARD_LEAVE_CARD, what most PC/SC applications do. Pass
+    SCARD_RESET_CARD or SCARD_UNPOWER_CARD to test those.
     """
-    from smartcard.scard import SCARD_LEAVE_CARD
-    from smartcard.System import readers
-
-    for candidate in readers():
-        if str(candidate) == reader:
-            connection = candidate.createConnection()
-            connection.connect(disposition=SCARD_LEAVE_CARD if disposition is None else disposition)
-            return connection
-    raise HarnessError(f"no reader {reader!r}; readers: {[str(r) for r in readers()]}")
+    try:
+        return PcscConnection(
+            reader, disposition=Disposition.LEAVE_CARD if disposition is None else disposition
+        )
+    except PcscError as error:
+        raise HarnessError(str(error)) from None
 
 
-def transmit(connection: Any, apdu: bytes | str) -> tuple[bytes, int]:
-    """Send an APDU (bytes or hex) over a pyscard connection; return (data, SW)."""
+def transmit(connection: Link, apdu: bytes | str) -> tuple[bytes, int]:
+    """Send one APDU (bytes or hex) exactly as given; return (data, SW)."""
     raw = bytes.fromhex(apdu) if isinstance(apdu, str) else apdu
-    data, sw1, sw2 = connection.transmit(list(raw))
-    return bytes(data), (sw1 << 8) | sw2
+    data, sw = SmartCardProtocol(connection).exchange(raw)
+    return data, sw

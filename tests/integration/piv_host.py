@@ -1,4 +1,4 @@
-"""Host-side helpers for the PIV integration tests: a pyscard connection that chains like a
+"""Host-side helpers for the PIV integration tests: a PC/SC connection (vcard.host) that chains like a
 client, and a self-signed certificate made with a key that stays on the card.
 
 yubico-piv-tool 2.2.0 linked with OpenSSL 3 (Debian 12) cannot run `selfsign-certificate`
@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from vcard import tlv
 from vcard.apdu import CommandAPDU, ResponseAPDU
+from vcard.host import Disposition, PcscConnection, SmartCardProtocol
 
 PIV_AID = bytes.fromhex("A000000308000010000100")
 READER = "Virtual PCD 00 00"
@@ -27,40 +28,26 @@ SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
 
 
 class PcscCard:
-    """A PC/SC connection to the virtual reader (pyscard), with command and response chaining."""
+    """A PC/SC connection to the virtual reader through the host APDU stack (chaining both ways).
+
+    Closing powers the card down, as pyscard's own default disconnect does, so the next
+    client starts with a fresh card session.
+    """
 
     def __init__(self, reader_name: str = READER) -> None:
-        from smartcard.System import readers
-
-        reader = next(r for r in readers() if str(r) == reader_name)
-        self.connection = reader.createConnection()
-        self.connection.connect()
+        self.connection = PcscConnection(reader_name, disposition=Disposition.UNPOWER_CARD)
+        self.protocol = SmartCardProtocol(self.connection)
 
     def close(self) -> None:
-        """Disconnect and release the PC/SC context now (not in __del__ at interpreter exit)."""
-        self.connection.disconnect()
-        release = getattr(self.connection, "release", None)
-        if release is not None:
-            release()
+        self.connection.close()
 
     def raw(self, apdu: bytes) -> ResponseAPDU:
-        data, sw1, sw2 = self.connection.transmit(list(apdu))
-        return ResponseAPDU(bytes(data), (sw1 << 8) | sw2)
+        return self.protocol.exchange(apdu)
 
     def send(
         self, cla: int, ins: int, p1: int, p2: int, data: bytes = b"", ne: int | None = 256
     ) -> ResponseAPDU:
-        chunks = [data[i : i + 255] for i in range(0, len(data), 255)] or [b""]
-        for chunk in chunks[:-1]:
-            answer = self.raw(CommandAPDU(cla | 0x10, ins, p1, p2, chunk).encode())
-            if answer.sw != 0x9000:
-                return answer
-        response = self.raw(CommandAPDU(cla, ins, p1, p2, chunks[-1], ne).encode())
-        out = response.data
-        while response.sw >> 8 == 0x61:
-            response = self.raw(CommandAPDU(0x00, 0xC0, 0, 0, ne=response.sw & 0xFF or 256).encode())
-            out += response.data
-        return ResponseAPDU(out, response.sw)
+        return self.protocol.transmit(CommandAPDU(cla, ins, p1, p2, data, ne))
 
     def select(self) -> ResponseAPDU:
         return self.send(0x00, 0xA4, 0x04, 0x00, PIV_AID)

@@ -365,7 +365,7 @@ def test_ec_key_imported_at_apdu_level_signs_and_agrees(tools: Tools) -> None:
             )
             assert (secret, sw) == (peer.exchange(ec.ECDH(), key.public_key()), 0x9000)
         finally:
-            connection.disconnect()
+            connection.close()
 
 
 def test_pkcs15_init_imports_an_rsa_key(tools: Tools) -> None:

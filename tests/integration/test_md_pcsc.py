@@ -15,9 +15,9 @@ from harness import CardProcess, wait_for_presence
 
 import minidriver as md
 from minidriver.cache import GlobalCache
-from minidriver.cli import md as md_cli
-from minidriver.testing import PivProvisioner, provision_gids
-from minidriver.transport import PcscTransport
+from vcard.host import PcscConnection
+from vcard.md_cli import md as md_cli
+from vcard.testing.provisioning import PivProvisioner, provision_gids
 
 pytestmark = pytest.mark.integration
 
@@ -41,11 +41,8 @@ def _connect(card: CardProcess, **kwargs: Any) -> md.CardData:
 @pytest.fixture
 def piv(start_card: CardFactory) -> tuple[CardProcess, dict[int, Any]]:
     card = _start(start_card, "piv")
-    transport = PcscTransport(card.reader)
-    try:
-        keys = PivProvisioner(transport).provision(PIV_SLOTS)  # ends with a card reset
-    finally:
-        transport.close()
+    with PcscConnection(card.reader) as connection:
+        keys = PivProvisioner(connection).provision(PIV_SLOTS)  # ends with a card reset
     return card, keys
 
 

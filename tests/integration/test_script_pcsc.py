@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
+from vcard.host import PcscConnection
 from vcard.pytest_plugin import ApduSession
 from vcard.script.cli import conformance_path
 from vcard.script.parser import parse_script
-from vcard.script.runner import PcscConnection, Runner, Status, format_result
+from vcard.script.runner import Runner, Status, format_result
 
 pytestmark = pytest.mark.integration
 

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from vcard.host import InProcessConnection, PcscConnection
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
 from vcard.script.parser import parse_script
-from vcard.script.runner import PcscConnection, Runner, Status, format_result
-from vcard.transport.inproc import InProcessConnection
+from vcard.script.runner import Runner, Status, format_result
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Issue 3 through the real stack: session PINs across pyscard connections, external PINs
+"""Session and external PINs through the real stack: session PINs across pyscard connections, external PINs
 answered with `vcard pinpad`, and `vcard info` on a running card.
 
 Commands used (docs/vendor-commands.md): 80 5C ISSUE SESSION PIN (P1=01: then drop the
@@ -69,7 +69,7 @@ def test_session_pin_works_on_a_second_connection_and_dies_with_a_reset(iso_card
     token, sw = transmit(first, "805C010100")  # issue for role 1, then drop the status
     assert sw == 0x9000 and len(token) == 16
     assert transmit(first, STATUS_USER)[1] == 0x63C3
-    first.disconnect()
+    first.close()
 
     second = pcsc_connection(READER, disposition=_disposition("SCARD_RESET_CARD"))
     transmit(second, SELECT_ISO)
@@ -80,13 +80,13 @@ def test_session_pin_works_on_a_second_connection_and_dies_with_a_reset(iso_card
     assert transmit(second, STATUS_USER)[1] == 0x9000
     pin_set, sw = transmit(second, "805B000001")
     assert sw == 0x9000 and pin_set[0] & 0x02
-    second.disconnect()  # SCARD_RESET_CARD: a card reset ends the session PIN
+    second.close()  # SCARD_RESET_CARD: a card reset ends the session PIN
 
     third = pcsc_connection(READER)
     transmit(third, SELECT_ISO)
     assert transmit(third, STATUS_USER)[1] == 0x63C3
     assert transmit(third, "805D0001" + f"{len(token):02X}" + token.hex())[1] == 0x6982
-    third.disconnect()
+    third.close()
 
 
 def _pinpad(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -109,7 +109,7 @@ def _verify_external_while(state: Path, *pinpad_args: str) -> tuple[tuple[bytes,
     operator = _pinpad(state, *pinpad_args) if pinpad_args else None
     waiter.join(30)
     assert not waiter.is_alive(), "VERIFY EXTERNAL never answered"
-    connection.disconnect()
+    connection.close()
     output = "" if operator is None else operator.stdout + operator.stderr
     return result[0], output
 

@@ -15,10 +15,10 @@ import pytest
 
 import minidriver as md
 from minidriver.cache import GlobalCache
-from minidriver.testing import PivProvisioner, provision_gids
+from vcard.host import InProcessConnection
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
-from vcard.transport.inproc import InProcessConnection
+from vcard.testing.provisioning import PivProvisioner, provision_gids
 
 PIN = b"123456"
 PUK = b"12345678"

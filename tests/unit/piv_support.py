@@ -15,6 +15,7 @@ from vcard import tlv
 from vcard.apdu import CommandAPDU, ResponseAPDU
 from vcard.applets.piv import PivApplet
 from vcard.cardos import Card
+from vcard.host import SmartCardProtocol
 from vcard.profile import Profile, load_profile
 from vcard.runtime import VirtualCard
 from vcard.security import SecurityCore
@@ -47,20 +48,12 @@ class PivCard:
     def send(
         self, cla: int, ins: int, p1: int, p2: int, data: bytes = b"", ne: int | None = 256
     ) -> ResponseAPDU:
-        """One command with response chaining (GET RESPONSE) and command chaining done like a client."""
-        chunks = [data[i : i + 255] for i in range(0, len(data), 255)] or [b""]
-        for chunk in chunks[:-1]:
-            answer = self.raw(CommandAPDU(cla | 0x10, ins, p1, p2, chunk).encode())
-            assert answer.sw == 0x9000, f"chained fragment answered {answer.sw:04X}"
-        response = self.raw(CommandAPDU(cla, ins, p1, p2, chunks[-1], ne).encode())
-        data_out = response.data
-        while response.sw >> 8 == 0x61:
-            response = self.raw(CommandAPDU(0x00, 0xC0, 0, 0, ne=response.sw & 0xFF or 256).encode())
-            data_out += response.data
-        return ResponseAPDU(data_out, response.sw)
+        """One command with command chaining and GET RESPONSE, as a PC/SC client does (vcard.host)."""
+        return SmartCardProtocol(self.card).transmit(CommandAPDU(cla, ins, p1, p2, data, ne))
 
     def raw(self, apdu: bytes) -> ResponseAPDU:
-        return ResponseAPDU.parse(self.card.transmit(apdu))
+        """One raw exchange, exactly the bytes given."""
+        return SmartCardProtocol(self.card).exchange(apdu)
 
     def select(self, aid: bytes = PIV_AID) -> ResponseAPDU:
         return self.send(0x00, 0xA4, 0x04, 0x00, aid)

@@ -7,7 +7,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vcard.apdu import (
-    INS,
     SW,
     CommandAPDU,
     ISOError,
@@ -262,7 +261,8 @@ def test_names() -> None:
     assert sw_name(0x1234) == "SW_1234"
     assert ins_name(0xA4) == "SELECT"
     assert ins_name(0x01) == "INS_01"
-    assert int(INS.GET_RESPONSE) == 0xC0
+    assert ins_name(0xC0) == "GET_RESPONSE"
+    assert ins_name(0xDB) == "PUT_DATA_ODD"
 
 
 def test_iso_error() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,7 +12,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 
 from vcard import atr
 from vcard.apdu import SW, CommandAPDU, ISOError, ResponseAPDU
-from vcard.cardos import Applet, Card, command
+from vcard.cardos import Applet, Card, CardCommand, CardHook, CardObserver, PowerEvent, command
 
 PIV_AID = bytes.fromhex("A000000308000010000100")
 GIDS_AID = bytes.fromhex("A000000397425446590201")
@@ -70,11 +70,24 @@ class RecordingApplet(Applet):
 
 
 def make_card(
-    *, default: bool = False, max_chain_bytes: int = 4096
+    *,
+    default: bool = False,
+    max_chain_bytes: int = 4096,
+    commands: Mapping[tuple[int, int], CardCommand] | None = None,
+    hooks: Sequence[CardHook] = (),
+    observers: Sequence[CardObserver] = (),
 ) -> tuple[Card, RecordingApplet, RecordingApplet]:
     piv = RecordingApplet(PIV_AID, b"piv")
     gids = RecordingApplet(GIDS_AID, b"gids")
-    card = Card(atr.build(b"test"), [piv, gids], piv if default else None, max_chain_bytes=max_chain_bytes)
+    card = Card(
+        atr.build(b"test"),
+        [piv, gids],
+        piv if default else None,
+        max_chain_bytes=max_chain_bytes,
+        commands=commands,
+        hooks=hooks,
+        observers=observers,
+    )
     card.power_on()
     return card, piv, gids
 
@@ -553,36 +566,116 @@ def test_invalid_applet_answer_is_6f00_not_an_exception(ins: int, caplog: pytest
     assert c.transmit(bytes([0x00, INS_ECHO, 0, 0, 1, 0x41])) == b"A\x90\x00"
 
 
-def test_before_command_hook_runs_and_its_failure_is_contained(caplog: pytest.LogCaptureFixture) -> None:
-    c, piv, _ = make_card()
-    calls: list[int] = []
-    c.before_command.append(lambda: calls.append(1))
+def test_hooks_run_in_order_before_every_command_and_see_the_chain_state() -> None:
+    calls: list[tuple[str, bool]] = []
+    c, piv, _ = make_card(
+        hooks=[
+            lambda card: calls.append(("first", card.in_chain)),
+            lambda card: calls.append(("second", card.in_chain)),
+        ]
+    )
     select(c, PIV_AID)
-    assert calls == [1]
+    echo(c, b"ab", cla=0x10)
+    echo(c, b"cd")
+    select_calls = [("first", False), ("second", False)]
+    first_fragment = [("first", False), ("second", False)]
+    last_fragment = [("first", True), ("second", True)]
+    assert calls == [*select_calls, *first_fragment, *last_fragment]
+    assert piv.received[-1].data == b"abcd"
 
-    def failing() -> None:
-        raise OSError("hook failed")
 
-    c.before_command.append(failing)
+def test_a_failing_hook_refuses_the_command_and_the_card_keeps_answering(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failures = [OSError("hook failed")]
+
+    def failing(card: Card) -> None:
+        if failures:
+            raise failures.pop()
+
+    c, _, _ = make_card(hooks=[failing])
     with caplog.at_level(logging.ERROR, logger="vcard.cardos"):
-        assert echo(c, b"x").sw == SW.NO_PRECISE_DIAGNOSIS
+        assert select(c, PIV_AID).sw == SW.NO_PRECISE_DIAGNOSIS
+    assert "hook failed" in caplog.text
+    assert select(c, PIV_AID).sw == SW.SUCCESS
+    assert echo(c, b"x").data == b"x"
+
+
+def test_a_hook_may_refuse_a_command_with_a_status_word() -> None:
+    def refuse(card: Card) -> None:
+        raise ISOError(SW.CONDITIONS_NOT_SATISFIED)
+
+    c, piv, _ = make_card(hooks=[refuse])
+    assert select(c, PIV_AID).sw == SW.CONDITIONS_NOT_SATISFIED
     assert piv.received == []
 
 
-def test_vendor_command_takes_precedence_and_ignores_chaining_bit(card: Fixture) -> None:
-    c, piv, _ = card
-    select(c, PIV_AID)
+def test_card_command_takes_precedence_and_ignores_chaining_bit() -> None:
     seen: list[CommandAPDU] = []
 
     def handler(apdu: CommandAPDU) -> bytes:
         seen.append(apdu)
         return b"vendor"
 
-    c.vendor_commands[(0x00, INS_ECHO)] = handler
+    c, piv, _ = make_card(commands={(0x00, INS_ECHO): handler})
+    select(c, PIV_AID)
     echo(c, b"ab", cla=0x10)
     assert echo(c, b"cd") == ResponseAPDU(b"vendor", SW.SUCCESS)
     assert seen[-1].data == b"abcd"
     assert piv.received == []
+
+
+class Recording(CardObserver):
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    def on_exchange(self, command: bytes, response: bytes, elapsed: float) -> None:
+        assert elapsed >= 0
+        self.events.append((command.hex().upper(), response.hex().upper()))
+
+    def on_power(self, event: PowerEvent) -> None:
+        self.events.append(event)
+
+
+def test_observers_see_every_exchange_and_power_event_in_order() -> None:
+    observer = Recording()
+    c, _, _ = make_card(observers=[observer])
+    select(c, PIV_AID[:5])
+    assert c.transmit(b"\x00") == b"\x67\x00"
+    c.reset()
+    c.power_off()
+    c.power_on()
+    c.power_on()  # already powered: no event
+    assert observer.events == [
+        PowerEvent.POWER_ON,
+        ("00A4040005A00000030800", "4643493A7069769000"),
+        ("00", "6700"),
+        PowerEvent.RESET,
+        PowerEvent.POWER_OFF,
+        PowerEvent.POWER_ON,
+    ]
+
+
+def test_observers_can_be_added_and_removed_and_a_failing_one_changes_nothing(
+    card: Fixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    c, _, _ = card
+
+    class Broken(CardObserver):
+        def on_exchange(self, command: bytes, response: bytes, elapsed: float) -> None:
+            raise RuntimeError("observer bug")
+
+    select(c, PIV_AID)
+    observer = Recording()
+    c.add_observer(Broken())
+    c.add_observer(observer)
+    with caplog.at_level(logging.ERROR, logger="vcard.cardos"):
+        assert echo(c, b"hi") == ResponseAPDU(b"hi", SW.SUCCESS)
+    assert "observer bug" in caplog.text
+    assert observer.events == [("00010000026869", "68699000")]
+    c.remove_observer(observer)
+    echo(c, b"again")
+    assert len(observer.events) == 1
 
 
 def test_trace_logging_does_not_break_transmit(card: Fixture, caplog: pytest.LogCaptureFixture) -> None:

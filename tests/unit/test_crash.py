@@ -1,4 +1,4 @@
-"""Issue 2 acceptance: kill -9 a card process during state writes, over and over.
+"""Crash safety: kill -9 a card process during state writes, over and over.
 
 The state must always load, and no retry counter may ever go back up: the value
 on disk is at most the last value the process reported as saved (a save is

@@ -361,7 +361,7 @@ class _FaultyKey(rsa.RSAPrivateKey):
     def sign(self, data: bytes, padding: Any, algorithm: Any) -> bytes:
         raise NotImplementedError
 
-    def private_bytes(self, encoding: Any, format: Any, encryption_algorithm: Any) -> bytes:
+    def private_bytes(self, encoding: Any, format: Any, encryption_algorithm: Any) -> bytes:  # noqa: A002 (cryptography names it so)
         raise NotImplementedError
 
     def __copy__(self) -> _FaultyKey:

@@ -2,7 +2,7 @@
 
 No tests here; `test_gids_*.py` import it (tests/unit is on sys.path under pytest's
 default import mode). The byte strings are the ones OpenSC's card-gids.c and
-gids-tool send (see ../shared/spec/gids.md section 5).
+gids-tool send (src/libopensc/card-gids.c, src/tools/gids-tool.c).
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from vcard import tlv
 from vcard.apdu import CommandAPDU, ResponseAPDU
 from vcard.applets.gids import GidsApplet
 from vcard.applets.gids.admin import host_mutual_cryptogram
+from vcard.host import SmartCardProtocol
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
 
 GIDS_SELECT = bytes.fromhex("00A4040009A0000003974254465900")
 DEFAULT_PIN = b"123456"
 DEFAULT_ADMIN_KEY = bytes(24)
-CHUNK = 255
 
 
 def key_file_fcp(key_ref: int, algid: int = 0x07, sign_only: bool = False) -> bytes:
@@ -47,6 +47,7 @@ class Host:
         )
         self.card = self.virtual.card
         self.card.power_on()
+        self.protocol = SmartCardProtocol(self.card)
 
     @property
     def applet(self) -> GidsApplet:
@@ -58,32 +59,20 @@ class Host:
         self.virtual.close()
 
     def raw(self, command: bytes) -> ResponseAPDU:
-        return ResponseAPDU.parse(self.card.transmit(command))
+        """One raw exchange, exactly the bytes given."""
+        return self.protocol.exchange(command)
 
     def send(
         self, ins: int, p1: int, p2: int, data: bytes = b"", le: int | None = None, cla: int = 0x00
     ) -> tuple[bytes, int]:
         """One command (chained in 255-byte blocks if longer), then GET RESPONSE until 9000/error."""
-        while len(data) > CHUNK:
-            response = self.raw(CommandAPDU(cla | 0x10, ins, p1, p2, data[:CHUNK]).encode())
-            if response.sw != 0x9000:
-                return response.data, response.sw
-            data = data[CHUNK:]
-        response = self.raw(CommandAPDU(cla, ins, p1, p2, data, le).encode())
-        out = response.data
-        while response.sw1 == 0x61:
-            response = self.raw(bytes([0x00, 0xC0, 0x00, 0x00, response.sw2]))
-            out += response.data
-        return out, response.sw
+        data_out, sw = self.protocol.transmit(CommandAPDU(cla, ins, p1, p2, data, le))
+        return data_out, sw
 
     def hex(self, text: str) -> tuple[bytes, int]:
-        """Send raw hex (spaces allowed) as one APDU, following 61xx."""
-        response = self.raw(bytes.fromhex(text.replace(" ", "")))
-        out = response.data
-        while response.sw1 == 0x61:
-            response = self.raw(bytes([0x00, 0xC0, 0x00, 0x00, response.sw2]))
-            out += response.data
-        return out, response.sw
+        """Send one APDU written in hex (spaces allowed), following 61xx."""
+        data_out, sw = self.protocol.transmit(CommandAPDU.parse(bytes.fromhex(text.replace(" ", ""))))
+        return data_out, sw
 
     # ---- operations ------------------------------------------------------------------------
 

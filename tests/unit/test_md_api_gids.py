@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 import minidriver as md
 from minidriver.backends.gids import GidsBackend
 from minidriver.cache import GlobalCache
-from minidriver.testing import provision_gids, tdes_response
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
+from vcard.testing.provisioning import provision_gids, tdes_response
 
 ADMIN_KEY = bytes(24)  # profile gids: 24 zero bytes
 

@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 import minidriver as md
 from minidriver.cache import GlobalCache
-from minidriver.testing import PivProvisioner
+from vcard.host import InProcessConnection
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
-from vcard.transport.inproc import InProcessConnection
+from vcard.testing.provisioning import PivProvisioner
 
 SLOTS = {0x9A: "rsa2048", 0x9C: "p256", 0x9D: "p256", 0x9E: "rsa2048"}
 
@@ -163,7 +163,7 @@ def test_pin_change_unblock_and_challenge_response(piv: PivCard) -> None:
     assert blocked.value.code == md.SCARD_W_CHV_BLOCKED and blocked.value.attempts_remaining == 0
     md.CardChangeAuthenticatorEx(card_data, md.PIN_CHANGE_FLAG_UNBLOCK, 3, b"12345678", 1, b"111111", 0)
     md.CardAuthenticateEx(card_data, 1, 0, b"111111")
-    from minidriver.testing import DEFAULT_MANAGEMENT_KEY, tdes_response
+    from vcard.testing.provisioning import DEFAULT_MANAGEMENT_KEY, tdes_response
 
     challenge = md.CardGetChallenge(card_data)
     with pytest.raises(md.ScardError) as wrong:
@@ -182,7 +182,7 @@ def test_warm_cache_sign_in_costs_a_handful_of_apdus(piv: PivCard) -> None:
     def sign_in() -> int:
         card_data = md.CardData.inprocess(piv.card, cache=cache)
         md.CardAcquireContext(card_data, 0)
-        card_data.transport.reset_counters()
+        card_data.connection.meter.reset()
         with card_data.transaction():
             md.CardReadFile(card_data, "mscp", "cmapfile")
             md.CardReadFile(card_data, "mscp", "kxc00")
@@ -190,7 +190,7 @@ def test_warm_cache_sign_in_costs_a_handful_of_apdus(piv: PivCard) -> None:
             md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, b"123456")
             _sign(card_data, 0, md.AT_KEYEXCHANGE, hashlib.sha256(b"x").digest(), aiHashAlg=md.CALG_SHA_256)
             md.CardDeauthenticateEx(card_data, md.PIN_SET_ALL_ROLES, 0)
-        return card_data.transport.apdus_sent
+        return card_data.connection.meter.apdus
 
     cold = sign_in()
     warm = sign_in()
@@ -199,7 +199,7 @@ def test_warm_cache_sign_in_costs_a_handful_of_apdus(piv: PivCard) -> None:
 
 
 def test_optional_write_support_generates_and_stores_certificates() -> None:
-    from minidriver.testing import DEFAULT_MANAGEMENT_KEY, certificate_for, tdes_response
+    from vcard.testing.provisioning import DEFAULT_MANAGEMENT_KEY, certificate_for, tdes_response
 
     virtual = VirtualCard.open(load_profile("piv"), None, ephemeral=True)
     cache = GlobalCache()

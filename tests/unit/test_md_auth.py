@@ -22,7 +22,7 @@ from md_support import (
 
 import minidriver as md
 from minidriver.cache import GlobalCache
-from minidriver.testing import tdes_response
+from vcard.testing.provisioning import tdes_response
 
 EXTERNAL_ROLE = 7  # the piv profile's "fingerprint" role (ExternalPinType)
 UNKNOWN = md.CARD_DATA_VALUE_UNKNOWN

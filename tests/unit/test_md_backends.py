@@ -26,9 +26,8 @@ import minidriver as md
 from minidriver.backends.base import Backend, operation_error, tlv_encode, wrong_pin
 from minidriver.backends.gids import KEYMAP, MASTERFILE, GidsBackend
 from minidriver.cache import GlobalCache
-from minidriver.testing import PivProvisioner, certificate_for, tdes_response
-from minidriver.transport import ApduChannel, ApduError
-from vcard.transport.inproc import InProcessConnection
+from vcard.host import ApduError, InProcessConnection, SmartCardProtocol
+from vcard.testing.provisioning import PivProvisioner, certificate_for, tdes_response
 
 INVALID = md.SCARD_E_INVALID_PARAMETER
 UNSUPPORTED = md.SCARD_E_UNSUPPORTED_FEATURE
@@ -97,7 +96,7 @@ def test_failed_operation_status_words(sw: int, code: int) -> None:
 
 def test_the_backend_interface_defaults_to_a_read_only_card() -> None:
     """What a backend inherits for what its card cannot do (spec §8: entry exists, UNSUPPORTED)."""
-    backend = Backend(ApduChannel(WithoutVendorCommands(None)))
+    backend = Backend(SmartCardProtocol(InProcessConnection(WithoutVendorCommands(None), power_on=False)))
     assert backend.read_only and backend.capabilities() == md.CARD_CAPABILITIES(1, 1, 0)
     for call in (
         lambda: backend.write_cardcf(bytes(6)),
@@ -270,7 +269,7 @@ def test_piv_containers_described_from_certificates_alone(piv: Card) -> None:
         (0x5FC10A, tlv_encode(0x70, ec_der) + tlv_encode(0x71, b"\x00") + tlv_encode(0xFE, b"")),
     ):
         data = tlv_encode(0x5C, tag.to_bytes(3, "big")) + tlv_encode(0x53, body)
-        provisioner.apdu.send(0x00, 0xDB, 0x3F, 0xFF, data, le=None)
+        provisioner.apdu.send_apdu(0x00, 0xDB, 0x3F, 0xFF, data, le=None)
     provisioner.logout()
     cd = piv.card_data()
     assert md.CardReadFile(cd, "mscp", "kxc00") == rsa_der

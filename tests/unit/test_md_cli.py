@@ -9,11 +9,11 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from minidriver.cli import md
-from minidriver.testing import PivProvisioner
+from vcard.host import InProcessConnection
+from vcard.md_cli import md
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
-from vcard.transport.inproc import InProcessConnection
+from vcard.testing.provisioning import PivProvisioner
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ def test_acquire_context_checks_card_data(piv: Card) -> None:
         raises(md.SCARD_E_UNKNOWN_CARD, lambda c=card_data: md.CardAcquireContext(c, 0))
     handleless = md.CardData(pbAtr=piv.virtual.card.atr)
     raises(md.SCARD_E_INVALID_HANDLE, lambda: md.CardAcquireContext(handleless, 0))
-    raises(md.SCARD_E_INVALID_HANDLE, lambda: handleless.transport)
+    raises(md.SCARD_E_INVALID_HANDLE, lambda: handleless.connection)
     with pytest.raises(md.ScardError) as no_transaction, handleless.transaction():
         pass
     assert no_transaction.value.code == md.SCARD_E_INVALID_HANDLE

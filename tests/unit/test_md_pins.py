@@ -11,11 +11,10 @@ import pytest
 
 import minidriver as md
 from minidriver.cache import GlobalCache
-from minidriver.testing import PivProvisioner
-from minidriver.transport import TRAFFIC, InProcessTransport
+from vcard.host import TRAFFIC, InProcessConnection
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
-from vcard.transport.inproc import InProcessConnection
+from vcard.testing.provisioning import PivProvisioner
 
 SIGN_PIN_ROLE = 3
 FINGER_ROLE = 4
@@ -203,8 +202,8 @@ def _idle_reset_after_a_session_pin(virtual: Any) -> tuple[md.CardData, bytes]:
     the in-process transport (vpcd's control code 02), nothing stands in for the card.
     """
     clock = Clock()
-    card_data = md.CardData.from_transport(
-        InProcessTransport(virtual.card), idle_reset_seconds=5.0, clock=clock, cache=GlobalCache()
+    card_data = md.CardData.from_connection(
+        InProcessConnection(virtual.card), idle_reset_seconds=5.0, clock=clock, cache=GlobalCache()
     )
     md.CardAcquireContext(card_data, 0)
     token, _ = md.CardAuthenticateEx(
@@ -246,7 +245,7 @@ def test_recovery_re_authenticates_from_the_cached_session_pin(multi: Any) -> No
 
 
 def test_without_the_profile_setting_a_warm_reset_ends_session_pins() -> None:
-    """The default (issue 3: "until card reset or power-off"): nothing to recover from."""
+    """The default (session PINs last "until card reset or power-off"): nothing to recover from."""
     virtual = VirtualCard.open(load_profile("piv"), None, ephemeral=True)
     try:
         PivProvisioner(InProcessConnection(virtual.card)).provision({0x9A: "rsa2048"})
@@ -261,8 +260,8 @@ def test_without_the_profile_setting_a_warm_reset_ends_session_pins() -> None:
 
 def test_no_recovery_for_roles_whose_policy_forbids_caching(multi: Any) -> None:
     clock = Clock()
-    card_data = md.CardData.from_transport(
-        InProcessTransport(multi.card), idle_reset_seconds=5.0, clock=clock, cache=GlobalCache()
+    card_data = md.CardData.from_connection(
+        InProcessConnection(multi.card), idle_reset_seconds=5.0, clock=clock, cache=GlobalCache()
     )
     md.CardAcquireContext(card_data, 0)
     md.CardAuthenticateEx(card_data, FINGER_ROLE, 0, None)  # cache policy "none"
@@ -275,7 +274,7 @@ def test_no_recovery_for_roles_whose_policy_forbids_caching(multi: Any) -> None:
 
 def test_traffic_log_hides_pins_and_session_pins(multi: Any, caplog: pytest.LogCaptureFixture) -> None:
     """The APDU trace must never show a PIN, nor a session PIN (it authenticates from any process)."""
-    caplog.set_level(TRAFFIC, logger="minidriver.transport")
+    caplog.set_level(TRAFFIC, logger="vcard.host")
     card_data = _cd(multi)
     token, _ = md.CardAuthenticateEx(
         card_data, md.ROLE_USER, md.CARD_AUTHENTICATE_GENERATE_SESSION_PIN, b"123456"

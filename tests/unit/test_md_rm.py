@@ -7,7 +7,7 @@ import pytest
 from minidriver import CARD_CACHE_FILE_FORMAT, Scard, ScardError
 from minidriver.cache import Freshness, FreshnessCache, GlobalCache
 from minidriver.rm import ResourceManager
-from minidriver.transport import SCARD_RESET_CARD, ApduChannel, ApduError, Transport
+from vcard.host import Connection, Disposition
 
 
 class FakeClock:
@@ -18,7 +18,7 @@ class FakeClock:
         return self.now
 
 
-class EchoTransport(Transport):
+class EchoTransport(Connection):
     """Answers 9000 to everything and records resets."""
 
     def __init__(self) -> None:
@@ -29,11 +29,22 @@ class EchoTransport(Transport):
     def atr(self) -> bytes:
         return bytes.fromhex("3B80800101")
 
-    def _exchange(self, apdu: bytes) -> bytes:
+    def _transmit(self, apdu: bytes) -> bytes:
         return b"\x90\x00"
 
-    def reset(self) -> None:
-        self.resets += 1
+    def _begin_transaction(self) -> None:
+        pass
+
+    def _end_transaction(self, disposition: Disposition) -> None:
+        if disposition is Disposition.RESET_CARD:
+            self.resets += 1
+
+    def _reconnect(self, initialization: Disposition) -> None:
+        if initialization is Disposition.RESET_CARD:
+            self.resets += 1
+
+    def _close(self, disposition: Disposition) -> None:
+        pass
 
 
 @pytest.fixture
@@ -94,7 +105,7 @@ def test_a_reset_by_one_handle_is_reported_to_the_others_only(clock: FakeClock) 
     rm = ResourceManager(transport, 5.0, clock)
     first, second = rm.connect(), rm.connect()
     first.begin_transaction()
-    first.end_transaction(SCARD_RESET_CARD)
+    first.end_transaction(Disposition.RESET_CARD)
     first.transmit(b"\x00")
     with pytest.raises(ScardError) as raised:
         second.transmit(b"\x00")
@@ -113,39 +124,6 @@ def test_transactions_exclude_other_handles(clock: FakeClock) -> None:
     assert first.in_transaction
     first.end_transaction()
     second.transmit(b"\x00")
-
-
-def test_transport_counts_and_apdu_channel_chains_and_collects() -> None:
-    class Scripted(EchoTransport):
-        def __init__(self) -> None:
-            super().__init__()
-            self.sent: list[bytes] = []
-
-        def _exchange(self, apdu: bytes) -> bytes:
-            self.sent.append(apdu)
-            if apdu[1] == 0xC0:
-                return b"\xbb" * 4 + b"\x90\x00"
-            if apdu[0] & 0x10:
-                return b"\x90\x00"
-            return b"\xaa" * 2 + b"\x61\x04"
-
-    transport = Scripted()
-    answer = ApduChannel(transport).send(0x00, 0x2A, 0x80, 0x86, bytes(300))
-    assert answer == b"\xaa\xaa" + b"\xbb" * 4
-    assert [apdu[0] for apdu in transport.sent] == [0x10, 0x00, 0x00]
-    assert transport.sent[0][4] == 255 and transport.sent[1][4] == 45
-    assert transport.apdus_sent == 3
-    assert transport.bytes_sent == sum(len(apdu) for apdu in transport.sent)
-
-
-def test_apdu_error_carries_the_status_word() -> None:
-    class Refusing(EchoTransport):
-        def _exchange(self, apdu: bytes) -> bytes:
-            return b"\x63\xc2"
-
-    with pytest.raises(ApduError) as raised:
-        ApduChannel(Refusing()).send(0x00, 0x20, 0x00, 0x80, b"1234")
-    assert raised.value.sw == 0x63C2
 
 
 def test_freshness_cache_serves_only_while_the_counter_is_unchanged() -> None:

@@ -25,11 +25,10 @@ from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 
 import minidriver as md
 from minidriver.cache import GlobalCache
-from minidriver.testing import PivProvisioner, opensc_api_sequence, provision_gids
-from minidriver.transport import PcscTransport
+from vcard.host import InProcessConnection, PcscConnection
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
-from vcard.transport.inproc import InProcessConnection
+from vcard.testing.provisioning import PivProvisioner, opensc_api_sequence, provision_gids
 
 PIN = b"123456"
 PIV_SLOTS = {0x9A: "rsa2048", 0x9C: "p256", 0x9D: "p256", 0x9E: "rsa2048"}
@@ -124,11 +123,8 @@ def card(applet: str, transport: str, request: pytest.FixtureRequest) -> Provisi
         return md.CardData.connect(reader, cache=GlobalCache())
 
     if applet == "piv":
-        link = PcscTransport(reader)
-        try:
-            keys = PivProvisioner(link).provision(PIV_SLOTS)  # ends with a card reset
-        finally:
-            link.close()
+        with PcscConnection(reader) as connection:
+            keys = PivProvisioner(connection).provision(PIV_SLOTS)  # ends with a card reset
         return _piv(connect, keys)
     card_data = connect()
     md.CardAcquireContext(card_data, 0)

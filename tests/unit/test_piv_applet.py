@@ -8,7 +8,7 @@ import pytest
 from piv_support import PIV_AID, build, pin_block
 
 from vcard import tlv
-from vcard.apdu import CommandAPDU
+from vcard.apdu import CommandAPDU, ResponseAPDU
 from vcard.cardos import Applet, Card
 
 
@@ -289,7 +289,7 @@ def test_persisted_card_reopens_with_its_keys(tmp_path) -> None:  # type: ignore
     card_one = virtual.card
     card_one.power_on()
     select = CommandAPDU(0x00, 0xA4, 0x04, 0x00, PIV_AID).encode()
-    assert card_one.transmit(select)[-2:] == b"\x90\x00"
+    assert ResponseAPDU.parse(card_one.transmit(select)).sw == 0x9000
     chuid = card_one.transmit(bytes.fromhex("00CB3FFF055C035FC102"))
     virtual.close()
     again = VirtualCard.open(load_profile("piv"), state_dir=tmp_path / "card")

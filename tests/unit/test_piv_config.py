@@ -9,7 +9,7 @@ from piv_support import build
 
 from vcard.profile import ProfileError, load_profile
 
-BASE = Path(__file__).resolve().parents[2] / "vcard" / "profiles" / "piv.toml"
+BASE = Path(__file__).resolve().parents[2] / "profiles" / "piv.toml"
 
 MULTI_PIN = """
 description = "test: PIV with a signature PIN (role 3) and a fingerprint (role 4)"

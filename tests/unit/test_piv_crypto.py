@@ -266,7 +266,7 @@ def test_rsa_3072_signature() -> None:
 def test_global_pin_satisfies_pin_once_slots(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[2] / "vcard" / "profiles" / "piv.toml").read_text()
+    text = (Path(__file__).resolve().parents[2] / "profiles" / "piv.toml").read_text()
     text = text.replace(
         "[applets.piv]",
         '[[security.roles]]\nrole = 4\nlabel = "global PIN"\ntype = "pin"\n'

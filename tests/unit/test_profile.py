@@ -153,7 +153,7 @@ def test_session_pins_survive_warm_reset_is_read_and_set_by_the_windows_like_pro
     assert profile.session_pins_survive_warm_reset and profile.security == {}
     assert load_profile("multi-pin").session_pins_survive_warm_reset
     assert load_profile("tpm-vsc").session_pins_survive_warm_reset
-    assert not load_profile("piv").session_pins_survive_warm_reset  # the default stays issue 3's
+    assert not load_profile("piv").session_pins_survive_warm_reset  # default: any reset ends them
 
 
 def test_card_level_values_are_read(in_tmp: Path) -> None:
@@ -215,74 +215,74 @@ def message(exc_info: pytest.ExceptionInfo[ProfileError]) -> str:
 def test_int_range_message() -> None:
     r = reader({"retries": "x", "big": 16, "flag": True}, "security.roles[1]")
     with pytest.raises(ProfileError) as info:
-        r.int("retries", min=1, max=15)
+        r.integer("retries", minimum=1, maximum=15)
     assert message(info) == 'prof.toml: [security.roles[1]] retries: must be an integer from 1 to 15, got "x"'
     with pytest.raises(ProfileError, match=r"big: must be an integer from 1 to 15, got 16$"):
-        r.int("big", min=1, max=15)
+        r.integer("big", minimum=1, maximum=15)
     with pytest.raises(ProfileError, match=r"flag: must be an integer, got true$"):
-        r.int("flag")  # TOML booleans are not integers
+        r.integer("flag")  # TOML booleans are not integers
     with pytest.raises(ProfileError, match=r"big: must be an integer <= 3, got 16$"):
-        r.int("big", max=3)
-    assert r.int("big", min=16) == 16
-    assert r.int("absent", 7) == 7
+        r.integer("big", maximum=3)
+    assert r.integer("big", minimum=16) == 16
+    assert r.integer("absent", 7) == 7
 
 
 def test_required_key_missing() -> None:
     with pytest.raises(ProfileError) as info:
-        reader({}).str("label")
+        reader({}).text("label")
     assert message(info) == "prof.toml: [applets.piv] label: required key is missing (a string)"
     with pytest.raises(ProfileError, match=r"^prof\.toml: role: required key is missing \(an integer from 0"):
-        reader({}, where="").int("role", min=0, max=7)
+        reader({}, where="").integer("role", minimum=0, maximum=7)
 
 
 def test_none_is_a_valid_default() -> None:
     r = reader({})
-    assert r.str("a", None) is None
-    assert r.int("b", None) is None
-    assert r.float("c", None) is None
-    assert r.bool("d", None) is None
-    assert r.hex("e", None) is None
-    assert r.list("f", None) is None
+    assert r.text("a", None) is None
+    assert r.integer("b", None) is None
+    assert r.number("c", None) is None
+    assert r.boolean("d", None) is None
+    assert r.hex_bytes("e", None) is None
+    assert r.array("f", None) is None
 
 
 def test_str_choices_suggest_the_closest() -> None:
     r = reader({"charset": "digit", "type": "pin"})
     with pytest.raises(ProfileError) as info:
-        r.str("charset", choices=["digits", "alphanumeric", "any"])
+        r.text("charset", choices=["digits", "alphanumeric", "any"])
     assert message(info) == (
         'prof.toml: [applets.piv] charset: must be one of "digits", "alphanumeric", "any", '
         'got "digit" (did you mean "digits"?)'
     )
-    assert r.str("type", choices=["pin", "empty"]) == "pin"
-    assert r.str("absent", "any", choices=["digits"]) == "any"  # a default is not checked
+    assert r.text("type", choices=["pin", "empty"]) == "pin"
+    assert r.text("absent", "any", choices=["digits"]) == "any"  # a default is not checked
 
 
 def test_bool_float_list() -> None:
     r = reader({"on": True, "yes": "yes", "f": 1.5, "i": 2, "inf": float("inf"), "l": [1, "a"], "s": "x"})
-    assert r.bool("on") is True
+    assert r.boolean("on") is True
     with pytest.raises(ProfileError, match=r'yes: must be true or false, got "yes"$'):
-        r.bool("yes")
-    assert r.float("f", max=2) == 1.5
-    assert r.float("i") == 2.0 and isinstance(r.float("i"), float)
+        r.boolean("yes")
+    assert r.number("f", maximum=2) == 1.5
+    assert r.number("i") == 2.0 and isinstance(r.number("i"), float)
     with pytest.raises(ProfileError, match=r"f: must be a number from 0 to 1, got 1.5$"):
-        r.float("f", min=0, max=1)
+        r.number("f", minimum=0, maximum=1)
     with pytest.raises(ProfileError, match=r"inf: must be a number"):
-        r.float("inf")
-    assert r.list("l") == [1, "a"]
+        r.number("inf")
+    assert r.array("l") == [1, "a"]
     with pytest.raises(ProfileError, match=r's: must be an array, got "x"$'):
-        r.list("s")
+        r.array("s")
 
 
 def test_hex_accepts_spaces_and_colons_and_checks_lengths() -> None:
     r = reader({"a": "01 02:03\t04", "b": "", "k": "0102"})
-    assert r.hex("a") == b"\x01\x02\x03\x04"
-    assert r.hex("b") == b""
-    assert r.hex("k", lengths=[2]) == b"\x01\x02"
+    assert r.hex_bytes("a") == b"\x01\x02\x03\x04"
+    assert r.hex_bytes("b") == b""
+    assert r.hex_bytes("k", lengths=[2]) == b"\x01\x02"
     with pytest.raises(ProfileError) as info:
-        r.hex("k", lengths=[16, 24, 32])
+        r.hex_bytes("k", lengths=[16, 24, 32])
     assert message(info) == "prof.toml: [applets.piv] k: must be 16, 24 or 32 bytes, got 2 bytes"
     with pytest.raises(ProfileError, match=r"k: must be 8 bytes, got 2 bytes$"):
-        r.hex("k", lengths={8})
+        r.hex_bytes("k", lengths={8})
 
 
 def test_nested_tables_name_their_path() -> None:
@@ -290,13 +290,13 @@ def test_nested_tables_name_their_path() -> None:
     objects = r.table("objects")
     assert objects.where == "applets.piv.objects"
     with pytest.raises(ProfileError, match=r"^prof\.toml: \[applets\.piv\.objects\.chuid\] size: must be an"):
-        objects.table("chuid").int("size")
+        objects.table("chuid").integer("size")
     with pytest.raises(ProfileError, match=r"\[applets\.piv\.objects\] bad: must be a table "):
         objects.table("bad")
     keys = r.tables("keys")
     assert [k.where for k in keys] == ["applets.piv.keys[0]", "applets.piv.keys[1]"]
     with pytest.raises(ProfileError, match=r"^prof\.toml: \[applets\.piv\.keys\[1\]\] slot: must be a str"):
-        keys[1].str("slot")
+        keys[1].text("slot")
     assert r.tables("absent") == []
     assert r.table("absent", {}).raw == {}
     # Keys that are not bare TOML keys are quoted, as TOML would write them.
@@ -319,8 +319,8 @@ def test_error_helper_locates_key_or_table() -> None:
 
 def test_finish_reports_unknown_keys_with_suggestions() -> None:
     r = reader({"retires": 3, "label": "x", "colour": "red"}, "security.roles[0]")
-    r.str("label")
-    r.int("retries", 3)  # known though absent: a candidate for suggestions
+    r.text("label")
+    r.integer("retries", 3)  # known though absent: a candidate for suggestions
     r.has("purpose")
     with pytest.raises(ProfileError) as info:
         r.finish()
@@ -331,7 +331,7 @@ def test_finish_reports_unknown_keys_with_suggestions() -> None:
 
 def test_finish_passes_when_every_key_was_read() -> None:
     r = reader({"a": 1, "b": "x"})
-    r.int("a")
+    r.integer("a")
     assert r.has("b")
     r.finish()
 

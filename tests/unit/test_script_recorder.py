@@ -9,20 +9,22 @@ from typing import Any
 
 import pytest
 
+from vcard.apdu import ResponseAPDU
+from vcard.host import InProcessConnection, SmartCardProtocol
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
 from vcard.script.parser import parse_script
 from vcard.script.recorder import install_recorder
 from vcard.script.runner import Runner, Status, format_result
-from vcard.transport.inproc import InProcessConnection
 
 PIV_SELECT = bytes.fromhex("00A4040005A000000308")
 MGMT_KEY = bytes.fromhex("010203040506070801020304050607080102030405060708")
 
 
-def _tx(connection: InProcessConnection, hex_text: str) -> bytes:
-    response = connection.transmit(bytes.fromhex(hex_text.replace(" ", "")))
-    return response
+def _tx(connection: InProcessConnection, command: str | bytes) -> ResponseAPDU:
+    """One raw exchange (hex text or bytes), exactly as written."""
+    raw = bytes.fromhex(command.replace(" ", "")) if isinstance(command, str) else command
+    return SmartCardProtocol(connection).exchange(raw)
 
 
 def _mutual_auth(connection: InProcessConnection) -> None:
@@ -30,13 +32,13 @@ def _mutual_auth(connection: InProcessConnection) -> None:
     from vcard import crypto
 
     response = _tx(connection, "00 87 03 9B 04 7C 02 80 00 00")
-    assert response[-2:] == b"\x90\x00" and response[:4] == bytes.fromhex("7C0A8008")
-    witness = crypto.block_decrypt("3des", MGMT_KEY, response[4:12])
+    assert response.sw == 0x9000 and response.data[:4] == bytes.fromhex("7C0A8008")
+    witness = crypto.block_decrypt("3des", MGMT_KEY, response.data[4:12])
     challenge = bytes.fromhex("1122334455667788")
     command = bytes.fromhex("0087039B167C14") + b"\x80\x08" + witness + b"\x81\x08" + challenge + b"\x00"
-    response = connection.transmit(command)
-    assert response[-2:] == b"\x90\x00"
-    assert response[4:12] == crypto.block_encrypt("3des", MGMT_KEY, challenge)
+    response = _tx(connection, command)
+    assert response.sw == 0x9000
+    assert response.data[4:12] == crypto.block_encrypt("3des", MGMT_KEY, challenge)
 
 
 def _session(connection: InProcessConnection) -> None:
@@ -121,12 +123,12 @@ def test_gids_admin_authentication_replays(tmp_path: Path) -> None:
         _tx(connection, "00 A4 04 00 09 A0 00 00 03 97 42 54 46 59 00")
         _tx(connection, "00 22 C1 A4 03 83 01 80")
         r1 = bytes(range(16))
-        response = connection.transmit(bytes.fromhex("00870000147C128110") + r1 + b"\x00")
-        r2 = response[4:20]
+        response = _tx(connection, bytes.fromhex("00870000147C128110") + r1 + b"\x00")
+        r2 = response.data[4:20]
         cryptogram = crypto.cbc_encrypt("3des", bytes(24), bytes(8), r2 + r1 + bytes(7) + b"\x80")
-        response = connection.transmit(bytes.fromhex("008700002C7C2A8228") + cryptogram + b"\x00")
-        assert response[-2:] == b"\x90\x00"
-        assert _tx(connection, "00 2C 02 80 06 31 32 33 34 35 36")[-2:] == b"\x90\x00"
+        response = _tx(connection, bytes.fromhex("008700002C7C2A8228") + cryptogram + b"\x00")
+        assert response.sw == 0x9000
+        assert _tx(connection, "00 2C 02 80 06 31 32 33 34 35 36").sw == 0x9000
 
     original, copy = _fresh_state(tmp_path, "gids")
     recording = tmp_path / "gids.apdu"
@@ -144,11 +146,11 @@ def test_piv_external_authentication_replays(tmp_path: Path) -> None:
         connection.reset()
         _tx(connection, PIV_SELECT.hex())
         response = _tx(connection, "00 87 03 9B 04 7C 02 81 00 00")
-        assert response[:4] == bytes.fromhex("7C0A8108") and response[-2:] == b"\x90\x00"
-        answer = crypto.block_encrypt("3des", MGMT_KEY, response[4:12])
-        assert connection.transmit(bytes.fromhex("0087039B0C7C0A8208") + answer) == b"\x90\x00"
+        assert response.data[:4] == bytes.fromhex("7C0A8108") and response.sw == 0x9000
+        answer = crypto.block_encrypt("3des", MGMT_KEY, response.data[4:12])
+        assert _tx(connection, bytes.fromhex("0087039B0C7C0A8208") + answer) == (b"", 0x9000)
         # the authentication counts: PUT DATA needs it
-        assert _tx(connection, "00 DB 3F FF 0E 5C 03 5F C1 0D 53 07 70 00 71 01 00 FE 00") == b"\x90\x00"
+        assert _tx(connection, "00 DB 3F FF 0E 5C 03 5F C1 0D 53 07 70 00 71 01 00 FE 00") == (b"", 0x9000)
 
     original, copy = _fresh_state(tmp_path, "piv")
     recording = tmp_path / "external.apdu"

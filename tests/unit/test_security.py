@@ -1,4 +1,4 @@
-"""The security core: roles, PIN_SET, counters, PIN-always, session and external PINs (issue 3)."""
+"""The security core: roles, PIN_SET, counters, PIN-always, session and external PINs."""
 
 from __future__ import annotations
 
@@ -379,7 +379,7 @@ def test_pins_are_stored_as_salted_digests_and_survive_a_restart() -> None:
 def test_corrupt_counters_are_refused() -> None:
     _, state, _ = make_core()
     state["roles"]["1"]["tries_left"] = 9
-    with pytest.raises(StateError, match="role 1"):
+    with pytest.raises(StateError, match=r"roles\.1\.tries_left"):
         SecurityCore(ROLES, state, lambda: None, is_new=False)
 
 
@@ -401,7 +401,7 @@ def test_unreadable_secrets_are_refused_at_load(role: str, field: str, value: ob
     _, state, _ = make_core()
     record = state["roles"][role]
     (record["secret"] if field in ("salt", "hash", "iterations", "length") else record)[field] = value
-    with pytest.raises(StateError, match=f"role {role}"):
+    with pytest.raises(StateError, match=rf"roles\.{role}\.(secret\.)?{field}"):
         SecurityCore(ROLES, state, lambda: None, is_new=False)
 
 
@@ -428,12 +428,19 @@ def test_length_and_charset_rules_compose_well_formed() -> None:
     assert user.well_formed(b"123456") and not user.well_formed(b"12345a")
 
 
-def test_a_role_added_to_the_profile_gets_state() -> None:
-    _, state, _ = make_core(ROLES[:2])
+def test_a_role_missing_from_the_state_is_refused_not_recreated() -> None:
+    # Re-creating it from the profile would give a blocked PIN its value and tries back.
+    core, state, _ = make_core()
+    for _ in range(3):
+        with pytest.raises(ISOError):
+            core.verify(3, b"000000")
+    assert core.is_blocked(3)
+    del state["roles"]["3"]
+    before = json.dumps(state, sort_keys=True)
     commits: list[int] = []
-    core = SecurityCore(ROLES, state, lambda: commits.append(1), is_new=False)
-    core.verify(3, b"654321")
-    assert commits
+    with pytest.raises(StateError, match=r"^roles\.3: missing$"):
+        SecurityCore(ROLES, state, lambda: commits.append(1), is_new=False)
+    assert not commits and json.dumps(state, sort_keys=True) == before
 
 
 def test_challenge_role_key_and_set_value() -> None:
@@ -825,15 +832,19 @@ def test_operator_source_is_shared_and_injectable() -> None:
     assert Always().decide(1, 1.0) == ExternalDecision(ExternalOutcome.APPROVE)
 
 
-def test_a_failing_source_is_a_denial() -> None:
+def test_a_failing_source_costs_no_try() -> None:
     class Broken(ExternalPinSource):
         def decide(self, role: int, timeout: float) -> ExternalDecision:
             raise RuntimeError("reader unplugged")
 
-    core, _, _ = make_core(external=Broken())
+    core, _, recorder = make_core(external=Broken())
     with pytest.raises(ISOError) as excinfo:
         core.verify_external(4)
-    assert sw_of(excinfo) == 0x63C2
+    # Nothing was presented: 6F00, and the try taken before asking is given back durably.
+    assert sw_of(excinfo) == SW.NO_PRECISE_DIAGNOSIS
+    assert core.tries_left(4) == 3 and recorder.tries(4) == 3
+    assert recorder.tries(4, -2) == 2  # it was consumed (durably) before the source was asked
+    assert not core.is_authenticated(4)
 
 
 # ---- visibility -------------------------------------------------------------------------------

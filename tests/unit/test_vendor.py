@@ -11,6 +11,7 @@ import pytest
 from vcard import tlv
 from vcard.apdu import CommandAPDU, ResponseAPDU
 from vcard.cardos import Applet, Card, command
+from vcard.host import InProcessConnection, SmartCardProtocol
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
 from vcard.security import (
@@ -23,15 +24,12 @@ from vcard.security import (
     RoleType,
     SecurityCore,
 )
-from vcard.transport.inproc import InProcessConnection
-from vcard.vendor import (
+from vcard.vendor import VendorHandlers
+from vcard.wire.vendor import (
     FEATURE_EXTERNAL_PINS,
     FEATURE_IDLE_RESET,
     FEATURE_SESSION_PINS,
     FEATURE_SESSION_PINS_SURVIVE_WARM_RESET,
-    find_vendor_commands,
-    install_idle_reset,
-    install_vendor_commands,
 )
 
 ROLES = (
@@ -71,26 +69,28 @@ class TinyApplet(Applet):
 def build(idle: float = 0.0) -> tuple[Card, SecurityCore]:
     security = SecurityCore(ROLES, {}, lambda: None, is_new=True)
     applet = TinyApplet(security)
-    card = Card(bytes.fromhex("3B80800101"), [applet], default_applet=applet, on_reset=security.reset)
-    install_vendor_commands(card, security)
-    install_idle_reset(card, security, idle)
+    vendor = VendorHandlers(security, idle_reset_seconds=idle)
+    card = Card(
+        bytes.fromhex("3B80800101"),
+        [applet],
+        default_applet=applet,
+        on_reset=security.reset,
+        commands=vendor.commands(),
+        hooks=vendor.hooks(),
+    )
     card.power_on()
     return card, security
 
 
 def send(connection: InProcessConnection | Card, apdu: str | bytes) -> ResponseAPDU:
+    """One raw exchange, exactly the bytes given."""
     raw = bytes.fromhex(apdu) if isinstance(apdu, str) else apdu
-    return ResponseAPDU.parse(connection.transmit(raw))
+    return SmartCardProtocol(connection).exchange(raw)
 
 
 def send_full(card: Card, apdu: str) -> ResponseAPDU:
     """Send and collect 61xx continuations with GET RESPONSE, as a PC/SC host does."""
-    response = send(card, apdu)
-    data = response.data
-    while response.sw & 0xFF00 == 0x6100:
-        response = send(card, bytes([0x00, 0xC0, 0x00, 0x00, response.sw & 0xFF]))
-        data += response.data
-    return ResponseAPDU(data, response.sw)
+    return SmartCardProtocol(card).transmit(CommandAPDU.parse(bytes.fromhex(apdu)))
 
 
 def verify_apdu(role: int, pin: bytes) -> bytes:
@@ -284,14 +284,12 @@ def test_no_idle_reset_when_not_configured() -> None:
     send(card, verify_apdu(1, b"123456"))
     card.last_command_time = time.monotonic() - 3600
     assert send(card, "00B0000000").sw == 0x9000
-    vendor = find_vendor_commands(card)
-    assert vendor is not None and vendor.idle_reset_seconds == 0
 
 
 def test_vendor_commands_work_without_a_selected_applet() -> None:
     security = SecurityCore(ROLES, {}, lambda: None, is_new=True)
-    card = Card(bytes.fromhex("3B80800101"), [], on_reset=security.reset)
-    install_vendor_commands(card, security)
+    vendor = VendorHandlers(security)
+    card = Card(bytes.fromhex("3B80800101"), [], on_reset=security.reset, commands=vendor.commands())
     card.power_on()
     assert send(card, "805E000410").sw == 0x9000
     assert send(card, "805B000001").data == b"\x10"
@@ -337,6 +335,7 @@ def test_runtime_wires_vendor_commands_and_idle_reset(tmp_path: Path) -> None:
         assert send(card, "805B000001").data == b"\x00"
         summary = virtual.describe()["security"]
         assert summary["roles"][2]["label"] == "finger"
+        assert virtual.vendor.idle_reset_seconds == 5
     finally:
         virtual.close()
 
@@ -349,8 +348,11 @@ def test_bad_parameters(apdu: str) -> None:
     assert send(card, apdu).sw in (0x6A86, 0x6700)
 
 
-def test_installing_twice_keeps_one_command_hook() -> None:
-    card, security = build()
-    assert install_vendor_commands(card, security) is find_vendor_commands(card)
-    assert send(card, verify_apdu(3, b"654321")).sw == 0x9000
-    assert send(card, "002A00000401020304").sw == 0x9000
+def test_a_negative_idle_time_installs_no_idle_reset() -> None:
+    card, _ = build(idle=-1)
+    send(card, verify_apdu(1, b"123456"))
+    card.last_command_time = time.monotonic() - 3600
+    assert send(card, "00B0000000").sw == 0x9000
+    response = send_full(card, "805A000000")
+    fields: dict[int, Any] = {i.tag: i.value for i in tlv.decode_one(response.data, 0xE0).children()}
+    assert not int.from_bytes(fields[0x81], "big") & FEATURE_IDLE_RESET

@@ -23,8 +23,10 @@ from ..apdu import SW, CommandAPDU, ISOError
 from ..cardos import Applet, command
 from ..context import AppletContext
 from ..security import AccessRule
+from ..statefields import require_field, require_hex
+from ..wire.aids import ISO_APPLET_AID
+from ..wire.ins import IsoIns
 
-ISO_APPLET_AID = bytes.fromhex("F07663617264") + b"\x01"
 MAX_OBJECT_SIZE = 4096
 MAX_OBJECTS = 64
 WRITE_RULE = AccessRule(all_of=frozenset({1}))
@@ -37,7 +39,11 @@ class IsoApplet(Applet):
     def __init__(self, context: AppletContext) -> None:
         self.context = context
         self.security = context.security
-        self.objects: dict[str, str] = context.state.setdefault("objects", {})
+        if context.is_new:
+            context.state.setdefault("objects", {})
+        self.objects: dict[str, str] = require_field(context.state, "objects", dict, "")
+        for key in self.objects:
+            require_hex(self.objects, key, "objects")
 
     def select(self, apdu: CommandAPDU) -> bytes:
         return b""
@@ -48,7 +54,7 @@ class IsoApplet(Applet):
             raise ISOError(SW.REFERENCE_NOT_FOUND)
         return self.security.role(p2 & 0x07).role
 
-    @command(0x20)
+    @command(IsoIns.VERIFY)
     def verify(self, apdu: CommandAPDU) -> None:
         role = self._role(apdu.p2)
         if apdu.p1 == 0xFF:
@@ -63,7 +69,7 @@ class IsoApplet(Applet):
             return
         self.security.verify(role, apdu.data)
 
-    @command(0x2C)
+    @command(IsoIns.RESET_RETRY_COUNTER)
     def reset_retry_counter(self, apdu: CommandAPDU) -> None:
         if apdu.p1 != 0x00:
             raise ISOError(SW.INCORRECT_P1P2)
@@ -76,7 +82,7 @@ class IsoApplet(Applet):
             raise ISOError(SW.INCORRECT_DATA)
         self.security.unblock(role, unblocker, puk, new)
 
-    @command(0x84)
+    @command(IsoIns.GET_CHALLENGE)
     def get_challenge(self, apdu: CommandAPDU) -> bytes:
         if apdu.p1 or apdu.p2:
             raise ISOError(SW.INCORRECT_P1P2)
@@ -87,14 +93,14 @@ class IsoApplet(Applet):
             raise ISOError(SW.INCORRECT_P1P2)
         return f"{apdu.p1p2:04X}"
 
-    @command(0xCA)
+    @command(IsoIns.GET_DATA)
     def get_data(self, apdu: CommandAPDU) -> bytes:
         value = self.objects.get(self._object_name(apdu))
         if value is None:
             raise ISOError(SW.REFERENCE_NOT_FOUND)
         return bytes.fromhex(value)
 
-    @command(0xDA)
+    @command(IsoIns.PUT_DATA)
     def put_data(self, apdu: CommandAPDU) -> None:
         name = self._object_name(apdu)
         self.security.check(WRITE_RULE)

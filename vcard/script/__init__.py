@@ -7,12 +7,11 @@ connection with `transmit`/`reset`, `write_junit` reports, and
 """
 
 from .parser import Case, Script, ScriptError, parse_script, parse_string
-from .runner import CaseResult, PcscConnection, Runner, RunResult, Status, format_result
+from .runner import CaseResult, Runner, RunResult, Status, format_result
 
 __all__ = [
     "Case",
     "CaseResult",
-    "PcscConnection",
     "RunResult",
     "Runner",
     "Script",

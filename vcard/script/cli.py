@@ -13,8 +13,9 @@ from pathlib import Path
 
 import click
 
+from ..host import InProcessConnection, PcscConnection, PcscError
 from .parser import Case, ScriptError, parse_assignment, parse_script
-from .runner import Connection, PcscConnection, PcscError, Runner, format_result
+from .runner import Connection, Runner, format_result
 
 CONFORMANCE_DIR = Path(__file__).resolve().parent.parent / "conformance"
 
@@ -44,7 +45,7 @@ def open_connection(reader: str | None, profile: str | None, state: Path | None)
         try:
             connection = PcscConnection(reader)
         except PcscError as error:
-            raise click.ClickException(str(error)) from None
+            raise click.ClickException(f"{error} (is pcscd running, and the card in the reader?)") from None
         try:
             yield connection
         finally:
@@ -53,7 +54,6 @@ def open_connection(reader: str | None, profile: str | None, state: Path | None)
     from ..profile import ProfileError, load_profile
     from ..runtime import VirtualCard
     from ..store import StateError
-    from ..transport.inproc import InProcessConnection
 
     assert profile is not None
     try:

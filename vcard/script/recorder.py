@@ -1,7 +1,7 @@
 """Record what clients send to a card, as an APDU script that replays green.
 
-`install_recorder(card, path)` wraps a `Card`'s `transmit`, `power_on`,
-`power_off` and `reset`. Every card session (from a power-on or reset to the
+`install_recorder(card, path)` adds an observer to a `Card` that sees every
+exchange and power event (Card.add_observer). Every card session (from a power-on or reset to the
 next) becomes one case that starts with `reset`, so replaying the script against
 a card in the same starting state repeats the same sessions.
 
@@ -31,14 +31,15 @@ import contextlib
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from .. import __version__, crypto, tlv
-from ..apdu import sw_name
+from ..apdu import CommandAPDU, ISOError, ResponseAPDU, sw_name
+from ..cardos import Card, CardObserver, PowerEvent
+from ..wire.ins import IsoIns, YubicoIns
 from .functions import ecb
 
 DEFAULT_KEYS: dict[str, bytes] = {
@@ -47,7 +48,17 @@ DEFAULT_KEYS: dict[str, bytes] = {
 }
 """Keys the recorder tries when it meets a challenge-response: the PIV and GIDS factory defaults."""
 
-RANDOM_INS = frozenset({0x87, 0x47, 0x84, 0x2A, 0xF9, 0xF7})
+RANDOM_INS = frozenset(
+    {
+        IsoIns.GENERAL_AUTHENTICATE,
+        IsoIns.GENERATE_ASYMMETRIC_KEY_PAIR,
+        IsoIns.GET_CHALLENGE,
+        IsoIns.PERFORM_SECURITY_OPERATION,
+        YubicoIns.ATTEST,
+        YubicoIns.GET_METADATA,
+    }
+)
+"""Commands whose answers differ on every run (signatures, keys, challenges, attestations)."""
 FLUSH_EVERY = 50
 GIDS_IV = bytes(8)
 
@@ -88,10 +99,11 @@ def _template(data: bytes) -> dict[int, bytes] | None:
 
 
 def _command_data(command: bytes) -> bytes:
-    """Data field of a short case-3/4 command (all authentication commands are short)."""
-    if len(command) > 5 and command[4] and len(command) >= 5 + command[4]:
-        return command[5 : 5 + command[4]]
-    return b""
+    """Data field of a command (empty when it has none or does not parse)."""
+    try:
+        return CommandAPDU.parse(command).data
+    except ISOError:
+        return b""
 
 
 def _piv_cipher(p1: int) -> str:
@@ -198,7 +210,9 @@ class Recorder:
         seen: dict[bytes, set[bytes]] = {}
         for session in self.sessions:
             for exchange in session.exchanges:
-                seen.setdefault(exchange.command, set()).add(exchange.response[:-2])
+                if len(exchange.response) >= 2:
+                    answer = ResponseAPDU.parse(exchange.response).data
+                    seen.setdefault(exchange.command, set()).add(answer)
         return {command for command, answers in seen.items() if len(answers) > 1}
 
     def _render_session(
@@ -213,9 +227,9 @@ class Recorder:
                 lines.append(f"  > {_spaced(command)}")
                 lines.append(f"  < {'* ' if len(response) > 2 else ''}????")
                 continue
-            data, sw = response[:-2], int.from_bytes(response[-2:], "big")
+            data, sw = ResponseAPDU.parse(response)
             ins = command[1]
-            if ins == 0xC0:
+            if ins == IsoIns.GET_RESPONSE:
                 random_answer = chain_random
             else:
                 random_answer = ins in RANDOM_INS or (ins == 0xCB and _command_data(command)[:1] == b"\x70")
@@ -232,7 +246,7 @@ class Recorder:
             if result is not None:
                 command_text, expect_text, pending, comment = result
                 expect_text = f"{expect_text} {sw:04X}" if expect_text else f"{sw:04X}"
-            elif ins != 0xC0:
+            elif ins != IsoIns.GET_RESPONSE:
                 pending = None
             if comment:
                 lines.append(f"  # {comment}")
@@ -309,8 +323,21 @@ def _replace(command: bytes, value: bytes, expression: str) -> str:
     return f"{_spaced(command[:index])} {expression} {_spaced(command[index + len(value) :])}".strip()
 
 
+class _RecorderTap(CardObserver):
+    """Feeds a card's exchanges and power events to a Recorder."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def on_exchange(self, command: bytes, response: bytes, elapsed: float) -> None:
+        self.recorder.exchange(command, response)
+
+    def on_power(self, event: PowerEvent) -> None:
+        self.recorder.boundary(str(event))
+
+
 def install_recorder(
-    card: Any,
+    card: Card,
     path: Path,
     keys: Mapping[str, bytes] | None = None,
     description: str = "",
@@ -321,33 +348,6 @@ def install_recorder(
     every card session boundary, so an interrupted run keeps its finished sessions).
     """
     recorder = Recorder(path, keys, description)
-    original_transmit: Callable[[bytes], bytes] = card.transmit
-    original_power_on: Callable[[], None] = card.power_on
-    original_power_off: Callable[[], None] = card.power_off
-    original_reset: Callable[[], None] = card.reset
-
-    def transmit(raw: bytes) -> bytes:
-        response = original_transmit(raw)
-        recorder.exchange(raw, response)
-        return response
-
-    def power_on() -> None:
-        was_powered = bool(card.powered)
-        original_power_on()
-        if not was_powered:
-            recorder.boundary("power on")
-
-    def power_off() -> None:
-        original_power_off()
-        recorder.boundary("power off")
-
-    def reset() -> None:
-        original_reset()
-        recorder.boundary("reset")
-
-    card.transmit = transmit
-    card.power_on = power_on
-    card.power_off = power_off
-    card.reset = reset
+    card.add_observer(_RecorderTap(recorder))
     recorder._flush()
     return recorder

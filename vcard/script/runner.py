@@ -1,15 +1,15 @@
 """Run parsed APDU scripts against a card connection and report per case.
 
-The runner only needs `transmit(bytes) -> bytes` and `reset()`, so the same
-script runs against the in-process card (`vcard.transport.inproc`) and against
-any PC/SC reader (`PcscConnection`, through pyscard). A case stops at its first
+The runner needs a connection of the host APDU stack (`vcard.host`): the same
+script runs against a card in this process (`InProcessConnection`) and against
+any PC/SC reader (`PcscConnection`). Each step is one raw exchange: a script
+says every byte that goes to the card, GET RESPONSE included. A case stops at its first
 failing step: later steps usually depend on the earlier ones (a VERIFY before a
 signature), and their failures would only bury the real one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +17,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from ..apdu import sw_name
+from ..host import ResponseError, SmartCardProtocol
 from .functions import ExpressionError, evaluate
 from .parser import (
     Assert,
@@ -38,7 +39,7 @@ from .parser import (
 
 
 class Connection(Protocol):
-    """What the runner needs from a card: InProcessConnection and PcscConnection both fit."""
+    """What the runner needs from a card: vcard.host's InProcessConnection and PcscConnection fit."""
 
     def transmit(self, apdu: bytes) -> bytes: ...
 
@@ -146,6 +147,7 @@ class Runner:
     ) -> None:
         self.script = script
         self.connection = connection
+        self.protocol = SmartCardProtocol(connection)
         self.destructive = destructive
         self.select = select
         self.variables = initial_variables(script, overrides or {})
@@ -215,17 +217,17 @@ class Runner:
         if not command:
             raise StepError(f"{step.location}: the command is empty")
         try:
-            response = bytes(self.connection.transmit(command))
-        except Exception as error:
-            raise StepError(f"{step.location}: transmit failed: {error}") from error
-        result.exchanges.append((command, response))
-        if len(response) < 2:
+            data, sw = self.protocol.exchange(command)
+        except ResponseError as error:
+            result.exchanges.append((command, error.response))
             raise StepFailed(
                 step.expect_location,
                 "response has no status word",
-                f"  sent:     {spaced(command)}\n  got:      {spaced(response) or '(nothing)'}",
-            )
-        data, sw = response[:-2], int.from_bytes(response[-2:], "big")
+                f"  sent:     {spaced(command)}\n  got:      {spaced(error.response) or '(nothing)'}",
+            ) from None
+        except Exception as error:
+            raise StepError(f"{step.location}: transmit failed: {error}") from error
+        result.exchanges.append((command, data + sw.to_bytes(2, "big")))
         try:
             sw_captures = step.expect.sw.match(sw, variables)
             data_captures = step.expect.data.match(data, variables)
@@ -333,71 +335,9 @@ def format_result(result: CaseResult, verbose: bool = False) -> str:
     return "\n".join(out)
 
 
-# ---- PC/SC -----------------------------------------------------------------------
-
-
-class PcscError(Exception):
-    """No such reader, no card, or pcscd not running."""
-
-
-class PyscardConnection:
-    """A connected pyscard CardConnection as the runner's `transmit`/`reset` (the one adapter).
-
-    `reset` is SCardReconnect with SCARD_RESET_CARD: a warm reset, a new card session.
-    """
-
-    def __init__(self, connection: Any) -> None:
-        self._connection = connection
-
-    @property
-    def atr(self) -> bytes:
-        return bytes(self._connection.getATR())
-
-    def transmit(self, apdu: bytes) -> bytes:
-        data, sw1, sw2 = self._connection.transmit(list(apdu))
-        return bytes(data) + bytes([sw1, sw2])
-
-    def reset(self) -> None:
-        from smartcard.scard import SCARD_RESET_CARD
-
-        self._connection.reconnect(disposition=SCARD_RESET_CARD)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):  # already gone: nothing to release
-            self._connection.disconnect()
-
-
-class PcscConnection(PyscardConnection):
-    """The card in a PC/SC reader chosen by name (exact, or a unique part of it), through pyscard."""
-
-    def __init__(self, reader: str) -> None:
-        from smartcard.System import readers
-
-        try:
-            available = readers()
-        except Exception as error:
-            raise PcscError(f"cannot list PC/SC readers (is pcscd running?): {error}") from None
-        names = [str(r) for r in available]
-        chosen = [r for r in available if str(r) == reader] or [r for r in available if reader in str(r)]
-        if not chosen:
-            raise PcscError(f"no reader named {reader!r}; readers: {', '.join(names) or 'none'}")
-        if len(chosen) > 1:
-            raise PcscError(f"{reader!r} matches several readers: {', '.join(str(r) for r in chosen)}")
-        self.reader = str(chosen[0])
-        connection = chosen[0].createConnection()
-        try:
-            connection.connect()
-        except Exception as error:
-            raise PcscError(f"{self.reader}: cannot connect to the card: {error}") from None
-        super().__init__(connection)
-
-
 __all__ = [
     "CaseResult",
     "Connection",
-    "PcscConnection",
-    "PcscError",
-    "PyscardConnection",
     "RunResult",
     "Runner",
     "Status",

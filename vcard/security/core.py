@@ -5,8 +5,8 @@ PIN-always
 A successful authentication (verify, change, challenge-response, external
 verification, session-PIN redemption) *arms* its role. An armed role satisfies
 the `always` part of one rule, once: `check` disarms every role when it
-evaluates an `always` rule. The card's command hook installed by
-`vcard.vendor.install_vendor_commands` calls `begin_command` before each
+evaluates an `always` rule. The card's command hook from
+`vcard.vendor.VendorHandlers.hooks` calls `begin_command` before each
 logical command (chained fragments of one command count once), and an arming
 expires when the command after the one that armed it ends: "any other command
 disarms", as on a YubiKey. Without the hook (applet unit tests on a bare core)
@@ -48,7 +48,9 @@ Roles of type `external` are verified without a value from the host
 (`verify_external`): an ExternalPinSource decides (a profile policy, or the
 operator through `vcard pinpad`). The try is consumed before asking; approval
 gives it back and yields a session PIN; denial keeps it consumed (63Cx); a
-timeout gives it back (nothing was presented) and answers 6982.
+timeout gives it back (nothing was presented) and answers 6982; a source that
+fails (raises) gives it back too and answers 6F00. While the source waits, the
+card lets readers of its state in (`outside_wait`); commands still queue.
 
 State section layout ("security" in state.json)
 -----------------------------------------------
@@ -68,17 +70,20 @@ appear in the PIN_SET. The PIN_SET and session PINs are volatile (not stored).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from ..apdu import SW, ISOError, verify_failed
 from ..crypto import KEY_LENGTHS
-from ..store import StateError
+from ..errors import StateFieldError
+from ..statefields import require_field, require_hex
 from .external import ExternalDecision, ExternalOutcome, ExternalPinSource, OperatorPinSource, PolicyPinSource
 from .roles import (
     MAX_ROLES,
@@ -124,15 +129,17 @@ def _hash_secret(value: bytes) -> dict[str, Any]:
     }
 
 
-def _is_hex(value: object) -> bool:
-    """A string `bytes.fromhex` reads (how the state stores bytes)."""
-    if not isinstance(value, str):
-        return False
-    try:
-        bytes.fromhex(value)
-    except ValueError:
-        return False
-    return True
+def _check_secret(secret: dict[str, Any], where: str) -> None:
+    """A stored PIN digest `_secret_matches` can use."""
+    kdf = require_field(secret, "kdf", str, where)
+    if kdf != PIN_KDF:
+        raise StateFieldError(f"{where}.kdf", f"unknown KDF {kdf!r}; this vcard reads {PIN_KDF}")
+    require_hex(secret, "salt", where)
+    require_hex(secret, "hash", where)
+    if require_field(secret, "iterations", int, where) <= 0:
+        raise StateFieldError(f"{where}.iterations", "must be positive")
+    if require_field(secret, "length", int, where) < 0:
+        raise StateFieldError(f"{where}.length", "must not be negative")
 
 
 def _secret_matches(secret: dict[str, Any], value: bytes) -> bool:
@@ -185,6 +192,9 @@ class SecurityCore:
         self._listeners: list[StatusListener] = []
         self.session_pins_survive_warm_reset = session_pins_survive_warm_reset
         self.operator = external if isinstance(external, OperatorPinSource) else OperatorPinSource()
+        # Entered around an external source's wait; the card sets it to let its state
+        # lock go meanwhile (vcard.runtime sets it to Card.released).
+        self.outside_wait: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext
         self._sources: dict[int, ExternalPinSource] = {}
         for config in self._roles.values():
             if config.type is RoleType.EXTERNAL:
@@ -214,59 +224,53 @@ class SecurityCore:
         return record
 
     def _load(self, is_new: bool) -> None:
+        """A new card gets the profile's roles; an existing card's section is checked, never re-made.
+
+        Whatever cannot be read is refused (StateFieldError naming the field): replacing
+        it with the profile's values would hand a blocked PIN its tries back. That holds
+        for a role the profile declares and the state lacks too: deleting a blocked
+        role's record must not bring it back with the profile's PIN and counter.
+        """
         state = self._state
-        if is_new or not state:
+        if is_new:
             state.clear()
             state["format"] = STATE_FORMAT
             state["roles"] = {str(r): self._initial_record(c) for r, c in self._roles.items()}
-            if not is_new:
-                self._commit()
             return
-        if state.get("format") != STATE_FORMAT or not isinstance(state.get("roles"), dict):
-            raise StateError(f"security state: unknown format {state.get('format')!r} (this vcard reads 1)")
-        records: dict[str, Any] = state["roles"]
-        repaired = False
+        found = require_field(state, "format", int, "")
+        if found != STATE_FORMAT:
+            raise StateFieldError("format", f"unknown format {found}; this vcard reads format {STATE_FORMAT}")
+        records: dict[str, Any] = require_field(state, "roles", dict, "")
         for number, config in self._roles.items():
-            record = records.get(str(number))
-            if not isinstance(record, dict) or record.get("type") != config.type.value:
-                log.warning(
-                    "role %d: no usable stored state for a %s role; using the profile's",
-                    number,
-                    config.type.value,
-                )
-                records[str(number)] = self._initial_record(config)
-                repaired = True
-                continue
-            self._check_record(number, record)
-        if repaired:
-            self._commit()
+            self._check_record(config, require_field(records, str(number), dict, "roles"))
 
     @staticmethod
-    def _check_record(number: int, record: dict[str, Any]) -> None:
+    def _check_record(config: RoleConfig, record: dict[str, Any]) -> None:
         """Refuse at load what would otherwise fail mid-command (6F00), after a try was already consumed."""
-        retries, left = record.get("retries"), record.get("tries_left")
-        if not isinstance(retries, int) or not isinstance(left, int) or not 0 <= left <= max(retries, 0):
-            raise StateError(f"security state: role {number} has bad counters {retries!r}/{left!r}")
-        secret = record.get("secret")
-        if secret is not None and not (
-            isinstance(secret, dict)
-            and secret.get("kdf") == PIN_KDF
-            and _is_hex(secret.get("salt"))
-            and _is_hex(secret.get("hash"))
-            and isinstance(secret.get("iterations"), int)
-            and not isinstance(secret.get("iterations"), bool)
-            and secret["iterations"] > 0
-            and isinstance(secret.get("length"), int)
-            and not isinstance(secret.get("length"), bool)
-            and secret["length"] >= 0
-        ):
-            raise StateError(f"security state: role {number} has an unreadable secret")
-        if record.get("type") == RoleType.CHALLENGE.value:
-            algorithm, key = record.get("algorithm"), record.get("key")
-            if algorithm not in KEY_LENGTHS or (
-                key is not None and not (_is_hex(key) and len(key) == 2 * KEY_LENGTHS[algorithm])
-            ):
-                raise StateError(f"security state: role {number} has an unreadable {algorithm!r} key")
+        where = f"roles.{config.role}"
+        kind = require_field(record, "type", str, where)
+        if kind != config.type.value:
+            raise StateFieldError(
+                f"{where}.type", f"is {kind!r}, but the profile declares a {config.type.value} role"
+            )
+        retries = require_field(record, "retries", int, where)
+        left = require_field(record, "tries_left", int, where)
+        if not 0 <= retries <= 15:
+            raise StateFieldError(f"{where}.retries", f"{retries} is outside 0..15")
+        if not 0 <= left <= retries:
+            raise StateFieldError(f"{where}.tries_left", f"{left} is outside 0..{retries} (the retry limit)")
+        require_field(record, "default", bool, where)
+        if config.type in (RoleType.PIN, RoleType.EXTERNAL):
+            secret = require_field(record, "secret", dict, where, optional=True)
+            if secret is not None:
+                _check_secret(secret, f"{where}.secret")
+        elif config.type is RoleType.CHALLENGE:
+            algorithm = require_field(record, "algorithm", str, where)
+            if algorithm not in KEY_LENGTHS:
+                raise StateFieldError(f"{where}.algorithm", f"unknown key algorithm {algorithm!r}")
+            key = require_hex(record, "key", where, optional=True)
+            if key is not None and len(key) != 2 * KEY_LENGTHS[algorithm]:
+                raise StateFieldError(f"{where}.key", f"a {algorithm} key has {KEY_LENGTHS[algorithm]} bytes")
 
     def _record(self, role: int) -> dict[str, Any]:
         record: dict[str, Any] = self._state["roles"][str(role)]
@@ -509,8 +513,8 @@ class SecurityCore:
         """Card reset: clear every bit; clear every session PIN unless the reset is warm and kept.
 
         The Card's `on_reset(cold)`: a power cycle is cold, a warm reset (vpcd 02,
-        SCARD_RESET_CARD) is not. Session PINs end with both by default (issue 3:
-        "until card reset or power-off"); with `session_pins_survive_warm_reset`
+        SCARD_RESET_CARD) is not. Session PINs end with both by default ("until
+        card reset or power-off"); with `session_pins_survive_warm_reset`
         (a profile setting) they, and their failure count and lockout, outlive a
         warm reset, as the minidriver spec asks ("at least until a cold reset").
         """
@@ -839,19 +843,24 @@ class SecurityCore:
             before = int(self._record(role)["tries_left"])
             left = self._consume_try(role)
         wait = config.external_timeout if timeout is None else timeout
-        # The core lock is not held while a person decides: the control socket
-        # (`vcard info`, `vcard pinpad`) must keep working meanwhile.
+        # Neither the core lock nor the card's state lock is held while a person
+        # decides: the control socket (`vcard info`, `vcard pinpad`) must keep working.
+        decision: ExternalDecision | None
         try:
-            decision = source.decide(role, wait)
+            with self.outside_wait():
+                decision = source.decide(role, wait)
         except Exception:
-            log.exception("external PIN source failed for role %d", role)
-            decision = ExternalDecision(ExternalOutcome.DENY)
+            # A broken PIN pad is not a wrong PIN: nothing was presented.
+            log.exception("external PIN source failed for role %d; the try is given back", role)
+            decision = None
         with self._lock:
-            if decision.outcome is ExternalOutcome.TIMEOUT:
+            if decision is None or decision.outcome is ExternalOutcome.TIMEOUT:
                 record = self._record(role)
                 if record["retries"] > 0 and record["tries_left"] < before:
                     record["tries_left"] = before
                     self._commit()
+                if decision is None:
+                    raise ISOError(SW.NO_PRECISE_DIAGNOSIS, f"role {role}: the external PIN source failed")
                 raise ISOError(
                     SW.SECURITY_STATUS_NOT_SATISFIED, f"role {role}: external verification timed out"
                 )

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 from ..apdu import SW, ISOError
 from ..crypto import KEY_LENGTHS
-
-if TYPE_CHECKING:
-    from ..profile import TableReader
+from ..tablereader import TableReader
 
 ROLE_EVERYONE = 0
 ROLE_USER = 1
@@ -226,28 +223,28 @@ def _rule_roles(words: list[str], separator: str, text: str) -> frozenset[int]:
 
 def parse_role(reader: TableReader) -> RoleConfig:
     """One `[[security.roles]]` table. The caller (the profile loader) calls `reader.finish()`."""
-    role = reader.int("role", min=0, max=MAX_ROLES - 1)
+    role = reader.integer("role", minimum=0, maximum=MAX_ROLES - 1)
     default_type = RoleType.EMPTY.value if role == ROLE_EVERYONE else RoleType.PIN.value
-    kind = RoleType(reader.str("type", default_type, choices=[t.value for t in RoleType]))
+    kind = RoleType(reader.text("type", default_type, choices=[t.value for t in RoleType]))
     default_label = {ROLE_EVERYONE: "everyone", ROLE_USER: "user", ROLE_ADMIN: "admin"}.get(
         role, f"role {role}"
     )
-    label = reader.str("label", default_label)
+    label = reader.text("label", default_label)
     if role == ROLE_EVERYONE and kind is not RoleType.EMPTY:
         raise reader.error("type", f'role 0 is "everyone" and must be of type "empty", got "{kind.value}"')
 
     pin_like = kind in (RoleType.PIN, RoleType.EXTERNAL)
-    min_length = reader.int("min_length", 4 if pin_like else 0, min=0, max=255)
-    max_length = reader.int("max_length", max(8, min_length), min=1, max=255)
+    min_length = reader.integer("min_length", 4 if pin_like else 0, minimum=0, maximum=255)
+    max_length = reader.integer("max_length", max(8, min_length), minimum=1, maximum=255)
     if max_length < min_length:
         raise reader.error("max_length", f"must be >= min_length ({min_length}), got {max_length}")
-    charset = Charset(reader.str("charset", Charset.ANY.value, choices=[c.value for c in Charset]))
+    charset = Charset(reader.text("charset", Charset.ANY.value, choices=[c.value for c in Charset]))
     counted = kind in (RoleType.PIN, RoleType.EXTERNAL)
-    retries = reader.int("retries", 3 if counted else 0, min=1 if counted else 0, max=15)
+    retries = reader.integer("retries", 3 if counted else 0, minimum=1 if counted else 0, maximum=15)
 
     algorithm: str | None = None
     if kind is RoleType.CHALLENGE:
-        algorithm = reader.str("algorithm", "3des", choices=list(KEY_LENGTHS))
+        algorithm = reader.text("algorithm", "3des", choices=list(KEY_LENGTHS))
     elif reader.has("algorithm"):
         raise reader.error("algorithm", 'only roles of type "challenge" have an algorithm')
 
@@ -262,8 +259,8 @@ def parse_role(reader: TableReader) -> RoleConfig:
             f"does not fit this role: {min_length} to {max_length} characters of charset {charset.value!r}",
         )
 
-    unblocked_by = reader.int("unblocked_by", None, min=0, max=MAX_ROLES - 1)
-    changed_by_raw = reader.list("changed_by", [])
+    unblocked_by = reader.integer("unblocked_by", None, minimum=0, maximum=MAX_ROLES - 1)
+    changed_by_raw = reader.array("changed_by", [])
     changed: list[int] = []
     for item in changed_by_raw:
         if not isinstance(item, int) or isinstance(item, bool) or not 0 <= item < MAX_ROLES:
@@ -271,19 +268,19 @@ def parse_role(reader: TableReader) -> RoleConfig:
         if item in changed:
             raise reader.error("changed_by", f"role {item} is listed twice")
         changed.append(item)
-    cache_policy = reader.str(
+    cache_policy = reader.text(
         "cache_policy", "none" if kind is RoleType.EMPTY else "normal", choices=CACHE_POLICIES
     )
-    purpose = reader.str(
+    purpose = reader.text(
         "purpose", "administrator" if role == ROLE_ADMIN else "authentication", choices=PURPOSES
     )
 
     policy, delay_ms, timeout = "operator", 0, DEFAULT_EXTERNAL_TIMEOUT
     if kind is RoleType.EXTERNAL:
         external = reader.table("external", {})
-        policy = external.str("policy", "operator", choices=EXTERNAL_POLICIES)
-        delay_ms = external.int("delay_ms", 0, min=0, max=600_000)
-        timeout = external.float("timeout_s", DEFAULT_EXTERNAL_TIMEOUT, min=0.001, max=3600.0)
+        policy = external.text("policy", "operator", choices=EXTERNAL_POLICIES)
+        delay_ms = external.integer("delay_ms", 0, minimum=0, maximum=600_000)
+        timeout = external.number("timeout_s", DEFAULT_EXTERNAL_TIMEOUT, minimum=0.001, maximum=3600.0)
         if policy != "approve_after" and external.has("delay_ms") and delay_ms:
             raise external.error("delay_ms", 'only the "approve_after" policy waits')
         external.finish()
@@ -324,10 +321,10 @@ def _parse_initial(reader: TableReader, kind: RoleType, algorithm: str | None) -
         if has_text:
             raise reader.error("initial", 'a challenge key is given as "initial_hex"')
         assert algorithm is not None
-        key: bytes = reader.hex("initial_hex", b"", lengths=[KEY_LENGTHS[algorithm]])
+        key: bytes = reader.hex_bytes("initial_hex", b"", lengths=[KEY_LENGTHS[algorithm]])
         return key
     if has_hex:
-        value: bytes = reader.hex("initial_hex")
+        value: bytes = reader.hex_bytes("initial_hex")
         return value
-    text: str = reader.str("initial", "")
+    text: str = reader.text("initial", "")
     return text.encode("utf-8")

@@ -20,6 +20,7 @@ from ... import crypto, tlv
 from ...apdu import SW, CommandAPDU, ISOError, ResponseAPDU
 from ...cardos import Applet, HandlerResult, command
 from ...context import AppletContext
+from ...wire.ins import GidsIns
 from . import keys, provision
 from .admin import AdminAuthenticator
 from .config import GidsConfig
@@ -85,13 +86,16 @@ class GidsApplet(Applet):
         self.config = GidsConfig.read(context)
         self.aid = self.config.aid
         self.state: dict[str, Any] = context.state
-        if context.is_new or "lifecycle" not in self.state:
+        self._keys: dict[int, tuple[str, crypto.PrivateKey]] = {}
+        if context.is_new:
             self._provision()
+        else:
+            for name, key in provision.check(self.state).items():
+                self._keys[int(name, 16)] = (self.state["files"][name]["key"], key)
         self.fs = FileSystem(self.state)
         self.current: int | None = None
         self.se: SecurityEnvironment | None = None
         self.admin_auth = AdminAuthenticator()
-        self._keys: dict[int, tuple[str, crypto.PrivateKey]] = {}
 
     def _provision(self) -> None:
         if not self.config.initialized:
@@ -146,7 +150,7 @@ class GidsApplet(Applet):
         self._drop_volatile()
 
     def process(self, apdu: CommandAPDU) -> HandlerResult:
-        if self.state["lifecycle"] == LIFECYCLE_TERMINATED and apdu.ins != 0xA4:
+        if self.state["lifecycle"] == LIFECYCLE_TERMINATED and apdu.ins != GidsIns.SELECT:
             raise ISOError(SW_TERMINATED, "application terminated")
         return super().process(apdu)
 
@@ -173,7 +177,7 @@ class GidsApplet(Applet):
             raise ISOError(SW.INCORRECT_P1P2)
         return answer
 
-    @command(0xA4)
+    @command(GidsIns.SELECT)
     def select_file(self, apdu: CommandAPDU) -> HandlerResult:
         """SELECT by FID (P1 00/02): the application DF (3FFF/3F00) or one of its EFs."""
         if apdu.p1 in (0x08, 0x09):
@@ -199,7 +203,7 @@ class GidsApplet(Applet):
             raise ISOError(SW.COMMAND_NOT_ALLOWED_NO_EF, "no current EF")
         return self.fs.require(self.current)
 
-    @command(0xE0)
+    @command(GidsIns.CREATE_FILE)
     def create_file(self, apdu: CommandAPDU) -> None:
         """CREATE FILE with an FCP (`62`): a BER-TLV EF (39) or a key EF (18), in creation state."""
         if apdu.p1p2 != 0x0000:
@@ -209,7 +213,7 @@ class GidsApplet(Applet):
         self.current = ef.fid
         self._commit()
 
-    @command(0x44)
+    @command(GidsIns.ACTIVATE_FILE)
     def activate(self, apdu: CommandAPDU) -> None:
         """ACTIVATE the current EF, or the application itself when no EF is current."""
         if apdu.p1p2 != 0x0000 or apdu.data:
@@ -225,7 +229,7 @@ class GidsApplet(Applet):
             ef.record["active"] = True
             self._commit()
 
-    @command(0xE4)
+    @command(GidsIns.DELETE_FILE)
     def delete_file(self, apdu: CommandAPDU) -> None:
         """DELETE FILE: the current EF (or the FID in the data); the DF's delete condition applies."""
         if apdu.p1p2 != 0x0000:
@@ -243,7 +247,7 @@ class GidsApplet(Applet):
         self.current = None
         self._commit()
 
-    @command(0xE6)
+    @command(GidsIns.TERMINATE_DF)
     def terminate(self, apdu: CommandAPDU) -> None:
         """TERMINATE DF: the application becomes unusable (every command answers 6285); admin only."""
         if apdu.p1p2 != 0x0000:
@@ -266,7 +270,7 @@ class GidsApplet(Applet):
             raise ISOError(SW.CONDITIONS_NOT_SATISFIED, f"EF {fid:04X} is not activated")
         return ef
 
-    @command(0xCB)
+    @command(GidsIns.GET_DATA)
     def get_data(self, apdu: CommandAPDU) -> bytes:
         """GET DATA: a DO of an EF (`5C 02 tag`, complete TLV), all DOs (`5C 00`), PIN status, public key."""
         if apdu.p1p2 == 0x3FFF:
@@ -346,7 +350,7 @@ class GidsApplet(Applet):
         self._require(ef.sc(Op.KEY_READ_PUBLIC))
         return keys.public_template(self._load_key(ef))
 
-    @command(0xDB)
+    @command(GidsIns.PUT_DATA)
     def put_data(self, apdu: CommandAPDU) -> None:
         """PUT DATA: DOs into a BER-TLV EF (empty value empties, then deletes), or a key (3FFF)."""
         if apdu.p1p2 == 0x3FFF:
@@ -411,7 +415,7 @@ class GidsApplet(Applet):
     def _set_value(self, role: int, value: bytes) -> None:
         self.security.set_value(role, value)
 
-    @command(0x20)
+    @command(GidsIns.VERIFY)
     def verify(self, apdu: CommandAPDU) -> None:
         """VERIFY 80 (PIN), 81 (PUK), 82 (log out of everything); empty data asks the status."""
         if apdu.p1 != 0x00:
@@ -428,7 +432,7 @@ class GidsApplet(Applet):
             return
         self.security.verify(role, apdu.data)
 
-    @command(0x24)
+    @command(GidsIns.CHANGE_REFERENCE_DATA)
     def change_reference_data(self, apdu: CommandAPDU) -> None:
         """P1 01: set a new PIN (initialisation, or PIN verified); P1 00: old||new, no separator."""
         role = self._pin_role(apdu.p2)
@@ -449,7 +453,7 @@ class GidsApplet(Applet):
         self._check_new_value(role, new)
         self.security.change(role, old, new)  # leaves the PIN verified, as GIDS wants
 
-    @command(0x2C)
+    @command(GidsIns.RESET_RETRY_COUNTER)
     def reset_retry_counter(self, apdu: CommandAPDU) -> None:
         """P1 02: new PIN after admin authentication; P1 00: PUK||new PIN (cards with a PUK)."""
         if self.initialising:
@@ -475,7 +479,7 @@ class GidsApplet(Applet):
 
     # ---- admin key -------------------------------------------------------------------
 
-    @command(0x87)
+    @command(GidsIns.GENERAL_AUTHENTICATE)
     def general_authenticate(self, apdu: CommandAPDU) -> bytes:
         """Mutual or external authentication with the admin key (see admin.py)."""
         if self.initialising:
@@ -494,7 +498,7 @@ class GidsApplet(Applet):
 
     # ---- keys: MSE, PSO, GENERATE -----------------------------------------------------------
 
-    @command(0x22)
+    @command(GidsIns.MANAGE_SECURITY_ENVIRONMENT)
     def manage_security_environment(self, apdu: CommandAPDU) -> None:
         """MSE SET (P1 41/81/C1): B6 sign or B8 decipher with `80 alg 84 kk`; A4 with `83 01 80`."""
         if apdu.p1 & 0x0F != 0x01:
@@ -529,7 +533,7 @@ class GidsApplet(Applet):
         self._require(ef.sc(Op.KEY_MSE))  # the PIN may have been logged out since MSE
         return self._load_key(ef), self.se.padding
 
-    @command(0x2A)
+    @command(GidsIns.PERFORM_SECURITY_OPERATION)
     def perform_security_operation(self, apdu: CommandAPDU) -> bytes:
         """PSO 9E9A (sign; the card pads for 5x) and 8086 (decipher; no padding-indicator byte)."""
         if apdu.p1p2 == 0x9E9A:
@@ -540,7 +544,7 @@ class GidsApplet(Applet):
             return keys.decipher(key, padding, apdu.data)
         raise ISOError(SW.INCORRECT_P1P2)
 
-    @command(0x47)
+    @command(GidsIns.GENERATE_ASYMMETRIC_KEY_PAIR)
     def generate_asymmetric_key_pair(self, apdu: CommandAPDU) -> bytes:
         """`AC {80 alg, 83 kk}` into an existing key EF; answers the 7F49 template when Le is present."""
         if apdu.p1p2 != 0x0000:
@@ -559,7 +563,7 @@ class GidsApplet(Applet):
         self._commit()
         return keys.public_template(key) if apdu.ne is not None else b""
 
-    @command(0x84)
+    @command(GidsIns.GET_CHALLENGE)
     def get_challenge(self, apdu: CommandAPDU) -> bytes:
         if apdu.p1p2 != 0x0000:
             raise ISOError(SW.INCORRECT_P1P2)

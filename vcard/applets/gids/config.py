@@ -15,9 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...context import AppletContext
-from ...profile import TableReader
 from ...security import RoleType
-from .constants import ADMIN_AUTH_EXTERNAL, ADMIN_AUTH_MUTUAL, GIDS_AID, GIDS_AID_PREFIX
+from ...tablereader import TableReader
+from ...wire.aids import GIDS_AID, GIDS_AID_PREFIX
+from .constants import ADMIN_AUTH_EXTERNAL, ADMIN_AUTH_MUTUAL
 
 ADMIN_AUTH_BITS = {"mutual": ADMIN_AUTH_MUTUAL, "external": ADMIN_AUTH_EXTERNAL}
 CARD_ID_LENGTH = 16
@@ -36,22 +37,22 @@ class GidsConfig:
     @classmethod
     def read(cls, context: AppletContext) -> GidsConfig:
         reader = TableReader(context.profile_path, "applets.gids", context.config)
-        initialized = reader.bool("initialized", True)
-        aid = reader.hex("aid", GIDS_AID)
+        initialized = reader.boolean("initialized", True)
+        aid = reader.hex_bytes("aid", GIDS_AID)
         if not 9 <= len(aid) <= 16 or not aid.startswith(GIDS_AID_PREFIX):
             raise reader.error(
                 "aid", f"must be 9 to 16 bytes starting with {GIDS_AID_PREFIX.hex(' ').upper()}"
             )
-        card_id = reader.hex("card_id", None, lengths=(CARD_ID_LENGTH,))
-        protocols = reader.list("admin_auth", ["mutual", "external"])
+        card_id = reader.hex_bytes("card_id", None, lengths=(CARD_ID_LENGTH,))
+        protocols = reader.array("admin_auth", ["mutual", "external"])
         bits = 0
         for name in protocols:
             if name not in ADMIN_AUTH_BITS:
                 raise reader.error("admin_auth", f'entries must be "mutual" or "external", got {name!r}')
             bits |= ADMIN_AUTH_BITS[name]
-        user_role = reader.int("user_role", 1, min=1, max=7)
-        admin_role = reader.int("admin_role", 2, min=1, max=7)
-        puk_role = reader.int("puk_role", None, min=1, max=7)
+        user_role = reader.integer("user_role", 1, minimum=1, maximum=7)
+        admin_role = reader.integer("admin_role", 2, minimum=1, maximum=7)
+        puk_role = reader.integer("puk_role", None, minimum=1, maximum=7)
         reader.finish()
         config = cls(initialized, aid, card_id, bits, user_role, admin_role, puk_role)
         config._check_roles(context, reader)

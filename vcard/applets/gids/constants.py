@@ -1,19 +1,15 @@
-"""GIDS v2 numbers: AID, SELECT answers, file identifiers, DO tags, algorithm identifiers.
+"""GIDS v2 numbers: SELECT answers, file identifiers, DO tags, algorithm identifiers.
 
-Values come from the GIDS digest (docs/gids.md and ../shared/spec/gids.md), which
-cites OpenSC's `card-gids.c`, the Windows minidriver documentation and
-transcripts of GidsApplet. They are collected here so that the applet, the
-provisioning code and the tests agree on every byte.
+Values come from OpenSC's src/libopensc/card-gids.c, Microsoft's GIDS
+specification v2.0 and the Windows Smart Card Minidriver Specification v7 (see
+docs/gids.md). They are collected here so that the applet, the provisioning code
+and the tests agree on every byte; the AID and the INS values both sides use live
+in vcard.wire.
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
-
-GIDS_AID = bytes.fromhex("A0000003974254465902 01")
-"""Full AID: registered prefix A0 00 00 03 97 42 54 46 59, spec revision 02, reserved 01."""
-GIDS_AID_PREFIX = GIDS_AID[:9]
-"""What OpenSC and Windows send in SELECT (right-truncated AID)."""
 
 APPLICATION_FID = 0x3FFF
 """The GIDS application DF; GidsApplet also answers to 3F00, and so do we."""

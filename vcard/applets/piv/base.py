@@ -22,12 +22,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography.exceptions import UnsupportedAlgorithm
+
 from ... import tlv
-from ...apdu import INS, SW, CommandAPDU, ISOError, verify_failed
+from ...apdu import SW, CommandAPDU, ISOError, verify_failed
 from ...cardos import Applet, HandlerResult
 from ...context import AppletContext
 from ...crypto import PrivateKey
+from ...errors import StateFieldError
 from ...security import AccessRule, RoleType
+from ...statefields import require_field, require_hex
+from ...wire.aids import PIV_AID
+from ...wire.ins import PivIns
 from . import attestation, keys, objects
 from .config import REF_MANAGEMENT, REF_PUK, PivConfig, parse_config
 from .keys import Algorithm, AlgorithmInfo, Origin, PinPolicy, TouchPolicy
@@ -38,7 +44,7 @@ log = logging.getLogger("vcard.piv")
 SCHEMA = 1
 TOUCH_CACHE_SECONDS = 15.0
 PIN_BLOCK = 8
-GENERAL_AUTHENTICATE = int(INS.GENERAL_AUTHENTICATE)  # PIV PINs travel as 8 bytes, right-padded with FF
+GENERAL_AUTHENTICATE = int(PivIns.GENERAL_AUTHENTICATE)  # PIV PINs travel as 8 bytes, right-padded with FF
 
 
 @dataclass
@@ -68,7 +74,7 @@ class KeyEntry:
 class PivBase(Applet):
     """PIV application data and security helpers; the handlers live in the subclasses."""
 
-    aid = objects.PIV_AID
+    aid = PIV_AID
 
     def __init__(self, context: AppletContext) -> None:
         self.context = context
@@ -90,8 +96,10 @@ class PivBase(Applet):
         self._discovery = objects.discovery(
             self.config.global_pin_role is not None, self.config.global_pin_primary
         )
-        if context.is_new or self.state.get("schema") != SCHEMA:
+        if context.is_new:
             self._initialise()
+        else:
+            self._check_state()
 
     # ---- persistent state ------------------------------------------------------------
 
@@ -122,6 +130,61 @@ class PivBase(Applet):
         elif self.config.attestation:
             self._create_attestation_key()
         self.context.commit()
+
+    def _check_state(self) -> None:
+        """Refuse a stored section this applet cannot read (never re-initialise it: the keys would be lost).
+
+        Every key is loaded here, so a corrupt PEM is named when the card opens rather
+        than answering 6F00 when the key is used.
+        """
+        schema = require_field(self.state, "schema", int, "")
+        if schema != SCHEMA:
+            raise StateFieldError("schema", f"unknown schema {schema}; this vcard reads schema {SCHEMA}")
+        if require_field(self.state, "serial", int, "") < 0:
+            raise StateFieldError("serial", "must not be negative")
+        stored_objects: dict[str, Any] = require_field(self.state, "objects", dict, "")
+        for tag in stored_objects:
+            require_hex(stored_objects, tag, "objects")
+        stored_keys: dict[str, Any] = require_field(self.state, "keys", dict, "")
+        for name in stored_keys:
+            entry = self._load_key(name, require_field(stored_keys, name, dict, "keys"))
+            self._keys[entry.slot] = entry
+        require_field(require_field(self.state, "management", dict, ""), "touch", bool, "management")
+
+    @staticmethod
+    def _load_key(name: str, stored: dict[str, Any]) -> KeyEntry:
+        where = f"keys.{name}"
+        try:
+            slot = int(name, 16)
+        except ValueError:
+            slot = -1
+        if keys.slot_name(slot) != name:
+            raise StateFieldError(where, "is not a slot number (two hex digits)")
+        try:
+            algorithm = Algorithm(require_field(stored, "algorithm", int, where))
+            keys.ASYMMETRIC[algorithm]
+        except (ValueError, KeyError):
+            raise StateFieldError(f"{where}.algorithm", f"unknown algorithm {stored['algorithm']}") from None
+        policies: list[Any] = []
+        for field_name, kind in (
+            ("pin_policy", PinPolicy),
+            ("touch_policy", TouchPolicy),
+            ("origin", Origin),
+        ):
+            value = require_field(stored, field_name, int, where)
+            try:
+                policies.append(kind(value))
+            except ValueError:
+                raise StateFieldError(f"{where}.{field_name}", f"unknown value {value}") from None
+        try:
+            key = keys.from_pem(require_field(stored, "pem", str, where))
+            found = keys.algorithm_of(key)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as error:
+            raise StateFieldError(f"{where}.pem", f"not a readable private key ({error})") from None
+        if found != algorithm:
+            problem = f"{int(algorithm)} does not match the stored key ({int(found)})"
+            raise StateFieldError(f"{where}.algorithm", problem)
+        return KeyEntry(slot, algorithm, key, *policies)
 
     def _create_attestation_key(self) -> None:
         info = keys.ASYMMETRIC[self.config.attestation_algorithm]

@@ -13,9 +13,10 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from ... import tlv
-from ...apdu import INS, SW, CommandAPDU, ISOError, verify_failed
+from ...apdu import SW, CommandAPDU, ISOError, verify_failed
 from ...cardos import HandlerResult, command
 from ...security import RoleType
+from ...wire.ins import PivIns
 from . import keys, objects
 from .base import PIN_BLOCK, KeyEntry, PivBase
 from .config import REF_PUK
@@ -27,7 +28,7 @@ class PivCommands(PivBase):
 
     # ---- data objects ----------------------------------------------------------------
 
-    @command(INS.GET_DATA_ODD)
+    @command(PivIns.GET_DATA)
     def get_data(self, apdu: CommandAPDU) -> HandlerResult:
         """GET DATA 3FFF: `53` + object, Discovery `7E`; PIN-protected objects need the PIN first."""
         if apdu.p1p2 != 0x3FFF:
@@ -54,7 +55,7 @@ class PivCommands(PivBase):
         present = [i + 1 for i, tag in enumerate(objects.RETIRED_CERT_TAGS) if self.get_object(tag)]
         return max(present, default=0)
 
-    @command(INS.PUT_DATA)
+    @command(PivIns.PUT_DATA)
     def put_data(self, apdu: CommandAPDU) -> HandlerResult:
         """PUT DATA 3FFF `5C tag 53 value`: replace an object; `53 00` deletes it. Needs 9B."""
         if apdu.p1p2 != 0x3FFF:
@@ -76,7 +77,7 @@ class PivCommands(PivBase):
 
     # ---- PINs ------------------------------------------------------------------------
 
-    @command(INS.VERIFY)
+    @command(PivIns.VERIFY)
     def verify(self, apdu: CommandAPDU) -> HandlerResult:
         """VERIFY: P1=00 with data compares, without data reports; P1=FF logs the PIN out.
 
@@ -123,7 +124,7 @@ class PivCommands(PivBase):
         """The new value; a malformed one is refused by the core (6A80) once the first is proven."""
         return self.unpad(data[PIN_BLOCK:]) or b"\xff"
 
-    @command(INS.CHANGE_REFERENCE_DATA)
+    @command(PivIns.CHANGE_REFERENCE_DATA)
     def change_reference_data(self, apdu: CommandAPDU) -> HandlerResult:
         """CHANGE REFERENCE DATA: old value + new value, each an 8-byte FF-padded block."""
         if apdu.p1 != 0x00:
@@ -135,7 +136,7 @@ class PivCommands(PivBase):
             self.security.deauthenticate(1 << role)  # knowing the PUK grants nothing by itself
         return None
 
-    @command(INS.RESET_RETRY_COUNTER)
+    @command(PivIns.RESET_RETRY_COUNTER)
     def reset_retry_counter(self, apdu: CommandAPDU) -> HandlerResult:
         """RESET RETRY COUNTER: unblocker value (PUK) + new PIN; the PIN's counter is restored."""
         if apdu.p1 != 0x00:
@@ -150,7 +151,7 @@ class PivCommands(PivBase):
 
     # ---- cryptography ----------------------------------------------------------------
 
-    @command(INS.GENERAL_AUTHENTICATE)
+    @command(PivIns.GENERAL_AUTHENTICATE)
     def general_authenticate(self, apdu: CommandAPDU) -> HandlerResult:
         """GENERAL AUTHENTICATE: 9B challenge-response, or sign/decrypt/ECDH with a slot key."""
         items = self.template(apdu.data, 0x7C)
@@ -198,7 +199,7 @@ class PivCommands(PivBase):
                 self.security.deauthenticate(1 << role)
             raise
 
-    @command(INS.GENERATE_ASYMMETRIC_KEY_PAIR)
+    @command(PivIns.GENERATE_ASYMMETRIC_KEY_PAIR)
     def generate_key_pair(self, apdu: CommandAPDU) -> HandlerResult:
         """GENERATE ASYMMETRIC KEY PAIR: `AC {80 alg [AA pin] [AB touch]}` -> `7F49` public key. Needs 9B."""
         if apdu.p1 != 0x00 or apdu.p2 not in (*keys.KEY_SLOTS, keys.SLOT_ATTESTATION):

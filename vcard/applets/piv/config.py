@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ...profile import TableReader
 from ...security import AccessRule
+from ...tablereader import TableReader
 from .keys import BY_PROFILE_NAME, KEY_SLOTS, SLOT_ATTESTATION, Algorithm, PinPolicy, TouchPolicy
 
 REF_PIN = 0x80
@@ -90,31 +90,33 @@ class PivConfig:
 def parse_config(table: Mapping[str, Any], profile_path: Path) -> PivConfig:
     """Validate `[applets.piv]`; raises ProfileError naming the file, table and key."""
     reader = TableReader(profile_path, "applets.piv", table)
-    label = reader.str("label", PivConfig.label)
+    label = reader.text("label", PivConfig.label)
     if not label.isascii():
         raise reader.error("label", "must be ASCII")
-    version_text = reader.str("version", "5.7.4")
+    version_text = reader.text("version", "5.7.4")
     parts = version_text.split(".")
     if len(parts) != 3 or not all(part.isdigit() and int(part) <= 255 for part in parts):
         raise reader.error("version", f"expected 'major.minor.patch', found {version_text!r}")
-    names = reader.list("algorithms", list(DEFAULT_ALGORITHMS))
+    names = reader.array("algorithms", list(DEFAULT_ALGORITHMS))
     for name in names:
         if name not in BY_PROFILE_NAME:
             raise reader.error(
                 "algorithms", f"unknown algorithm {name!r} (known: {', '.join(BY_PROFILE_NAME)})"
             )
-    attestation_name = reader.str("attestation_algorithm", "p256", choices=["rsa2048", "p256", "p384"])
+    attestation_name = reader.text("attestation_algorithm", "p256", choices=["rsa2048", "p256", "p384"])
     config = PivConfig(
         label=label,
         version=(int(parts[0]), int(parts[1]), int(parts[2])),
-        serial=reader.int("serial", 0, min=0, max=0xFFFFFFFF),
+        serial=reader.integer("serial", 0, minimum=0, maximum=0xFFFFFFFF),
         algorithms=tuple(BY_PROFILE_NAME[name].algorithm for name in names),
         references=_parse_references(reader),
-        touch_role=reader.int("touch_role", None, min=1, max=7),
-        global_pin_primary=reader.bool("global_pin_primary", False),
-        reselect_clears_status=reader.bool("reselect_clears_status", False),
-        max_object_size=reader.int("max_object_size", PivConfig.max_object_size, min=256, max=65000),
-        attestation=reader.bool("attestation", True),
+        touch_role=reader.integer("touch_role", None, minimum=1, maximum=7),
+        global_pin_primary=reader.boolean("global_pin_primary", False),
+        reselect_clears_status=reader.boolean("reselect_clears_status", False),
+        max_object_size=reader.integer(
+            "max_object_size", PivConfig.max_object_size, minimum=256, maximum=65000
+        ),
+        attestation=reader.boolean("attestation", True),
         attestation_algorithm=BY_PROFILE_NAME[attestation_name].algorithm,
         slots=_parse_slots(reader),
     )
@@ -136,7 +138,7 @@ def _parse_references(reader: TableReader) -> dict[int, int]:
     if not reader.has("references"):
         return dict(PivConfig().references)
     sub = reader.table("references")
-    references = {_hex_ref(sub, key): sub.int(key, min=0, max=7) for key in sub.raw}
+    references = {_hex_ref(sub, key): sub.integer(key, minimum=0, maximum=7) for key in sub.raw}
     sub.finish()
     for required in (REF_PIN, REF_MANAGEMENT):
         if required not in references:
@@ -152,15 +154,15 @@ def _parse_slots(reader: TableReader) -> dict[int, SlotConfig]:
         if slot not in (*KEY_SLOTS, SLOT_ATTESTATION):
             raise outer.error(key, "not a PIV key slot (9A 9C 9D 9E 82..95 F9)")
         sub = outer.table(key)
-        access_text = sub.str("access", None)
+        access_text = sub.text("access", None)
         access = None
         if access_text is not None:
             try:
                 access = AccessRule.parse(access_text)
             except ValueError as error:
                 raise sub.error("access", str(error)) from None
-        pin_name = sub.str("pin_policy", None, choices=list(PIN_POLICY_NAMES))
-        touch_name = sub.str("touch_policy", None, choices=list(TOUCH_POLICY_NAMES))
+        pin_name = sub.text("pin_policy", None, choices=list(PIN_POLICY_NAMES))
+        touch_name = sub.text("touch_policy", None, choices=list(TOUCH_POLICY_NAMES))
         sub.finish()
         slots[slot] = SlotConfig(
             access=access,

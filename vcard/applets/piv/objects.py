@@ -12,9 +12,7 @@ import secrets
 from collections.abc import Iterable
 
 from ... import tlv
-
-PIV_AID = bytes.fromhex("A000000308000010000100")
-NIST_RID = PIV_AID[:5]
+from ...wire.aids import NIST_RID, PIV_AID
 
 TAG_DISCOVERY = 0x7E
 TAG_BIT_GROUP = 0x7F61

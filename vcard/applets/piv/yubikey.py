@@ -11,20 +11,11 @@ from ...apdu import SW, CommandAPDU, ISOError
 from ...cardos import HandlerResult, command
 from ...crypto import PrivateKey
 from ...security import RoleType
+from ...wire.ins import YubicoIns
 from . import attestation, keys, objects
 from .commands import PivCommands, _policy_byte
 from .config import REF_MANAGEMENT
 from .keys import Algorithm, Origin
-
-INS_MOVE_KEY = 0xF6
-INS_GET_METADATA = 0xF7
-INS_GET_SERIAL = 0xF8
-INS_ATTEST = 0xF9
-INS_SET_PIN_RETRIES = 0xFA
-INS_RESET = 0xFB
-INS_GET_VERSION = 0xFD
-INS_IMPORT_KEY = 0xFE
-INS_SET_MANAGEMENT_KEY = 0xFF
 
 MAX_RETRIES = 15
 TOUCH_FLAG_NO_TOUCH = 0xFF
@@ -34,16 +25,16 @@ TOUCH_FLAG_TOUCH = 0xFE
 class YubicoCommands(PivCommands):
     """GET VERSION/SERIAL/METADATA, SET MANAGEMENT KEY, IMPORT, RESET, SET PIN RETRIES, ATTEST, MOVE."""
 
-    @command(INS_GET_VERSION)
+    @command(YubicoIns.GET_VERSION)
     def get_version(self, apdu: CommandAPDU) -> HandlerResult:
         """Firmware version: libykpiv refuses a PIV card without it; it gates client features."""
         return bytes(self.config.version)
 
-    @command(INS_GET_SERIAL)
+    @command(YubicoIns.GET_SERIAL)
     def get_serial(self, apdu: CommandAPDU) -> HandlerResult:
         return self.serial.to_bytes(4, "big")
 
-    @command(INS_GET_METADATA)
+    @command(YubicoIns.GET_METADATA)
     def get_metadata(self, apdu: CommandAPDU) -> HandlerResult:
         """Metadata of a PIN, the management key or a key slot; 6A88 for empty or unknown references."""
         if apdu.p1 != 0x00:
@@ -86,7 +77,7 @@ class YubicoCommands(PivCommands):
             ]
         )
 
-    @command(INS_SET_MANAGEMENT_KEY)
+    @command(YubicoIns.SET_MANAGEMENT_KEY)
     def set_management_key(self, apdu: CommandAPDU) -> HandlerResult:
         """`FF FF|FE  alg 9B len key`: replace the 9B key (and its algorithm); FE = touch required."""
         if apdu.p1 != 0xFF or apdu.p2 not in (TOUCH_FLAG_NO_TOUCH, TOUCH_FLAG_TOUCH):
@@ -111,7 +102,7 @@ class YubicoCommands(PivCommands):
         self.context.commit()
         return None
 
-    @command(INS_IMPORT_KEY)
+    @command(YubicoIns.IMPORT_KEY)
     def import_key(self, apdu: CommandAPDU) -> HandlerResult:
         """IMPORT KEY: RSA CRT parts 01..05, EC scalar 06, Ed25519 07, X25519 08; AA/AB policies."""
         if apdu.p2 not in (*keys.KEY_SLOTS, keys.SLOT_ATTESTATION):
@@ -127,7 +118,7 @@ class YubicoCommands(PivCommands):
         self.context.commit()
         return None
 
-    @command(INS_RESET)
+    @command(YubicoIns.RESET)
     def reset_application(self, apdu: CommandAPDU) -> HandlerResult:
         """RESET: only once PIN and PUK are blocked; keys, objects and PINs go back to the profile's."""
         pin_role, puk_role = self.config.pin_role, self.config.puk_role
@@ -140,7 +131,7 @@ class YubicoCommands(PivCommands):
         self._initialise(keep_attestation=True)
         return None
 
-    @command(INS_SET_PIN_RETRIES)
+    @command(YubicoIns.SET_PIN_RETRIES)
     def set_pin_retries(self, apdu: CommandAPDU) -> HandlerResult:
         """`FA <pin tries> <puk tries>`: needs 9B and the PIN; PIN and PUK return to their defaults."""
         if not 1 <= apdu.p1 <= MAX_RETRIES or not 1 <= apdu.p2 <= MAX_RETRIES:
@@ -153,7 +144,7 @@ class YubicoCommands(PivCommands):
                 self.security.set_value(role, self.security.role(role).initial, retries=tries)
         return None
 
-    @command(INS_ATTEST)
+    @command(YubicoIns.ATTEST)
     def attest(self, apdu: CommandAPDU) -> HandlerResult:
         """ATTEST: an X.509 certificate for a key generated on the card, signed by the F9 key."""
         if apdu.p2 != 0x00 or apdu.p1 not in keys.KEY_SLOTS:
@@ -177,7 +168,7 @@ class YubicoCommands(PivCommands):
             entry.touch_policy,
         )
 
-    @command(INS_MOVE_KEY)
+    @command(YubicoIns.MOVE_KEY)
     def move_key(self, apdu: CommandAPDU) -> HandlerResult:
         """MOVE KEY (P1 = destination) or DELETE KEY (P1 = FF) of the key in slot P2."""
         source, destination = apdu.p2, apdu.p1

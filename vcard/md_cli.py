@@ -7,7 +7,9 @@
     vcard md sign --container 0 --pin 123456 --hash sha256 --input file.txt
     vcard md decrypt --container 0 --pin 123456 --input cryptogram.bin --oaep
 
-The lead registers the group in vcard/cli.py (`main.add_command(md)`).
+It lives in the CLI layer, not in the minidriver package: it builds in-process
+cards (vcard.runtime), which the host-side minidriver package must not import.
+vcard/cli.py registers the group (`main.add_command(md)`).
 """
 
 from __future__ import annotations
@@ -22,8 +24,7 @@ from typing import Any
 import click
 
 import minidriver as api
-
-from .constants import (
+from minidriver.constants import (
     AT_KEYEXCHANGE,
     CALG_MD5,
     CALG_SHA1,
@@ -52,14 +53,17 @@ from .constants import (
     PinType,
     szBASE_CSP_DIR,
 )
-from .errors import ScardError
-from .structures import (
+from minidriver.errors import ScardError
+from minidriver.structures import (
     BCRYPT_OAEP_PADDING_INFO,
     BCRYPT_PSS_PADDING_INFO,
     CARD_RSA_DECRYPT_INFO,
     CARD_SIGNING_INFO,
     PIN_INFO,
 )
+
+from .profile import load_profile
+from .runtime import VirtualCard
 
 HASHES = {
     "sha1": CALG_SHA1,
@@ -108,9 +112,6 @@ def _card(options: dict[str, Any]) -> Iterator[api.CardData]:
             if options["reader"]:
                 card_data = api.CardData.connect(options["reader"], options["delay_ms"] / 1000, **kwargs)
             else:
-                from vcard.profile import load_profile
-                from vcard.runtime import VirtualCard
-
                 virtual = VirtualCard.open(
                     load_profile(options["profile"] or "piv"),
                     options["state"],
@@ -130,10 +131,10 @@ def _card(options: dict[str, Any]) -> Iterator[api.CardData]:
             raise click.ClickException(str(error)) from None
         finally:
             if options["counts"]:
-                counts = card_data.transport.counters()
+                counts = card_data.connection.meter.snapshot()
                 click.echo(
-                    f"# {counts['apdus']} APDUs, {counts['bytes_sent']} bytes sent, "
-                    f"{counts['bytes_received']} bytes received",
+                    f"# {counts['apdus']} APDUs, {counts['round_trips']} SCard calls, "
+                    f"{counts['bytes_sent']} bytes sent, {counts['bytes_received']} bytes received",
                     err=True,
                 )
 

@@ -1,6 +1,7 @@
 """Provisioning helpers for tests, benchmarks and demos: put keys and certificates on a card.
 
-Only APDUs through a transport (the layer's rule): authenticate the PIV
+Host-side tooling (it was part of the minidriver package and moved here with the
+rest of the test infrastructure). Only APDUs through a transport (the layer's rule): authenticate the PIV
 management key, GENERATE a key pair in a slot, PUT DATA a certificate whose
 public key is the card's key (issued by a throwaway host CA, which is all a
 minidriver test needs of a certificate). GIDS provisioning follows the same
@@ -22,8 +23,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, modes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from .backends.base import tlv_dict, tlv_encode
-from .transport import ApduChannel, ApduError, Exchanger
+from minidriver.backends.base import tlv_dict, tlv_encode
+from vcard.host import ApduError, Link, SmartCardProtocol
 
 DEFAULT_MANAGEMENT_KEY = bytes.fromhex("010203040506070801020304050607080102030405060708")
 PIV_AID = bytes.fromhex("A00000030800001000")
@@ -72,26 +73,26 @@ def certificate_for(public_key: PublicKey, subject: str) -> bytes:
 class PivProvisioner:
     """Put keys and certificates on a PIV card over APDUs (management key authentication first)."""
 
-    def __init__(self, link: Exchanger, management_key: bytes = DEFAULT_MANAGEMENT_KEY) -> None:
-        self.apdu = ApduChannel(link)
+    def __init__(self, link: Link, management_key: bytes = DEFAULT_MANAGEMENT_KEY) -> None:
+        self.apdu = SmartCardProtocol(link)
         self.management_key = management_key
 
     def select(self) -> None:
-        self.apdu.send(0x00, 0xA4, 0x04, 0x00, PIV_AID)
+        self.apdu.send_apdu(0x00, 0xA4, 0x04, 0x00, PIV_AID)
 
     def authenticate(self) -> None:
         """External authentication with the 3DES management key (9B)."""
-        answer = self.apdu.send(0x00, 0x87, 0x03, 0x9B, tlv_encode(0x7C, tlv_encode(0x81, b"")))
+        answer = self.apdu.send_apdu(0x00, 0x87, 0x03, 0x9B, tlv_encode(0x7C, tlv_encode(0x81, b"")))
         challenge = tlv_dict(tlv_dict(answer)[0x7C])[0x81]
         response = tdes_response(self.management_key, challenge)
-        self.apdu.send(0x00, 0x87, 0x03, 0x9B, tlv_encode(0x7C, tlv_encode(0x82, response)), le=None)
+        self.apdu.send_apdu(0x00, 0x87, 0x03, 0x9B, tlv_encode(0x7C, tlv_encode(0x82, response)), le=None)
 
     def generate(self, slot: int, algorithm: str, pin_policy: int | None = None) -> PublicKey:
         """GENERATE ASYMMETRIC KEY PAIR; returns the public key."""
         template = tlv_encode(0x80, bytes([PIV_ALGORITHMS[algorithm]]))
         if pin_policy is not None:
             template += tlv_encode(0xAA, bytes([pin_policy]))
-        answer = self.apdu.send(0x00, 0x47, 0x00, slot, tlv_encode(0xAC, template))
+        answer = self.apdu.send_apdu(0x00, 0x47, 0x00, slot, tlv_encode(0xAC, template))
         public = tlv_dict(tlv_dict(answer)[0x7F49])
         if algorithm.startswith("rsa"):
             n = int.from_bytes(public[0x81], "big")
@@ -104,7 +105,7 @@ class PivProvisioner:
         tag = PIV_CERT_OBJECTS[slot]
         body = tlv_encode(0x70, certificate) + tlv_encode(0x71, b"\x00") + tlv_encode(0xFE, b"")
         data = tlv_encode(0x5C, tag.to_bytes(3, "big")) + tlv_encode(0x53, body)
-        self.apdu.send(0x00, 0xDB, 0x3F, 0xFF, data, le=None)
+        self.apdu.send_apdu(0x00, 0xDB, 0x3F, 0xFF, data, le=None)
 
     def provision(
         self, slots: dict[int, str], pin_policies: dict[int, int] | None = None
@@ -130,15 +131,14 @@ class PivProvisioner:
             reset()
             return
         with contextlib.suppress(ApduError):
-            self.apdu.send(0x80, 0x5F, 0x00, 0x00, b"\xff", le=None)  # vendor DEAUTHENTICATE, all roles
+            self.apdu.send_apdu(0x80, 0x5F, 0x00, 0x00, b"\xff", le=None)  # vendor DEAUTHENTICATE, all roles
 
 
 def provision_gids(card_data: Any, pin: bytes = b"123456") -> dict[int, rsa.RSAPublicKey]:
     """Through the minidriver API: container 0 = generated key-exchange key + kxc00,
     container 1 = imported signature key + ksc01 (what a Windows enrolment leaves)."""
     import minidriver as api
-
-    from .constants import (
+    from minidriver.constants import (
         AT_KEYEXCHANGE,
         AT_SIGNATURE,
         CARD_CREATE_CONTAINER_KEY_GEN,
@@ -147,7 +147,7 @@ def provision_gids(card_data: Any, pin: bytes = b"123456") -> dict[int, rsa.RSAP
         PIN_SET_ALL_ROLES,
         ROLE_USER,
     )
-    from .structures import PRIVATEKEYBLOB, PUBLICKEYBLOB
+    from minidriver.structures import PRIVATEKEYBLOB, PUBLICKEYBLOB
 
     access = CARD_FILE_ACCESS_CONDITION.EveryoneReadUserWriteAc
     api.CardAuthenticateEx(card_data, ROLE_USER, 0, pin)
@@ -180,8 +180,7 @@ def opensc_api_sequence(
     must include PLAINTEXT, and mscp/msroots (optional per the spec) is not required.
     """
     import minidriver as api
-
-    from .constants import (
+    from minidriver.constants import (
         AT_SIGNATURE,
         CP_CARD_AUTHENTICATED_STATE,
         CP_CARD_CACHE_MODE,
@@ -200,8 +199,8 @@ def opensc_api_sequence(
         ROLE_USER,
         wszCARD_USER_USER,
     )
-    from .errors import Scard, ScardError
-    from .structures import PIN_INFO
+    from minidriver.errors import Scard, ScardError
+    from minidriver.structures import PIN_INFO
 
     assert isinstance(card_data, api.CardData)
     results: list[tuple[str, bool, str]] = []

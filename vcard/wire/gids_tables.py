@@ -1,9 +1,10 @@
 """Codecs of the minidriver tables a GIDS card stores as data objects.
 
-The card itself never interprets these tables (it stores whatever the host PUTs,
-see pitfall 9 of the digest: "store exactly what the host writes; don't
-repair"); the codecs exist for provisioning an initialised card, for tests and
-for host-side tooling. All layouts are little-endian C structures:
+The card itself never interprets these tables (it stores exactly what the host
+PUTs and repairs nothing, as GidsApplet does); the GIDS applet uses the codecs to
+provision an initialised card and the host (minidriver.backends.gids) to read
+and write the tables, so both sides share this one definition of the layouts.
+All layouts are little-endian C structures:
 
 - masterfile (A000/DF1F): version byte 01, then 28-byte records
   `directory[9] filename[9] pad[2] u32 DO u32 FID`;

@@ -25,7 +25,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 
-from .transport.vpcd import VPCD_BASE_PORT, reader_name
+from ..transport.vpcd import VPCD_BASE_PORT, reader_name
 
 CARD_START_TIMEOUT = 30.0
 CARD_STOP_TIMEOUT = 10.0
@@ -103,7 +103,7 @@ def running_card(
 ) -> Iterator[str]:
     """Run `vcard run` for `profile` on vpcd `slot` until its card is in the reader; yield the reader name.
 
-    The caller holds the vpcd lock (`vcard.transport.vpcd.exclusive_slots`). On leaving,
+    The caller holds the vpcd lock (`vcard.testing.exclusive_slots`). On leaving,
     the process gets SIGTERM (SIGKILL after 10 s) and the reader is given time to
     empty, so the next card on the slot starts clean. Failures raise CardProcessError
     quoting the process output.

@@ -1,0 +1,1 @@
+"""Terminal-server scenarios: sessions sharing cards, the five-second rule, certificate propagation."""
