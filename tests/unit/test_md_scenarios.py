@@ -1,8 +1,8 @@
 """The minidriver's end-to-end scenarios, written once and run over both transports.
 
 Each scenario runs in-process (a `vcard.runtime.VirtualCard` in this process) and, marked
-`integration`, through the real pcscd + vpcd (a `vcard run` card in the reader the
-`vcard_pcsc_reader` fixture starts): OpenSC's minidriver test sequence, then the crypto.
+`integration`, through the real pcscd + vpcd (`vcard run` cards in vpcd readers, started as
+the `vcard_pcsc_reader` fixture starts them): OpenSC's minidriver test sequence, then the crypto.
 Every crypto result is checked with `cryptography` against the public keys the provisioning
 returned: RSA PKCS#1 v1.5 and PSS signatures, ECDSA, RSA decryption (PKCS#1, OAEP, raw)
 and ECDH with CardDeriveKey's KDFs.
@@ -27,7 +27,9 @@ import minidriver as md
 from minidriver.cache import GlobalCache
 from vcard.host import InProcessConnection, PcscConnection
 from vcard.profile import load_profile
+from vcard.pytest_plugin import pcsc_unavailable
 from vcard.runtime import VirtualCard
+from vcard.testing import exclusive_slots, running_card
 from vcard.testing.provisioning import PivProvisioner, opensc_api_sequence, provision_gids
 
 PIN = b"123456"
@@ -99,41 +101,50 @@ def gids_inprocess() -> Iterator[Provisioned]:
     virtual.close()
 
 
-@pytest.fixture
-def vcard_profile(applet: str) -> str:
-    """The profile of the `vcard_pcsc_reader` card: the applet under test."""
-    return applet
+# PC/SC: one `vcard run` card per application for the whole module (PIV in vpcd slot 0, GIDS
+# in slot 1), under the machine-wide vpcd lock held from the first PC/SC test to the module's
+# end, so the scenarios queue once behind other users of pcscd rather than once per test.
+PCSC_SLOTS = {"piv": 0, "gids": 1}
 
 
-def _pcsc_reader(request: pytest.FixtureRequest) -> str:
+@pytest.fixture(scope="module")
+def pcsc_lock() -> Iterator[None]:
     if os.environ.get("VCARD_SKIP_INTEGRATION", "") not in ("", "0"):
         pytest.skip("VCARD_SKIP_INTEGRATION=1: PC/SC transport skipped on request")
-    reader: str = request.getfixturevalue("vcard_pcsc_reader")
-    return reader
+    for slot in PCSC_SLOTS.values():
+        reason = pcsc_unavailable(slot)
+        if reason is not None:
+            pytest.fail(f"the PC/SC scenarios need pcscd + vpcd: {reason}", pytrace=False)
+    with exclusive_slots():
+        yield
+
+
+@pytest.fixture(scope="module")
+def piv_pcsc(pcsc_lock: None) -> Iterator[Provisioned]:
+    with running_card("piv", PCSC_SLOTS["piv"]) as reader:
+        with PcscConnection(reader) as connection:
+            keys = PivProvisioner(connection).provision(PIV_SLOTS)  # ends with a card reset
+        yield _piv(lambda: md.CardData.connect(reader, cache=GlobalCache()), keys)
+
+
+@pytest.fixture(scope="module")
+def gids_pcsc(pcsc_lock: None) -> Iterator[Provisioned]:
+    with running_card("gids", PCSC_SLOTS["gids"]) as reader:
+        card_data = md.CardData.connect(reader, cache=GlobalCache())
+        md.CardAcquireContext(card_data, 0)
+        try:
+            keys = provision_gids(card_data, PIN)
+        finally:
+            md.CardDeleteContext(card_data)
+            card_data.close()
+        yield _gids(lambda: md.CardData.connect(reader, cache=GlobalCache()), keys)
 
 
 @pytest.fixture
 def card(applet: str, transport: str, request: pytest.FixtureRequest) -> Provisioned:
-    if transport == "inprocess":
-        provisioned: Provisioned = request.getfixturevalue(f"{applet}_inprocess")
-        return provisioned
-    reader = _pcsc_reader(request)
-
-    def connect() -> md.CardData:
-        return md.CardData.connect(reader, cache=GlobalCache())
-
-    if applet == "piv":
-        with PcscConnection(reader) as connection:
-            keys = PivProvisioner(connection).provision(PIV_SLOTS)  # ends with a card reset
-        return _piv(connect, keys)
-    card_data = connect()
-    md.CardAcquireContext(card_data, 0)
-    try:
-        gids_keys = provision_gids(card_data, PIN)
-    finally:
-        md.CardDeleteContext(card_data)
-        card_data.close()
-    return _gids(connect, gids_keys)
+    """The provisioned card of `applet` behind `transport` (shared by the module's tests)."""
+    provisioned: Provisioned = request.getfixturevalue(f"{applet}_{transport}")
+    return provisioned
 
 
 both_applets = pytest.mark.parametrize("applet", ["piv", "gids"])
