@@ -25,6 +25,7 @@ from .apdu import ResponseAPDU, sw_name
 from .md_cli import md
 from .pinpad import pinpad, register_pinpad
 from .profile import PROFILE_DIR, ProfileError, list_profile_names, load_profile, parse_hex
+from .rdp_cli import rdp
 from .runtime import VirtualCard
 from .script.cli import script
 from .signin_cli import COMMANDS as SIGNIN_COMMANDS
@@ -126,6 +127,13 @@ def main() -> None:
     help="Where vpcd listens; card n uses PORT+n (reader 'Virtual PCD 00 0n').",
 )
 @click.option("--no-quickack", is_flag=True, help="Do not re-arm TCP_QUICKACK (to measure what it buys).")
+@click.option(
+    "--link-delay",
+    type=click.FloatRange(min=0, max=60000),
+    default=0.0,
+    metavar="MS",
+    help="Hold every reply to vpcd this long: one RTT per frame of a remote reader (docs/rdp.md).",
+)
 @click.option("--trace", is_flag=True, help="Log every APDU with decoded INS and SW names and timing.")
 @click.option(
     "--record",
@@ -140,6 +148,7 @@ def run(
     ephemeral: bool,
     vpcd: str,
     no_quickack: bool,
+    link_delay: float,
     trace: bool,
     record: Path | None,
 ) -> None:
@@ -186,7 +195,14 @@ def run(
                 if len(names) > 1:
                     target = record.with_name(f"{record.stem}-{index}{record.suffix}")
                 recorders.append(install_recorder(card.card, target, description=f"profile {loaded.name}"))
-            link = VpcdLink(card.card, host, base_port + index, quickack=not no_quickack, name=loaded.name)
+            link = VpcdLink(
+                card.card,
+                host,
+                base_port + index,
+                quickack=not no_quickack,
+                name=loaded.name,
+                delay=link_delay / 1000,
+            )
             links.append(link)
             if card.state_dir is not None:
                 control_dir = card.state_dir
@@ -366,3 +382,4 @@ main.add_command(md)
 main.add_command(ts)
 for _command in SIGNIN_COMMANDS:
     main.add_command(_command)
+main.add_command(rdp)

@@ -85,6 +85,7 @@ class VirtualCard:
                 )
                 with _located(store, f"applets.{type_name}"):
                     applets[type_name] = APPLET_TYPES[type_name](context)
+            _link_applets(applets)
             default = applets.get(profile.default_applet) if profile.default_applet else None
             vendor = VendorHandlers(security, idle_reset_seconds=profile.idle_reset_seconds)
             card = Card(
@@ -130,6 +131,14 @@ def _located(store: StateStore, section: str) -> Iterator[None]:
         yield
     except StateFieldError as error:
         raise error.located(store.describe(), section) from None
+
+
+def _link_applets(applets: dict[str, Applet]) -> None:
+    """Let applets that describe the same device (YubiKey management: serial, version) find each other."""
+    for applet in applets.values():
+        link = getattr(applet, "link_applets", None)
+        if callable(link):
+            link(applets)
 
 
 def _check_profile_matches(document: dict[str, Any], profile: Profile, directory: Path | None) -> None:

@@ -59,7 +59,7 @@ def pcsc_opener(readers: Sequence[str], index: int) -> Opener:
     return open_card
 
 
-def _retrying(card_data: md.CardData, call: Callable[[], object]) -> object:
+def retry_after_reset(card_data: md.CardData, call: Callable[[], object]) -> object:
     """What the Base CSP does with SCARD_W_RESET_CARD (someone's idle reset): reconnect, retry once."""
     try:
         return call()
@@ -73,16 +73,16 @@ def _retrying(card_data: md.CardData, call: Callable[[], object]) -> object:
 
 def sign_in(card_data: md.CardData, pin: bytes) -> None:
     """The card work of a smart-card logon: context, containers and certificates, PIN, deauthenticate."""
-    _retrying(card_data, lambda: md.CardAcquireContext(card_data, 0))
-    cmap = _retrying(card_data, lambda: md.CardReadFile(card_data, "mscp", "cmapfile"))
+    retry_after_reset(card_data, lambda: md.CardAcquireContext(card_data, 0))
+    cmap = retry_after_reset(card_data, lambda: md.CardReadFile(card_data, "mscp", "cmapfile"))
     assert isinstance(cmap, bytes)
-    names = _retrying(card_data, lambda: md.CardEnumFiles(card_data, "mscp"))
+    names = retry_after_reset(card_data, lambda: md.CardEnumFiles(card_data, "mscp"))
     assert isinstance(names, list)
     for name in names:
         if name[:3] in ("kxc", "ksc"):
-            _retrying(card_data, functools.partial(md.CardReadFile, card_data, "mscp", name))
-    _retrying(card_data, lambda: md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, pin))
-    _retrying(card_data, lambda: md.CardDeauthenticateEx(card_data, md.PIN_SET_ALL_ROLES, 0))
+            retry_after_reset(card_data, functools.partial(md.CardReadFile, card_data, "mscp", name))
+    retry_after_reset(card_data, lambda: md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, pin))
+    retry_after_reset(card_data, lambda: md.CardDeauthenticateEx(card_data, md.PIN_SET_ALL_ROLES, 0))
     md.CardDeleteContext(card_data)
 
 

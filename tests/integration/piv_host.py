@@ -117,3 +117,59 @@ def selfsigned_certificate(
     else:
         public_key.verify(certificate.signature, certificate.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256()))
     return certificate.public_bytes(serialization.Encoding.PEM)
+
+
+def authenticate_3des(card: PcscCard, key: bytes) -> None:
+    """9B mutual authentication with a 3DES management key (SP 800-73 Part 2 Appendix A.1)."""
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+    first = card.send(0x00, 0x87, 0x03, 0x9B, bytes.fromhex("7C028000"))
+    witness_encrypted = tlv.find(first.data, 0x7C, 0x80)
+    assert first.sw == 0x9000 and witness_encrypted is not None, f"{first.sw:04X}"
+    cipher = Cipher(TripleDES(key), modes.ECB())
+    decryptor = cipher.decryptor()
+    witness = decryptor.update(witness_encrypted) + decryptor.finalize()
+    challenge = bytes(range(8))
+    body = [tlv.encode(0x80, witness), tlv.encode(0x81, challenge), tlv.encode(0x82, b"")]
+    second = card.send(0x00, 0x87, 0x03, 0x9B, tlv.encode(0x7C, body))
+    encryptor = cipher.encryptor()
+    assert second.sw == 0x9000, f"{second.sw:04X}"
+    assert tlv.find(second.data, 0x7C, 0x82) == encryptor.update(challenge) + encryptor.finalize()
+
+
+def generate_on_card(card: PcscCard, slot: int, algorithm: int) -> bytes:
+    """GENERATE ASYMMETRIC KEY PAIR (9B authenticated before); the public key as PEM."""
+    response = card.send(0x00, 0x47, 0x00, slot, tlv.encode(0xAC, tlv.encode(0x80, bytes([algorithm]))))
+    assert response.sw == 0x9000, f"GENERATE answered {response.sw:04X}"
+    template = tlv.to_dict(tlv.decode_one(response.data, 0x7F49).value)
+    public: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+    if 0x81 in template:
+        public = rsa.RSAPublicNumbers(
+            int.from_bytes(template[0x82], "big"), int.from_bytes(template[0x81], "big")
+        ).public_key()
+    else:
+        curve = ec.SECP256R1() if algorithm == 0x11 else ec.SECP384R1()
+        public = ec.EllipticCurvePublicKey.from_encoded_point(curve, template[0x86])
+    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def provision_over_apdus(card: PcscCard, management_key: bytes, slots: dict[int, int]) -> None:
+    """Keys and self-signed certificates in `slots` (slot -> algorithm) with no vendor command.
+
+    For cards that middleware sees as generic PIV: OpenSC's piv-tool -G fails with OpenSSL 3
+    ("gen_key unable to gen"), yubico-piv-tool needs GET VERSION. Certificates go where
+    SP 800-73-4 Part 1 Table 3 puts them (70 cert, 71 00, FE).
+    """
+    containers = {0x9A: 0x5FC105, 0x9C: 0x5FC10A, 0x9D: 0x5FC10B, 0x9E: 0x5FC101}
+    assert card.select().sw == 0x9000
+    authenticate_3des(card, management_key)
+    publics = {slot: generate_on_card(card, slot, algorithm) for slot, algorithm in slots.items()}
+    for slot, algorithm in slots.items():
+        pem = selfsigned_certificate(card, algorithm, slot, publics[slot], f"vcard {slot:02x}")
+        der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+        container = tlv.encode(0x70, der) + tlv.encode(0x71, b"\x00") + tlv.encode(0xFE, b"")
+        tag = containers[slot].to_bytes(3, "big")
+        put = tlv.encode(0x5C, tag) + tlv.encode(0x53, container)
+        response = card.send(0x00, 0xDB, 0x3F, 0xFF, put, ne=None)
+        assert response.sw == 0x9000, f"PUT DATA answered {response.sw:04X}"

@@ -60,10 +60,8 @@ def vcard(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
 
 
 def pin_pad_role(state: Path) -> dict[str, Any]:
-    started = time.monotonic()
     info = vcard("info", "--state", str(state), "--json")
-    assert info.returncode == 0, info.stderr
-    assert time.monotonic() - started < 4, "info waited for the card"
+    assert info.returncode == 0, info.stderr  # before the fix: "in use" after waiting for the card
     roles: list[dict[str, Any]] = json.loads(info.stdout)["security"]["roles"]
     return next(role for role in roles if role["role"] == PIN_PAD)
 

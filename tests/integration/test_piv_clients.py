@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from harness import CardProcess, require_clients
-from piv_host import PcscCard, selfsigned_certificate
+from piv_host import PcscCard, provision_over_apdus, selfsigned_certificate
 
 pytestmark = pytest.mark.integration
 
@@ -120,7 +120,7 @@ def test_yubico_piv_tool_lifecycle(tools: Tools) -> None:
     with piv_card():
         provision(tools, {"9a": ("RSA2048", 0x07), "9c": ("ECCP256", 0x11)})
         status = tools.yk("-a", "status")[1]
-        assert "Version:\t5.7.4" in status and "CHUID:\t3019d4e739da739ced39ce739d8368582108" in status
+        assert "Version:\t5.4.3" in status and "CHUID:\t3019d4e739da739ced39ce739d8368582108" in status
         assert "Slot 9a:\t\n\tAlgorithm:\tRSA2048\n\tSubject DN:\tCN=vcard 9a" in status, status
         assert "Slot 9c:\t\n\tAlgorithm:\tECCP256\n\tSubject DN:\tCN=vcard 9c" in status, status
         assert "PIN tries left:\t3" in status
@@ -283,8 +283,8 @@ def test_apdus_through_pcscd(tools: Tools) -> None:
     with piv_card():
         card = PcscCard(READER)
         try:
-            assert card.select().data[:2] == b"\x61\x51"
-            assert card.send(0x00, 0xA4, 0x04, 0x00, bytes.fromhex("A000000527471117")).sw == 0x6A82
+            assert card.select().data[:2] == b"\x61\x41"  # four algorithms (the piv profile claims 5.4.3)
+            assert card.send(0x00, 0xA4, 0x04, 0x00, bytes.fromhex("A0000005272101")).sw == 0x6A82  # no OATH
             assert card.send(0x00, 0x20, 0x00, 0x80, ne=None).sw == 0x63C3
             assert card.verify("000000") == 0x63C2
             assert card.send(0x00, 0x20, 0x00, 0x81, b"12345678", ne=None).sw == 0x6A88
@@ -320,9 +320,12 @@ def test_yubikey5_profile(tools: Tools) -> None:
     """The YubiKey-like card: OpenSC applies its YubiKey type, libykpiv reads 5.7.4, 9B is AES-192."""
     with piv_card("yubikey5"):
         assert "Personal Identity Verification Card" in tools.ok("opensc-tool", "-r", READER, "-n")
-        assert "3b:fd:13:00:00:81:31:fe:15:80:73:c0:21:c0:57:59:75:62:69:4b:65:79:40" in tools.ok(
+        assert "3b:8d:80:01:80:73:c0:21:c0:57:59:75:62:69:4b:65:79:f9" in tools.ok(
             "opensc-tool", "-r", READER, "-a"
-        )
+        )  # a YubiKey 5 NFC over NFC
+        # OpenSC still takes it for a YubiKey: SC_CARD_TYPE_PIV_II_YUBIKEY4 (14004, OpenSC cards.h)
+        debug = tools.run("env", "OPENSC_DEBUG=9", "opensc-tool", "-r", READER, "-n")[1]
+        assert "piv_match_card: PIV_MATCH card->type:14004 r:1" in debug, debug[-3000:]
         assert "Version:\t5.7.4" in tools.yk("-a", "status")[1]
         card = PcscCard(READER)
         try:
@@ -332,3 +335,19 @@ def test_yubikey5_profile(tools: Tools) -> None:
             assert card.send(0x00, 0x87, 0x03, 0x9B, bytes.fromhex("7C028000")).sw == 0x6A80
         finally:
             card.close()
+
+
+def test_piv_plain_profile_is_generic_piv_for_opensc(tools: Tools) -> None:
+    """No Yubico instruction (GET VERSION is 6D00), no management application; pkcs11-tool -t passes."""
+    with piv_card("piv-plain"):
+        card = PcscCard(READER)
+        try:
+            assert card.select().sw == 0x9000
+            assert card.send(0x00, 0xFD, 0x00, 0x00).sw == 0x6D00
+            assert card.send(0x00, 0xA4, 0x04, 0x00, bytes.fromhex("A000000527471117")).sw == 0x6A82
+            provision_over_apdus(card, bytes.fromhex(MGM_KEY), {0x9A: 0x07, 0x9C: 0x11, 0x9D: 0x14})
+        finally:
+            card.close()
+        objects = tools.p11("-O")
+        assert "subject:    DN: CN=vcard 9a" in objects and "subject:    DN: CN=vcard 9d" in objects, objects
+        assert "No errors" in tools.p11("-l", "-p", "123456", "-t")

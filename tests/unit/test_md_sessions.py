@@ -15,6 +15,7 @@ import pytest
 import minidriver as md
 from minidriver.cache import GlobalCache
 from minidriver.rm import ResourceManagerHub, Session
+from signin.ts.simulate import retry_after_reset
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
 
@@ -32,20 +33,8 @@ def cards() -> Iterator[list[VirtualCard]]:
 
 def _context(card: VirtualCard, session: int, hub: ResourceManagerHub, cache: GlobalCache) -> md.CardData:
     card_data = md.CardData.inprocess(card.card, session=Session(session), hub=hub, cache=cache)
-    _retrying(card_data, lambda: md.CardAcquireContext(card_data, 0))
+    retry_after_reset(card_data, lambda: md.CardAcquireContext(card_data, 0))
     return card_data
-
-
-def _retrying(card_data: md.CardData, call: Callable[[], object]) -> object:
-    """What a CSP does with SCARD_W_RESET_CARD (another session's idle reset): reconnect, retry once."""
-    try:
-        return call()
-    except md.ScardError as error:
-        if error.code != md.Scard.W_RESET_CARD:
-            raise
-        if card_data.pvVendorSpecific is None and card_data.hScard is not None:
-            card_data.hScard.reconnect()
-        return call()
 
 
 class Holder:
@@ -99,7 +88,7 @@ def _sign_in_threads(
 def _reads_the_container_map(card: VirtualCard, session: int, hub: ResourceManagerHub) -> Callable[[], None]:
     def work() -> None:
         card_data = _context(card, session, hub, GlobalCache())
-        _retrying(card_data, lambda: md.CardReadFile(card_data, "mscp", "cmapfile"))
+        retry_after_reset(card_data, lambda: md.CardReadFile(card_data, "mscp", "cmapfile"))
         md.CardDeleteContext(card_data)
 
     return work

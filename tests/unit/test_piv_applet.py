@@ -34,7 +34,7 @@ def test_application_property_template_lists_the_profile_algorithms(card) -> Non
     assert tlv.find(apt, 0x79, 0x4F) == PIV_AID[:5]
     assert tlv.find(apt, 0x50) == b"vcard PIV"
     algorithms = [tlv.find(item.value, 0x80) for item in tlv.decode(apt) if item.tag == 0xAC]
-    assert algorithms == [bytes([a]) for a in (0x06, 0x07, 0x05, 0x16, 0x11, 0x14)]
+    assert algorithms == [bytes([a]) for a in (0x06, 0x07, 0x11, 0x14)]  # the piv profile's (a 5.4.3)
     smaller = build(config_overrides={"algorithms": ["rsa2048", "p256"]})
     apt = tlv.decode_one(smaller.select().data, 0x61).value
     assert [tlv.find(i.value, 0x80) for i in tlv.decode(apt) if i.tag == 0xAC] == [b"\x07", b"\x11"]
@@ -172,10 +172,18 @@ def test_put_data_deletes_with_an_empty_53(card) -> None:  # type: ignore[no-unt
     assert card.get_data(0x5FC10A).sw == 0x6A82
 
 
+def test_any_5fxxxx_object_is_stored_as_on_a_yubikey(card) -> None:  # type: ignore[no-untyped-def]
+    assert card.authenticate_mgm() == 0x9000
+    for tag in (0x5F0000, 0x5F0001, 0x5FC2AA, 0x5FFFFF):
+        assert card.get_data(tag).sw == 0x6A82
+        assert card.put_data(tag, tag.to_bytes(3)) == 0x9000
+        assert card.get_data(tag).data == tlv.encode(0x53, tag.to_bytes(3))
+
+
 def test_put_data_errors(card) -> None:  # type: ignore[no-untyped-def]
     assert card.authenticate_mgm() == 0x9000
     assert card.put_data(0x5FC105, b"\x00" * 12711) == 0x6A84
-    assert card.put_data(0x5FC2AA, b"\x00") == 0x6A82
+    assert card.put_data(0x5EC2AA, b"\x00") == 0x6A82  # outside 5F0000..5FFFFF
     assert card.send(0x00, 0xDB, 0x3F, 0xFF, tlv.encode(0x5C, b"\x5f\xc1\x05"), ne=None).sw == 0x6A80
     assert card.send(0x00, 0xDB, 0x3F, 0xFF, b"\x7e\x00", ne=None).sw == 0x6A81
     assert card.send(0x00, 0xDB, 0x3F, 0xFE, b"", ne=None).sw == 0x6A86

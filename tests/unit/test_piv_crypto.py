@@ -18,7 +18,12 @@ SHA256_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
 
 @pytest.fixture
 def card() -> PivCard:
-    piv = build(config_overrides={"algorithms": ["rsa1024", "rsa2048", "p256", "p384", "ed25519", "x25519"]})
+    piv = build(
+        config_overrides={
+            "version": "5.7.4",  # Ed25519 and X25519 came with YubiKey 5.7
+            "algorithms": ["rsa1024", "rsa2048", "p256", "p384", "ed25519", "x25519"],
+        }
+    )
     assert piv.authenticate_mgm() == 0x9000
     return piv
 
@@ -255,7 +260,7 @@ def test_pin_always_covers_a_chained_command_and_its_get_response() -> None:
 
 
 def test_rsa_3072_signature() -> None:
-    card = build()
+    card = build(config_overrides={"version": "5.7.4", "algorithms": ["rsa3072"]})
     assert card.authenticate_mgm() == 0x9000
     key = public_key(card.generate(0x9E, 0x05).data)
     assert isinstance(key, rsa.RSAPublicKey) and key.key_size == 3072

@@ -53,6 +53,15 @@ def test_piv_card_passes_the_piv_suites(vcard_connection: object) -> None:
     assert outcome.count(Status.PASSED) == len(outcome.results)
 
 
+@pytest.mark.vcard_profile("piv-plain")
+def test_plain_piv_card_passes_the_piv_suite_without_yubico_extensions(vcard_connection: object) -> None:
+    outcome = _run(vcard_connection, "piv")
+    assert outcome.ok, _report(outcome)
+    assert outcome.count(Status.PASSED) == len(outcome.results)
+    yubico = _run(vcard_connection, "piv-yubico", destructive=False)
+    assert not yubico.ok  # GET VERSION and the other Yubico instructions answer 6D00
+
+
 @pytest.mark.vcard_profile("gids")
 def test_gids_card_passes_the_gids_suite(vcard_connection: object) -> None:
     outcome = _run(vcard_connection, "gids")

@@ -12,12 +12,15 @@ from ..cardos import Applet
 from ..context import AppletContext
 from .gids import GidsApplet
 from .iso import IsoApplet
-from .piv import PivApplet
+from .piv import piv_applet
+from .yubikey_mgmt import ManagementApplet, OtpApplet
 
 AppletFactory = Callable[[AppletContext], Applet]
 
 APPLET_TYPES: dict[str, AppletFactory] = {
     "iso": IsoApplet,
-    "piv": PivApplet,
+    "piv": piv_applet,  # the plain SP 800-73 class or the one with the Yubico extensions
     "gids": GidsApplet,
+    "yubikey_mgmt": ManagementApplet,
+    "yubikey_otp": OtpApplet,
 }

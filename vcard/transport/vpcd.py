@@ -26,6 +26,7 @@ import logging
 import socket
 import sys
 import threading
+import time
 from typing import Protocol
 
 from ..atr import build as build_atr
@@ -123,8 +124,10 @@ class VpcdLink:
         port: int = VPCD_BASE_PORT,
         quickack: bool = True,
         name: str = "",
+        delay: float = 0.0,
     ) -> None:
         self.card = card
+        self.delay = delay  # seconds added before each reply: a slow link to a remote reader
         self.host = host
         self.port = port
         self.quickack = quickack and sys.platform.startswith("linux")
@@ -259,6 +262,8 @@ class VpcdLink:
                     log.info("%s: attached to %s", self.name, self.endpoint)
                 reply = self._handle(payload)
                 if reply is not None:
+                    if self.delay:
+                        time.sleep(self.delay)
                     sock.sendall(len(reply).to_bytes(2, "big") + reply)
         except _Closed:
             pass

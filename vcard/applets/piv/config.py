@@ -63,6 +63,8 @@ class PivConfig:
     # libykpiv re-selects on purpose to "unverify" before reading the PIN retry counter
     reselect_clears_status: bool = False
     max_object_size: int = 12710
+    # False: a plain SP 800-73-4 card (no INS F6..FF); `version` then describes nothing on the wire
+    yubico_extensions: bool = True
     attestation: bool = True
     attestation_algorithm: Algorithm = Algorithm.P256
     slots: Mapping[int, SlotConfig] = field(default_factory=dict)
@@ -119,9 +121,40 @@ def parse_config(table: Mapping[str, Any], profile_path: Path) -> PivConfig:
         attestation=reader.boolean("attestation", True),
         attestation_algorithm=BY_PROFILE_NAME[attestation_name].algorithm,
         slots=_parse_slots(reader),
+        yubico_extensions=reader.boolean("yubico_extensions", True),
     )
     reader.finish()
+    if config.yubico_extensions:
+        _check_version_offers(reader, config)
     return config
+
+
+# The YubiKey firmware that introduced each key type (yubikit piv.py `_do_check_key_support`):
+# a profile claiming an older version must not offer them, or clients' version gates and the
+# card disagree.
+ALGORITHM_SINCE: dict[Algorithm, tuple[int, int, int]] = {
+    Algorithm.P384: (4, 0, 0),
+    Algorithm.RSA3072: (5, 7, 0),
+    Algorithm.RSA4096: (5, 7, 0),
+    Algorithm.ED25519: (5, 7, 0),
+    Algorithm.X25519: (5, 7, 0),
+}
+
+
+def version_text(version: tuple[int, int, int]) -> str:
+    return ".".join(str(part) for part in version)
+
+
+def _check_version_offers(reader: TableReader, config: PivConfig) -> None:
+    for algorithm in config.algorithms:
+        since = ALGORITHM_SINCE.get(algorithm)
+        if since is not None and config.version < since:
+            name = next(n for n, info in BY_PROFILE_NAME.items() if info.algorithm == algorithm)
+            raise reader.error(
+                "algorithms",
+                f"{name} needs a YubiKey version >= {version_text(since)}, "
+                f"but version is {version_text(config.version)}",
+            )
 
 
 def _hex_ref(reader: TableReader, key: str) -> int:

@@ -54,8 +54,12 @@ def tag_key(tag: int) -> str:
 
 
 def is_storable(tag: int) -> bool:
-    """PUT/GET DATA accept any 5FC1xx or 5FFFxx object (opaque bytes)."""
-    return tag >> 8 in (0x5FC1, 0x5FFF)
+    """PUT/GET DATA accept any three-byte object ID 5F 00 00 .. 5F FF FF (opaque bytes).
+
+    SP 800-73-4 Part 1 Appendix A names 5FC1xx; a YubiKey stores any 5Fxxxx, and ykman's
+    `piv objects import` and Yubico's tools use IDs outside 5FC1xx (5FFFxx for their own data).
+    """
+    return tag >> 16 == 0x5F
 
 
 def application_property_template(label: str, algorithms: Iterable[int]) -> bytes:

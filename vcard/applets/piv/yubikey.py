@@ -2,6 +2,10 @@
 
 Yubico documents these in libykpiv (`ykpiv.h`) and yubikit (`piv.py`); the byte layouts
 here follow those clients. Everything that changes the card needs the management key.
+
+The profile's `version` is a promise: instructions a YubiKey of that version did not
+have answer 6D00 (as that YubiKey would), and a profile cannot offer key types or
+management key algorithms its version lacks (ProfileError when the card is built).
 """
 
 from __future__ import annotations
@@ -9,21 +13,55 @@ from __future__ import annotations
 from ... import crypto, tlv
 from ...apdu import SW, CommandAPDU, ISOError
 from ...cardos import HandlerResult, command
+from ...context import AppletContext
 from ...crypto import PrivateKey
 from ...security import RoleType
+from ...tablereader import TableReader
 from ...wire.ins import YubicoIns
 from . import attestation, keys, objects
 from .commands import PivCommands, _policy_byte
-from .config import REF_MANAGEMENT
+from .config import REF_MANAGEMENT, parse_config, version_text
 from .keys import Algorithm, Origin
 
 MAX_RETRIES = 15
 TOUCH_FLAG_NO_TOUCH = 0xFF
 TOUCH_FLAG_TOUCH = 0xFE
 
+# The YubiKey firmware that introduced each instruction (yubikit piv.py `require_version`
+# calls, libykpiv's version checks); the others exist on every YubiKey PIV application.
+INSTRUCTION_SINCE: dict[int, tuple[int, int, int]] = {
+    YubicoIns.ATTEST: (4, 3, 0),
+    YubicoIns.GET_SERIAL: (5, 0, 0),
+    YubicoIns.GET_METADATA: (5, 3, 0),
+    YubicoIns.MOVE_KEY: (5, 7, 0),
+}
+AES_MANAGEMENT_SINCE = (5, 4, 0)
+AES_MANAGEMENT = frozenset({Algorithm.AES128, Algorithm.AES192, Algorithm.AES256})
+
 
 class YubicoCommands(PivCommands):
     """GET VERSION/SERIAL/METADATA, SET MANAGEMENT KEY, IMPORT, RESET, SET PIN RETRIES, ATTEST, MOVE."""
+
+    def __init__(self, context: AppletContext) -> None:
+        # Checked before the base class creates a new card's state, so a refused profile leaves none
+        config = parse_config(context.config, context.profile_path)
+        self._aes_management = config.version >= AES_MANAGEMENT_SINCE
+        algorithm = keys.SYMMETRIC_BY_NAME[context.security.key_algorithm(config.management_role)]
+        if algorithm in AES_MANAGEMENT and not self._aes_management:
+            raise TableReader(context.profile_path, "applets.piv", context.config).error(
+                "version",
+                f"an AES management key needs a YubiKey version >= {version_text(AES_MANAGEMENT_SINCE)}, "
+                f"but version is {version_text(config.version)}",
+            )
+        self._absent_instructions = frozenset(
+            ins for ins, since in INSTRUCTION_SINCE.items() if config.version < since
+        )
+        super().__init__(context)
+
+    def process(self, apdu: CommandAPDU) -> HandlerResult:
+        if apdu.ins in self._absent_instructions:
+            raise ISOError(SW.INS_NOT_SUPPORTED, f"not in YubiKey {version_text(self.config.version)}")
+        return super().process(apdu)
 
     @command(YubicoIns.GET_VERSION)
     def get_version(self, apdu: CommandAPDU) -> HandlerResult:
@@ -92,6 +130,8 @@ class YubicoCommands(PivCommands):
             raise ISOError(
                 SW.INCORRECT_DATA, f"unknown management key algorithm {apdu.data[0]:02X}"
             ) from None
+        if algorithm in AES_MANAGEMENT and not self._aes_management:
+            raise ISOError(SW.INCORRECT_DATA, "AES management keys need version 5.4.0")
         key = tlv.decode_one(apdu.data[1:], REF_MANAGEMENT).value
         if len(key) != length:
             raise ISOError(SW.INCORRECT_DATA, f"algorithm {algorithm:02X} takes {length}-byte keys")
@@ -149,7 +189,10 @@ class YubicoCommands(PivCommands):
         """ATTEST: an X.509 certificate for a key generated on the card, signed by the F9 key."""
         if apdu.p2 != 0x00 or apdu.p1 not in keys.KEY_SLOTS:
             raise ISOError(SW.INCORRECT_P1P2)
-        entry = self.require_key(apdu.p1)
+        entry = self.key_entry(apdu.p1)
+        if entry is None:
+            # 6A80 as a YubiKey answers (Yubico's SDKs and go-piv read it as "no key to attest")
+            raise ISOError(SW.INCORRECT_DATA, f"no key in slot {apdu.p1:02X}")
         if entry.origin != Origin.GENERATED:
             raise ISOError(SW.INCORRECT_DATA, "only keys generated on the card can be attested")
         signer = self.require_key(keys.SLOT_ATTESTATION)
