@@ -7,6 +7,7 @@ its own CARD_DATA with a private cache, so tests do not see each other's cache e
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,8 +44,14 @@ class Card:
         return card_data
 
 
-def open_card(profile: str) -> VirtualCard:
-    return VirtualCard.open(load_profile(profile), None, ephemeral=True)
+def open_card(profile: str, **piv_config: Any) -> VirtualCard:
+    """An ephemeral card from a shipped profile; `piv_config` replaces keys of its [applets.piv]."""
+    loaded = load_profile(profile)
+    if piv_config:
+        loaded = dataclasses.replace(
+            loaded, applets={**loaded.applets, "piv": {**loaded.applets["piv"], **piv_config}}
+        )
+    return VirtualCard.open(loaded, None, ephemeral=True)
 
 
 def piv_card(profile: str = "piv") -> Card:

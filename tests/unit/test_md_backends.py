@@ -153,7 +153,16 @@ def test_piv_pin_rules(piv: Card) -> None:
     md.CardAuthenticateEx(cd, md.ROLE_USER, 0, b"111111")
 
 
-def test_piv_write_support_rules_and_ecc_key_generation(piv: Card) -> None:
+@pytest.fixture
+def piv57() -> Iterator[Card]:
+    """A PIV card claiming YubiKey 5.7, whose DELETE KEY lets the minidriver delete containers."""
+    card = Card(open_card("piv", version="5.7.4"), {})
+    yield card
+    card.virtual.close()
+
+
+def test_piv_write_support_rules_and_ecc_key_generation(piv57: Card) -> None:
+    piv = piv57
     writer = piv.card_data(piv_writable=True)
     response = tdes_response(PIV_MANAGEMENT_KEY, md.CardGetChallenge(writer))
     md.CardAuthenticateChallenge(writer, response)

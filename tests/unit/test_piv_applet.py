@@ -41,7 +41,7 @@ def test_application_property_template_lists_the_profile_algorithms(card) -> Non
 
 
 def test_other_aids_answer_6a82(card) -> None:  # type: ignore[no-untyped-def]
-    assert card.select(bytes.fromhex("A000000527471117")).sw == 0x6A82
+    assert card.select(bytes.fromhex("A000000151000000")).sw == 0x6A82  # a card manager: not here
     assert card.select(bytes.fromhex("A0000003080000100002")).sw == 0x6A82
 
 
