@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := pcscd vsmartcard-vpcd swig libpcsclite-dev opensc yubico-piv-tool pcsc-tools \
-                gnutls-bin libengine-pkcs11-openssl \
+                gnutls-bin libengine-pkcs11-openssl libnss3-tools \
                 krb5-kdc krb5-admin-server krb5-pkinit krb5-user \
                 python3 python3-venv python3-dev gcc
 PYTEST_ARGS ?=

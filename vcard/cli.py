@@ -20,6 +20,8 @@ from typing import Any
 
 import click
 
+from signin.ts.cli import certprop
+
 from . import __version__
 from .apdu import ResponseAPDU, sw_name
 from .md_cli import md
@@ -134,6 +136,14 @@ def main() -> None:
     metavar="MS",
     help="Hold every reply to vpcd this long: one RTT per frame of a remote reader (docs/rdp.md).",
 )
+@click.option(
+    "--idle-reinsert",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Take a card out of the reader and back in after SECONDS without an APDU, so pcscd releases"
+    " an idle transaction (Windows' five-second rule); 0 turns it off."
+    " Default: the profile's idle_reinsert_seconds.",
+)
 @click.option("--trace", is_flag=True, help="Log every APDU with decoded INS and SW names and timing.")
 @click.option(
     "--record",
@@ -149,6 +159,7 @@ def run(
     vpcd: str,
     no_quickack: bool,
     link_delay: float,
+    idle_reinsert: float | None,
     trace: bool,
     record: Path | None,
 ) -> None:
@@ -160,6 +171,7 @@ def run(
     """
     from .control import ControlServer
     from .script.recorder import Recorder, install_recorder
+    from .transport.idle_reset import IdleReinsert, attach_idle_reinsert
     from .transport.vpcd import VpcdLink, parse_endpoint
 
     _setup_logging(trace, verbose=True)
@@ -178,6 +190,7 @@ def run(
 
     cards: list[VirtualCard] = []
     links: list[VpcdLink] = []
+    watchers: list[IdleReinsert] = []
     servers: list[ControlServer] = []
     recorders: list[Recorder] = []
     scratch: list[tempfile.TemporaryDirectory[str]] = []
@@ -223,6 +236,11 @@ def run(
                 control_dir / "control.sock",
             )
             link.start()
+            seconds = loaded.idle_reinsert_seconds if idle_reinsert is None else idle_reinsert
+            watcher = attach_idle_reinsert(link, seconds)
+            if watcher is not None:
+                watchers.append(watcher)
+                log.info("card %r: out and back in after %g s without an APDU", loaded.name, seconds)
 
         def on_stop(signum: int, _frame: Any) -> None:
             log.info("signal %d: removing the cards", signum)
@@ -243,6 +261,8 @@ def run(
         while not stop.wait(0.5):
             pass
     finally:
+        for watcher in watchers:
+            watcher.stop()
         for link in links:
             link.stop()
         for recorder in recorders:
@@ -383,3 +403,4 @@ main.add_command(ts)
 for _command in SIGNIN_COMMANDS:
     main.add_command(_command)
 main.add_command(rdp)
+main.add_command(certprop)

@@ -50,7 +50,9 @@ class Profile:
     `session_pins_survive_warm_reset` (default false: session PINs last "until card
     reset or power-off") lets session PINs outlive a warm reset, as the minidriver spec
     wants ("at least until a cold reset") so a host can re-authenticate after
-    Windows' idle reset.
+    Windows' idle reset. `idle_reinsert_seconds` (default 0: off) makes `vcard run` take an
+    idle card out of vpcd's reader and put it back, so pcscd releases a transaction left
+    idle on it (vcard.transport.idle_reset).
     """
 
     name: str
@@ -63,6 +65,7 @@ class Profile:
     idle_reset_seconds: float
     security: dict[str, Any]
     session_pins_survive_warm_reset: bool = False
+    idle_reinsert_seconds: float = 0.0
 
 
 def list_profile_names() -> list[str]:
@@ -193,9 +196,10 @@ def load_profile(name_or_path: str | Path, applet_types: Collection[str] | None 
         )
 
     idle_reset_seconds = security.number("idle_reset_seconds", 0.0, minimum=0.0)
+    idle_reinsert_seconds = security.number("idle_reinsert_seconds", 0.0, minimum=0.0)
     session_pins_survive_warm_reset = security.boolean("session_pins_survive_warm_reset", False)
     roles = _parse_roles(security)
-    parsed = {"roles", "idle_reset_seconds", "session_pins_survive_warm_reset"}
+    parsed = {"roles", "idle_reset_seconds", "idle_reinsert_seconds", "session_pins_survive_warm_reset"}
     rest = {key: value for key, value in security.raw.items() if key not in parsed}
 
     return Profile(
@@ -209,4 +213,5 @@ def load_profile(name_or_path: str | Path, applet_types: Collection[str] | None 
         idle_reset_seconds=idle_reset_seconds,
         security=rest,
         session_pins_survive_warm_reset=session_pins_survive_warm_reset,
+        idle_reinsert_seconds=idle_reinsert_seconds,
     )

@@ -73,6 +73,10 @@ BAD_PROFILES = [
     ("[security]\nidle_reset_seconds = nan", "p.toml: [security] idle_reset_seconds: must be a number >= 0"),
     ("[security]\nidle_reset_seconds = true", "p.toml: [security] idle_reset_seconds: must be a number"),
     (
+        "[security]\nidle_reinsert_seconds = -5",
+        "p.toml: [security] idle_reinsert_seconds: must be a number >= 0, got -5",
+    ),
+    (
         '[security]\nsession_pins_survive_warm_reset = "yes"',
         'p.toml: [security] session_pins_survive_warm_reset: must be true or false, got "yes"',
     ),

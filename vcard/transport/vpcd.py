@@ -75,6 +75,18 @@ class SmartCard(Protocol):
     def transmit(self, raw: bytes) -> bytes: ...
 
 
+class FrameObserver(Protocol):
+    """Told about every frame the link answers (see vcard.transport.idle_reset).
+
+    `frame_started` runs before the card handles a frame, `frame_finished` after
+    the reply is sent (also when handling failed); both on the link's thread.
+    """
+
+    def frame_started(self, payload: bytes) -> None: ...
+
+    def frame_finished(self, payload: bytes) -> None: ...
+
+
 def reader_name(slot: int) -> str:
     """The PC/SC reader name pcscd gives vpcd slot `slot` ("Virtual PCD 00 00" for slot 0)."""
     return f"Virtual PCD 00 0{slot}"
@@ -140,6 +152,7 @@ class VpcdLink:
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
+        self.observers: list[FrameObserver] = []
 
     @property
     def endpoint(self) -> str:
@@ -260,11 +273,17 @@ class VpcdLink:
                     talked = True
                     self.attached.set()
                     log.info("%s: attached to %s", self.name, self.endpoint)
-                reply = self._handle(payload)
-                if reply is not None:
-                    if self.delay:
-                        time.sleep(self.delay)
-                    sock.sendall(len(reply).to_bytes(2, "big") + reply)
+                for observer in self.observers:
+                    observer.frame_started(payload)
+                try:
+                    reply = self._handle(payload)
+                    if reply is not None:
+                        if self.delay:
+                            time.sleep(self.delay)
+                        sock.sendall(len(reply).to_bytes(2, "big") + reply)
+                finally:
+                    for observer in self.observers:
+                        observer.frame_finished(payload)
         except _Closed:
             pass
         except OSError as error:
