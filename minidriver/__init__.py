@@ -8,160 +8,63 @@
 
 Entry points keep the spec's names and parameter order; out-parameters are
 returned; failures raise `ScardError` with the Windows DWORD in `.code`.
-docs/minidriver.md describes the mapping choices and what is modelled.
+docs/minidriver.md describes the mapping choices and what is modelled. The entry points
+live in one module per chapter of the specification: context (CARD_DATA, context),
+auth (PINs and roles), files (file system), containers (containers and crypto),
+properties (card and container properties), unsupported (secure key injection).
 """
 
-from . import api as _api
+from . import auth as _auth
 from . import constants as _constants
+from . import containers as _containers
+from . import context as _context
 from . import errors as _errors
+from . import files as _files
+from . import properties as _properties
 from . import structures as _structures
-from .api import (
-    CardAcquireContext as CardAcquireContext,
-)
-from .api import (
-    CardAuthenticateChallenge as CardAuthenticateChallenge,
-)
-from .api import (
-    CardAuthenticateEx as CardAuthenticateEx,
-)
-from .api import (
-    CardAuthenticatePin as CardAuthenticatePin,
-)
-from .api import (
-    CardChangeAuthenticator as CardChangeAuthenticator,
-)
-from .api import (
-    CardChangeAuthenticatorEx as CardChangeAuthenticatorEx,
-)
-from .api import (
-    CardConstructDHAgreement as CardConstructDHAgreement,
-)
-from .api import (
-    CardCreateContainer as CardCreateContainer,
-)
-from .api import (
-    CardCreateContainerEx as CardCreateContainerEx,
-)
-from .api import (
-    CardCreateDirectory as CardCreateDirectory,
-)
-from .api import (
-    CardCreateFile as CardCreateFile,
-)
-from .api import (
-    CardData as CardData,
-)
-from .api import (
-    CardDeauthenticate as CardDeauthenticate,
-)
-from .api import (
-    CardDeauthenticateEx as CardDeauthenticateEx,
-)
-from .api import (
-    CardDeleteContainer as CardDeleteContainer,
-)
-from .api import (
-    CardDeleteContext as CardDeleteContext,
-)
-from .api import (
-    CardDeleteDirectory as CardDeleteDirectory,
-)
-from .api import (
-    CardDeleteFile as CardDeleteFile,
-)
-from .api import (
-    CardDeriveKey as CardDeriveKey,
-)
-from .api import (
-    CardDestroyDHAgreement as CardDestroyDHAgreement,
-)
-from .api import (
-    CardDestroyKey as CardDestroyKey,
-)
-from .api import (
-    CardEnumFiles as CardEnumFiles,
-)
-from .api import (
-    CardGetAlgorithmProperty as CardGetAlgorithmProperty,
-)
-from .api import (
-    CardGetChallenge as CardGetChallenge,
-)
-from .api import (
-    CardGetChallengeEx as CardGetChallengeEx,
-)
-from .api import (
-    CardGetContainerInfo as CardGetContainerInfo,
-)
-from .api import (
-    CardGetContainerProperty as CardGetContainerProperty,
-)
-from .api import (
-    CardGetFileInfo as CardGetFileInfo,
-)
-from .api import (
-    CardGetKeyProperty as CardGetKeyProperty,
-)
-from .api import (
-    CardGetProperty as CardGetProperty,
-)
-from .api import (
-    CardGetSharedKeyHandle as CardGetSharedKeyHandle,
-)
-from .api import (
-    CardImportSessionKey as CardImportSessionKey,
-)
-from .api import (
-    CardProcessEncryptedData as CardProcessEncryptedData,
-)
-from .api import (
-    CardQueryCapabilities as CardQueryCapabilities,
-)
-from .api import (
-    CardQueryFreeSpace as CardQueryFreeSpace,
-)
-from .api import (
-    CardQueryKeySizes as CardQueryKeySizes,
-)
-from .api import (
-    CardReadFile as CardReadFile,
-)
-from .api import (
-    CardRSADecrypt as CardRSADecrypt,
-)
-from .api import (
-    CardSetContainerProperty as CardSetContainerProperty,
-)
-from .api import (
-    CardSetKeyProperty as CardSetKeyProperty,
-)
-from .api import (
-    CardSetProperty as CardSetProperty,
-)
-from .api import (
-    CardSignData as CardSignData,
-)
-from .api import (
-    CardUnblockPin as CardUnblockPin,
-)
-from .api import (
-    CardWriteFile as CardWriteFile,
-)
-from .api import (
-    MDEncryptData as MDEncryptData,
-)
-from .api import (
-    MDImportSessionKey as MDImportSessionKey,
-)
-from .api import (
-    dword as dword,
-)
-from .api import (
-    public_key_of as public_key_of,
-)
+from . import unsupported as _unsupported
+from .auth import CardAuthenticateChallenge as CardAuthenticateChallenge
+from .auth import CardAuthenticateEx as CardAuthenticateEx
+from .auth import CardAuthenticatePin as CardAuthenticatePin
+from .auth import CardChangeAuthenticator as CardChangeAuthenticator
+from .auth import CardChangeAuthenticatorEx as CardChangeAuthenticatorEx
+from .auth import CardDeauthenticate as CardDeauthenticate
+from .auth import CardDeauthenticateEx as CardDeauthenticateEx
+from .auth import CardGetChallenge as CardGetChallenge
+from .auth import CardGetChallengeEx as CardGetChallengeEx
+from .auth import CardUnblockPin as CardUnblockPin
 from .constants import *  # noqa: F403  (the spec's constant names)
+from .containers import CardConstructDHAgreement as CardConstructDHAgreement
+from .containers import CardCreateContainer as CardCreateContainer
+from .containers import CardCreateContainerEx as CardCreateContainerEx
+from .containers import CardDeleteContainer as CardDeleteContainer
+from .containers import CardDeriveKey as CardDeriveKey
+from .containers import CardDestroyDHAgreement as CardDestroyDHAgreement
+from .containers import CardGetContainerInfo as CardGetContainerInfo
+from .containers import CardQueryKeySizes as CardQueryKeySizes
+from .containers import CardRSADecrypt as CardRSADecrypt
+from .containers import CardSignData as CardSignData
+from .containers import public_key_of as public_key_of
+from .context import CardAcquireContext as CardAcquireContext
+from .context import CardData as CardData
+from .context import CardDeleteContext as CardDeleteContext
 from .errors import Scard as Scard
 from .errors import ScardError as ScardError
+from .files import CardCreateDirectory as CardCreateDirectory
+from .files import CardCreateFile as CardCreateFile
+from .files import CardDeleteDirectory as CardDeleteDirectory
+from .files import CardDeleteFile as CardDeleteFile
+from .files import CardEnumFiles as CardEnumFiles
+from .files import CardGetFileInfo as CardGetFileInfo
+from .files import CardQueryFreeSpace as CardQueryFreeSpace
+from .files import CardReadFile as CardReadFile
+from .files import CardWriteFile as CardWriteFile
+from .properties import CardGetContainerProperty as CardGetContainerProperty
+from .properties import CardGetProperty as CardGetProperty
+from .properties import CardQueryCapabilities as CardQueryCapabilities
+from .properties import CardSetContainerProperty as CardSetContainerProperty
+from .properties import CardSetProperty as CardSetProperty
+from .properties import dword as dword
 from .structures import (
     BCRYPT_ECCKEY_BLOB as BCRYPT_ECCKEY_BLOB,
 )
@@ -219,12 +122,27 @@ from .structures import (
 from .structures import (
     PUBLICKEYBLOB as PUBLICKEYBLOB,
 )
+from .unsupported import CardDestroyKey as CardDestroyKey
+from .unsupported import CardGetAlgorithmProperty as CardGetAlgorithmProperty
+from .unsupported import CardGetKeyProperty as CardGetKeyProperty
+from .unsupported import CardGetSharedKeyHandle as CardGetSharedKeyHandle
+from .unsupported import CardImportSessionKey as CardImportSessionKey
+from .unsupported import CardProcessEncryptedData as CardProcessEncryptedData
+from .unsupported import CardSetKeyProperty as CardSetKeyProperty
+from .unsupported import MDEncryptData as MDEncryptData
+from .unsupported import MDImportSessionKey as MDImportSessionKey
 
-ENTRY_POINTS = [
+# The spec's entry points, chapter by chapter (each module holds one chapter of the specification).
+_CHAPTERS = (_context, _auth, _files, _containers, _properties, _unsupported)
+ENTRY_POINTS = sorted(
     name
-    for name in dir(_api)
-    if name.startswith(("Card", "MD")) and name not in ("CardData", "CardHandle", "CardEndpoint")
-]
+    for module in _CHAPTERS
+    for name in vars(module)
+    if name.startswith(("Card", "MD"))
+    and name != "CardData"
+    and callable(vars(module)[name])
+    and getattr(vars(module)[name], "__module__", None) == module.__name__
+)
 __all__ = sorted(
     {
         *ENTRY_POINTS,

@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from minidriver import api
+import minidriver as api
 from minidriver.constants import (
     AT_KEYEXCHANGE,
     CALG_MD5,

@@ -1,6 +1,6 @@
 """Card backends: how minidriver concepts (files, containers, roles) map onto one card application.
 
-`base.Backend` is the interface the generic layer (`minidriver.api`) drives;
+`base.Backend` is the interface the generic layer (the `minidriver` entry-point modules) drives;
 `piv.PivBackend` and `gids.GidsBackend` implement it over APDUs.
 """
 

@@ -503,8 +503,10 @@ class GidsBackend(Backend):
             raise wrong_pin(error.sw) from error
 
     def _deauthenticate_without_vendor(self, pin_set: int) -> None:
-        # Without the vendor command the card only knows "log out everything" (VERIFY P2=82).
-        if pin_set & 0x06 != 0x06 and (self.authenticated_state() or 0) & ~pin_set:
+        # Without the vendor command the card only knows "log out everything" (VERIFY P2=82), and
+        # cannot say which roles are authenticated: clearing only some of them needs a reset.
+        state = self.authenticated_state()
+        if pin_set & 0x06 != 0x06 and (state is None or state & ~pin_set):
             raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "GIDS logs out every role at once")
         self.apdu.send_apdu(0x00, GidsIns.VERIFY, 0x00, 0x82, le=None)
 

@@ -120,6 +120,13 @@ def _pad_pin(pin: bytes) -> bytes:
     return pin + b"\xff" * (8 - len(pin))
 
 
+def _pad_new_pin(pin: bytes) -> bytes:
+    """A new PIN value: one too long is an invalid parameter, not a wrong PIN."""
+    if len(pin) > 8:
+        raise ScardError(Scard.E_INVALID_PARAMETER, "a new PIV PIN is at most 8 bytes")
+    return _pad_pin(pin)
+
+
 def _certificate_der(container: bytes) -> bytes | None:
     """DER certificate from a PIV certificate container (70/71/FE), decompressing if flagged."""
     fields = tlv_dict(container)
@@ -601,7 +608,12 @@ class PivBackend(Backend):
         reference = self._reference(pin_id)
         try:
             self.apdu.send_apdu(
-                0x00, PivIns.CHANGE_REFERENCE_DATA, 0x00, reference, _pad_pin(old) + _pad_pin(new), le=None
+                0x00,
+                PivIns.CHANGE_REFERENCE_DATA,
+                0x00,
+                reference,
+                _pad_pin(old) + _pad_new_pin(new),
+                le=None,
             )
         except ApduError as error:
             if error.sw == 0x6A80:
@@ -616,7 +628,7 @@ class PivBackend(Backend):
             raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "PIV unblocks the PIN with the PUK only")
         try:
             self.apdu.send_apdu(
-                0x00, PivIns.RESET_RETRY_COUNTER, 0x00, 0x80, _pad_pin(auth_data) + _pad_pin(new), le=None
+                0x00, PivIns.RESET_RETRY_COUNTER, 0x00, 0x80, _pad_pin(auth_data) + _pad_new_pin(new), le=None
             )
         except ApduError as error:
             if error.sw == 0x6A80:

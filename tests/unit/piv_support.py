@@ -1,12 +1,13 @@
 """Helpers for the PIV applet tests: build a card from a profile and talk to it in APDUs.
 
-Not a test module itself. The card is built the way `vcard.runtime` builds it; while
-the runtime's vendor module is missing, the same pieces are assembled here.
+Not a test module itself. The card is built by `vcard.runtime.VirtualCard`, as every
+other card is, so the tests see the card the CLI and the transports serve.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,11 @@ from vcard import tlv
 from vcard.apdu import CommandAPDU, ResponseAPDU
 from vcard.applets.piv import PivApplet
 from vcard.cardos import Card
-from vcard.context import AppletContext
 from vcard.host import SmartCardProtocol
 from vcard.profile import Profile, load_profile
+from vcard.runtime import VirtualCard
 from vcard.security import SecurityCore
-from vcard.store import CardState, StateStore
-from vcard.vendor import VendorHandlers
+from vcard.store import CardState
 
 PIV_AID = bytes.fromhex("A000000308000010000100")
 MGM_3DES = bytes.fromhex("010203040506070801020304050607080102030405060708")
@@ -39,7 +39,11 @@ class PivCard:
     security: SecurityCore
     state: CardState
     profile: Profile
-    commits: list[int] = field(default_factory=list)
+
+    @property
+    def commits(self) -> int:
+        """How many times the card state has been saved (every commit saves, even in memory)."""
+        return self.state.store.writes
 
     def send(
         self, cla: int, ins: int, p1: int, p2: int, data: bytes = b"", ne: int | None = 256
@@ -111,38 +115,18 @@ class PivCard:
 
 
 def build(profile: str | Path = "piv", config_overrides: dict[str, Any] | None = None) -> PivCard:
-    """A powered, ephemeral card built from a profile (PIV applet selected by default)."""
+    """A powered, ephemeral card built by the runtime from a profile (PIV applet selected by default).
+
+    `config_overrides` replaces keys of the profile's `[applets.piv]` table, as an edited
+    profile file would; the applet validates the result when the runtime builds it.
+    """
     loaded = load_profile(profile)
     if config_overrides:
-        loaded.applets["piv"] = {**loaded.applets["piv"], **config_overrides}
-    store = StateStore(None)
-    store.open()
-    document = CardState.new_document(loaded.name, str(loaded.path))
-    state = CardState(store, document, True)
-    security = SecurityCore(loaded.roles, state.section("security"), state.commit, True)
-    commits: list[int] = []
-
-    def commit() -> None:
-        commits.append(1)
-        state.commit()
-
-    context = AppletContext(
-        config=loaded.applets["piv"],
-        profile_path=loaded.path,
-        state=state.section("applets", "piv"),
-        commit=commit,
-        security=security,
-        is_new=True,
-    )
-    applet = PivApplet(context)
-    vendor = VendorHandlers(security)
-    card = Card(
-        loaded.atr,
-        [applet],
-        default_applet=applet,
-        on_reset=security.reset,
-        commands=vendor.commands(),
-        hooks=vendor.hooks(),
-    )
-    card.power_on()
-    return PivCard(card, applet, security, state, loaded, commits)
+        loaded = dataclasses.replace(
+            loaded, applets={**loaded.applets, "piv": {**loaded.applets["piv"], **config_overrides}}
+        )
+    virtual = VirtualCard.open(loaded, state_dir=None, ephemeral=True)
+    applet = virtual.applets["piv"]
+    assert isinstance(applet, PivApplet)
+    virtual.card.power_on()
+    return PivCard(virtual.card, applet, virtual.security, virtual.state, loaded)

@@ -67,7 +67,7 @@ def test_no_module_of_a_host_package_loads_card_implementation(package: str) -> 
 
 def test_the_minidriver_backends_use_the_wire_modules() -> None:
     loaded = loaded_after_import("minidriver", every_submodule=True)
-    assert {"minidriver.api", "minidriver.backends.piv", "minidriver.backends.gids"} <= loaded
+    assert {"minidriver.context", "minidriver.backends.piv", "minidriver.backends.gids"} <= loaded
     assert {"vcard.wire.ins", "vcard.wire.aids", "vcard.wire.vendor", "vcard.wire.gids_tables"} <= loaded
 
 

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 import minidriver as md
 from minidriver.backends.gids import GidsBackend
 from minidriver.cache import GlobalCache
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
-from vcard.testing.provisioning import opensc_api_sequence, provision_gids, tdes_response
+from vcard.testing.provisioning import provision_gids, tdes_response
 
 ADMIN_KEY = bytes(24)  # profile gids: 24 zero bytes
 
@@ -39,11 +37,6 @@ def cd(gids: tuple[Any, dict[int, rsa.RSAPublicKey]]) -> Iterator[md.CardData]:
     yield card_data
     md.CardDeauthenticateEx(card_data, md.PIN_SET_ALL_ROLES, 0)
     md.CardDeleteContext(card_data)
-
-
-def test_opensc_api_sequence(gids: tuple[Any, dict[int, rsa.RSAPublicKey]]) -> None:
-    results = opensc_api_sequence(md.CardData.inprocess(gids[0], cache=GlobalCache()), b"123456")
-    assert [(name, detail) for name, ok, detail in results if not ok] == []
 
 
 def test_writable_card_properties(cd: md.CardData) -> None:
@@ -73,45 +66,6 @@ def test_containers_and_cmapfile(cd: md.CardData) -> None:
     assert records[1].bFlags == 0x01 and records[1].wSigKeySizeBits == 2048
     assert md.CardGetContainerInfo(cd, 1).pbSigPublicKey[:8] == bytes.fromhex("0602000000240000")
     assert md.dword(md.CardGetContainerProperty(cd, 0, md.CCP_PIN_IDENTIFIER)) == md.ROLE_USER
-
-
-def test_signatures_and_decryption(cd: md.CardData, gids: Any) -> None:
-    keys = gids[1]
-    md.CardAuthenticateEx(cd, md.ROLE_USER, 0, b"123456")
-    for calg, name, algorithm in (
-        (md.CALG_SHA1, "sha1", hashes.SHA1()),
-        (md.CALG_SHA_256, "sha256", hashes.SHA256()),
-        (md.CALG_SHA_512, "sha512", hashes.SHA512()),
-    ):
-        digest = hashlib.new(name, b"m").digest()
-        for index, spec in ((0, md.AT_KEYEXCHANGE), (1, md.AT_SIGNATURE)):
-            signature = md.CardSignData(cd, md.CARD_SIGNING_INFO(2, index, spec, 0, calg, digest))
-            keys[index].verify(signature[::-1], digest, padding.PKCS1v15(), utils.Prehashed(algorithm))
-    digest = hashlib.sha256(b"pss").digest()
-    info = md.CARD_SIGNING_INFO(
-        2,
-        1,
-        md.AT_SIGNATURE,
-        md.CARD_PADDING_INFO_PRESENT,
-        0,
-        digest,
-        pPaddingInfo=md.BCRYPT_PSS_PADDING_INFO("SHA256", 32),
-        dwPaddingType=md.CARD_PADDING_PSS,
-    )
-    keys[1].verify(
-        md.CardSignData(cd, info)[::-1],
-        digest,
-        padding.PSS(padding.MGF1(hashes.SHA256()), 32),
-        utils.Prehashed(hashes.SHA256()),
-    )
-    ciphertext = keys[0].encrypt(b"gids secret", padding.PKCS1v15())
-    info_d = md.CARD_RSA_DECRYPT_INFO(
-        2, 0, md.AT_KEYEXCHANGE, ciphertext[::-1], dwPaddingType=md.CARD_PADDING_PKCS1
-    )
-    assert md.CardRSADecrypt(cd, info_d) == b"gids secret"
-    with pytest.raises(md.ScardError) as sign_only:
-        md.CardRSADecrypt(cd, md.CARD_RSA_DECRYPT_INFO(2, 1, md.AT_KEYEXCHANGE, ciphertext[::-1]))
-    assert sign_only.value.code == md.SCARD_E_INVALID_PARAMETER
 
 
 def test_file_system_operations_and_freshness(gids: Any) -> None:

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 import minidriver as md
 from minidriver.cache import GlobalCache
 from vcard.host import InProcessConnection
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
-from vcard.testing.provisioning import PivProvisioner, opensc_api_sequence
+from vcard.testing.provisioning import PivProvisioner
 
 SLOTS = {0x9A: "rsa2048", 0x9C: "p256", 0x9D: "p256", 0x9E: "rsa2048"}
 
@@ -47,13 +47,6 @@ def cd(piv: PivCard) -> Iterator[md.CardData]:
     if card_data.pvVendorSpecific is not None:
         md.CardDeauthenticateEx(card_data, md.PIN_SET_ALL_ROLES, 0)
         md.CardDeleteContext(card_data)
-
-
-def test_opensc_api_sequence(piv: PivCard) -> None:
-    results = opensc_api_sequence(piv.card_data(), b"123456")
-    failed = [(name, detail) for name, ok, detail in results if not ok]
-    assert not failed
-    assert len(results) == 34
 
 
 def test_version_negotiation(piv: PivCard) -> None:
@@ -130,126 +123,6 @@ def test_containers_follow_the_windows_piv_mapping(cd: md.CardData, piv: PivCard
 
 def _sign(cd: md.CardData, index: int, spec: int, data: bytes, **kwargs: Any) -> bytes:
     return md.CardSignData(cd, md.CARD_SIGNING_INFO(2, index, spec, pbData=data, **kwargs))
-
-
-@pytest.mark.parametrize(
-    ("calg", "name", "algorithm"),
-    [
-        (md.CALG_SHA1, "sha1", hashes.SHA1()),
-        (md.CALG_SHA_256, "sha256", hashes.SHA256()),
-        (md.CALG_SHA_384, "sha384", hashes.SHA384()),
-        (md.CALG_SHA_512, "sha512", hashes.SHA512()),
-        (md.CALG_MD5, "md5", hashes.MD5()),
-    ],
-)
-def test_rsa_pkcs1_signatures(cd: md.CardData, piv: PivCard, calg: int, name: str, algorithm: Any) -> None:
-    digest = hashlib.new(name, b"message").digest()
-    with pytest.raises(md.ScardError) as locked:
-        _sign(cd, 0, md.AT_KEYEXCHANGE, digest, aiHashAlg=calg)
-    assert locked.value.code == md.SCARD_W_SECURITY_VIOLATION
-    md.CardAuthenticateEx(cd, md.ROLE_USER, 0, b"123456")
-    signature = _sign(cd, 0, md.AT_KEYEXCHANGE, digest, aiHashAlg=calg)
-    piv.keys[0x9A].verify(signature[::-1], digest, padding.PKCS1v15(), utils.Prehashed(algorithm))
-
-
-def test_rsa_pss_and_padding_info(cd: md.CardData, piv: PivCard) -> None:
-    md.CardAuthenticateEx(cd, md.ROLE_USER, 0, b"123456")
-    digest = hashlib.sha256(b"m").digest()
-    signature = _sign(
-        cd,
-        0,
-        md.AT_KEYEXCHANGE,
-        digest,
-        dwSigningFlags=md.CARD_PADDING_INFO_PRESENT,
-        pPaddingInfo=md.BCRYPT_PSS_PADDING_INFO("SHA256", 32),
-        dwPaddingType=md.CARD_PADDING_PSS,
-    )
-    piv.keys[0x9A].verify(
-        signature[::-1],
-        digest,
-        padding.PSS(padding.MGF1(hashes.SHA256()), 32),
-        utils.Prehashed(hashes.SHA256()),
-    )
-    signature = _sign(
-        cd,
-        0,
-        md.AT_KEYEXCHANGE,
-        digest,
-        dwSigningFlags=md.CARD_PADDING_INFO_PRESENT,
-        pPaddingInfo=md.BCRYPT_PKCS1_PADDING_INFO("SHA256"),
-        dwPaddingType=md.CARD_PADDING_PKCS1,
-    )
-    piv.keys[0x9A].verify(signature[::-1], digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
-    info = md.CARD_SIGNING_INFO(2, 0, md.AT_KEYEXCHANGE, md.CARD_BUFFER_SIZE_ONLY, md.CALG_SHA_256, digest)
-    assert md.CardSignData(cd, info) == b"" and info.cbSignedData == 256
-
-
-def test_card_authentication_key_needs_no_pin_and_ecdsa(cd: md.CardData, piv: PivCard) -> None:
-    digest = hashlib.sha256(b"m").digest()
-    signature = _sign(cd, 3, md.AT_SIGNATURE, digest, aiHashAlg=md.CALG_SHA_256)
-    piv.keys[0x9E].verify(signature[::-1], digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
-    md.CardAuthenticateEx(cd, md.ROLE_USER, 0, b"123456")
-    for name, algorithm in (
-        ("sha256", hashes.SHA256()),
-        ("sha384", hashes.SHA384()),
-        ("sha1", hashes.SHA1()),
-    ):
-        digest = hashlib.new(name, b"m").digest()
-        md.CardAuthenticateEx(cd, md.ROLE_USER, 0, b"123456")  # 9C is PIN-always
-        raw = _sign(cd, 1, md.AT_ECDSA_P256, digest)
-        assert len(raw) == 64
-        der = utils.encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
-        piv.keys[0x9C].verify(der, digest, ec.ECDSA(utils.Prehashed(algorithm)))
-
-
-def test_rsa_decrypt_pkcs1_oaep_and_raw(cd: md.CardData, piv: PivCard) -> None:
-    md.CardAuthenticateEx(cd, md.ROLE_USER, 0, b"123456")
-    public: rsa.RSAPublicKey = piv.keys[0x9A]
-    ciphertext = public.encrypt(b"\x5a" + b"\xa5" * 47, padding.PKCS1v15())
-    info = md.CARD_RSA_DECRYPT_INFO(
-        2, 0, md.AT_KEYEXCHANGE, ciphertext[::-1], dwPaddingType=md.CARD_PADDING_PKCS1
-    )
-    assert md.CardRSADecrypt(cd, info) == b"\x5a" + b"\xa5" * 47 and info.cbData == 48
-    oaep = padding.OAEP(padding.MGF1(hashes.SHA256()), hashes.SHA256(), None)
-    ciphertext = public.encrypt(b"secret", oaep)
-    info = md.CARD_RSA_DECRYPT_INFO(
-        2,
-        0,
-        md.AT_KEYEXCHANGE,
-        ciphertext[::-1],
-        pPaddingInfo=md.BCRYPT_OAEP_PADDING_INFO("SHA256"),
-        dwPaddingType=md.CARD_PADDING_OAEP,
-    )
-    assert md.CardRSADecrypt(cd, info) == b"secret"
-    raw = md.CardRSADecrypt(
-        cd,
-        md.CARD_RSA_DECRYPT_INFO(
-            2, 0, md.AT_KEYEXCHANGE, ciphertext[::-1], dwPaddingType=md.CARD_PADDING_NONE
-        ),
-    )
-    assert len(raw) == 256 and raw[-1] == 0  # the block is little-endian: its leading 00 comes last
-    with pytest.raises(md.ScardError) as short:
-        md.CardRSADecrypt(cd, md.CARD_RSA_DECRYPT_INFO(2, 0, md.AT_KEYEXCHANGE, b"\x01" * 100))
-    assert short.value.code == md.SCARD_E_INSUFFICIENT_BUFFER
-    with pytest.raises(md.ScardError) as v1:
-        md.CardRSADecrypt(cd, md.CARD_RSA_DECRYPT_INFO(1, 0, md.AT_KEYEXCHANGE, ciphertext[::-1]))
-    assert v1.value.code == md.ERROR_REVISION_MISMATCH
-
-
-def test_ecdh_agreement_and_derive(cd: md.CardData, piv: PivCard) -> None:
-    md.CardAuthenticateEx(cd, md.ROLE_USER, 0, b"123456")
-    peer = ec.generate_private_key(ec.SECP256R1())
-    numbers = peer.public_key().public_numbers()
-    blob = md.BCRYPT_ECCKEY_BLOB.public("ecdh", 256, numbers.x, numbers.y).pack()
-    agreement = md.CARD_DH_AGREEMENT_INFO(2, 2, 0, pbPublicKey=blob)
-    index = md.CardConstructDHAgreement(cd, agreement)
-    expected = peer.exchange(ec.ECDH(), piv.keys[0x9D])
-    derive = md.CARD_DERIVE_KEY(2, 0, md.BCRYPT_KDF_HASH, index, {"KDF_HASH_ALGORITHM": b"SHA256"})
-    assert md.CardDeriveKey(cd, derive) == hashlib.sha256(expected).digest()
-    md.CardDestroyDHAgreement(cd, index, 0)
-    with pytest.raises(md.ScardError) as gone:
-        md.CardDestroyDHAgreement(cd, index, 0)
-    assert gone.value.code == md.SCARD_E_INVALID_PARAMETER
 
 
 def test_files_and_errors(cd: md.CardData, piv: PivCard) -> None:

@@ -147,3 +147,25 @@ def test_cache_is_keyed_by_card_id() -> None:
     FreshnessCache(store, b"\x01" * 16, cf).put("x", b"one")
     assert FreshnessCache(store, b"\x02" * 16, cf).get(Freshness.FILES, "x") is None
     assert FreshnessCache(store, b"\x01" * 16, cf).get(Freshness.FILES, "x") == b"one"
+
+
+def test_cache_items_that_do_not_parse_are_misses_and_the_store_forgets_on_request() -> None:
+    store = GlobalCache()
+    card = b"\x03" * 16
+    view = FreshnessCache(store, card, CARD_CACHE_FILE_FORMAT(1, 2, 0, 0))
+    view.put("Cached_VendorCapabilities", b"roles")
+    assert view.get(Freshness.PINS, "Cached_VendorCapabilities") == b"roles"
+    store.add(card, "short", b"\x01\x02")  # shorter than a stamp and a length
+    store.add(card, "truncated", CARD_CACHE_FILE_FORMAT(1, 2, 0, 0).pack() + b"\x09\x00\x00\x00abc")
+    assert view.get(Freshness.FILES, "short") is None
+    assert view.get(Freshness.FILES, "truncated") is None and store.lookup(card, "truncated") is None
+    assert (view.hits, view.misses) == (1, 2)
+    view.forget("Cached_VendorCapabilities")
+    assert view.get(Freshness.PINS, "Cached_VendorCapabilities") is None
+    assert len(store) == 1  # only "short" is left
+    store.delete(card, "short")
+    store.delete(card, "never there")
+    assert len(store) == 0
+    view.put("x", b"y")
+    store.clear()
+    assert len(store) == 0 and store.lookup(card, "x") is None

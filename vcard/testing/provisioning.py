@@ -137,7 +137,7 @@ class PivProvisioner:
 def provision_gids(card_data: Any, pin: bytes = b"123456") -> dict[int, rsa.RSAPublicKey]:
     """Through the minidriver API: container 0 = generated key-exchange key + kxc00,
     container 1 = imported signature key + ksc01 (what a Windows enrolment leaves)."""
-    from minidriver import api
+    import minidriver as api
     from minidriver.constants import (
         AT_KEYEXCHANGE,
         AT_SIGNATURE,
@@ -179,7 +179,7 @@ def opensc_api_sequence(
     writable), CP_CARD_CACHE_MODE must be one of the three modes, CP_CARD_PIN_STRENGTH_VERIFY
     must include PLAINTEXT, and mscp/msroots (optional per the spec) is not required.
     """
-    from minidriver import api
+    import minidriver as api
     from minidriver.constants import (
         AT_SIGNATURE,
         CP_CARD_AUTHENTICATED_STATE,
