@@ -25,8 +25,9 @@ from typing import Any
 
 import minidriver as md
 from minidriver.cache import GlobalCache
+from signin.ca import certificate_for
 from vcard.host import InProcessConnection, PcscConnection
-from vcard.testing.provisioning import PivProvisioner, certificate_for
+from vcard.testing.provisioning import PivProvisioner
 
 
 def sign_in(make: Any, cache: GlobalCache, pin: bytes, delay: float) -> tuple[dict[str, int], float]:

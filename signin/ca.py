@@ -232,3 +232,23 @@ def issue_kdc(ca: CA, realm: str, days: int = 365) -> tuple[x509.Certificate, Pr
     ]
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"KDC {realm}")])
     return issue(ca, key.public_key(), subject, extensions, days), key
+
+
+def certificate_for(public_key: PublicKey, subject: str) -> bytes:
+    """A DER certificate for `public_key` from a fresh throwaway issuer: for tests and labs where only
+    its presence and size matter (the sign-in rules need `issue` and a real CA)."""
+    issuer_key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vcard test CA")])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .sign(issuer_key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.DER)

@@ -18,25 +18,20 @@ interposer logs for a real client.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cryptography import x509
-from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.ciphers import Cipher, modes
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 import minidriver as md
 from minidriver.cache import CacheStore, GlobalCache
 from vcard.host import CardEndpoint, Connection, Disposition, InProcessConnection
 
+from ..ca import certificate_for
+from ..enroll import admin_response
 from .calllog import Workload
 
 DEFAULT_PIN = b"123456"
@@ -114,29 +109,6 @@ def _close(card_data: md.CardData) -> None:
     card_data.close()
 
 
-def _certificate(public_key: rsa.RSAPublicKey, subject: str) -> bytes:
-    """A DER certificate for the card's key, from a throwaway issuer (only its size matters here)."""
-    issuer_key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vcard rdp lab issuer")]))
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .sign(issuer_key, hashes.SHA256())
-    )
-    return certificate.public_bytes(Encoding.DER)
-
-
-def _management_response(challenge: bytes, key: bytes) -> bytes:
-    """The PIV admin response: the challenge encrypted with the 3DES management key (ECB)."""
-    encryptor = Cipher(TripleDES(key), modes.ECB()).encryptor()
-    return encryptor.update(challenge) + encryptor.finalize()
-
-
 def provision(source: CardSource, pin: bytes = DEFAULT_PIN) -> None:
     """Container 0: a generated RSA-2048 key-exchange key and its certificate (PIV slot 9A, GIDS kxc00)."""
     setup = source.card_data(cache=None, piv_writable=True)
@@ -144,7 +116,7 @@ def provision(source: CardSource, pin: bytes = DEFAULT_PIN) -> None:
     backend = setup.pvVendorSpecific.backend.name if setup.pvVendorSpecific else ""
     if backend == "piv":
         md.CardAuthenticateChallenge(
-            setup, _management_response(md.CardGetChallenge(setup), DEFAULT_MANAGEMENT_KEY)
+            setup, admin_response(DEFAULT_MANAGEMENT_KEY, md.CardGetChallenge(setup))
         )
     else:
         md.CardAuthenticateEx(setup, md.ROLE_USER, 0, pin)
@@ -153,7 +125,7 @@ def provision(source: CardSource, pin: bytes = DEFAULT_PIN) -> None:
     key = rsa.RSAPublicNumbers(blob.public_exponent, blob.modulus).public_key()
     if backend != "piv":
         md.CardCreateFile(setup, "mscp", "kxc00", 0, md.CARD_FILE_ACCESS_CONDITION.EveryoneReadUserWriteAc)
-    md.CardWriteFile(setup, "mscp", "kxc00", 0, _certificate(key, "alice"))
+    md.CardWriteFile(setup, "mscp", "kxc00", 0, certificate_for(key, "alice"))
     md.CardDeauthenticateEx(setup, md.PIN_SET_ALL_ROLES, 0)
     _close(setup)
 

@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 import minidriver as md
 from minidriver.cache import GlobalCache
 from minidriver.constants import CARD_FILE_ACCESS_CONDITION, PIN_SET_ALL_ROLES, ROLE_USER
+from signin.ca import certificate_for
 from signin.ts.certprop import (
     CardCertificate,
     CardContents,
@@ -36,7 +37,7 @@ from vcard.cli import main
 from vcard.host.readers import ReaderState
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
-from vcard.testing.provisioning import certificate_for, provision_gids
+from vcard.testing.provisioning import provision_gids
 
 needs_certutil = pytest.mark.skipif(
     shutil.which("certutil") is None, reason="certutil (libnss3-tools) missing"

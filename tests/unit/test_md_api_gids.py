@@ -12,9 +12,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 import minidriver as md
 from minidriver.backends.gids import GidsBackend
 from minidriver.cache import GlobalCache
+from signin.enroll import admin_response
 from vcard.profile import load_profile
 from vcard.runtime import VirtualCard
-from vcard.testing.provisioning import provision_gids, tdes_response
+from vcard.testing.provisioning import provision_gids
 
 ADMIN_KEY = bytes(24)  # profile gids: 24 zero bytes
 
@@ -129,14 +130,14 @@ def test_admin_challenge_response_and_unblock(gids: Any) -> None:
     md.CardUnblockPin(
         card_data,
         md.wszCARD_USER_USER,
-        tdes_response(ADMIN_KEY, challenge),
+        admin_response(ADMIN_KEY, challenge),
         b"4321",
         0,
         md.CARD_AUTHENTICATE_PIN_CHALLENGE_RESPONSE,
     )
     md.CardAuthenticatePin(card_data, md.wszCARD_USER_USER, b"4321")
     challenge = md.CardGetChallengeEx(card_data, md.ROLE_ADMIN, 0)
-    md.CardAuthenticateEx(card_data, md.ROLE_ADMIN, 0, tdes_response(ADMIN_KEY, challenge))
+    md.CardAuthenticateEx(card_data, md.ROLE_ADMIN, 0, admin_response(ADMIN_KEY, challenge))
     assert md.dword(md.CardGetProperty(card_data, md.CP_CARD_AUTHENTICATED_STATE)) == 0x06
     md.CardDeauthenticateEx(card_data, md.CREATE_PIN_SET(md.ROLE_ADMIN), 0)
     assert md.dword(md.CardGetProperty(card_data, md.CP_CARD_AUTHENTICATED_STATE)) == 0x02

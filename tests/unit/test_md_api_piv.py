@@ -163,14 +163,15 @@ def test_pin_change_unblock_and_challenge_response(piv: PivCard) -> None:
     assert blocked.value.code == md.SCARD_W_CHV_BLOCKED and blocked.value.attempts_remaining == 0
     md.CardChangeAuthenticatorEx(card_data, md.PIN_CHANGE_FLAG_UNBLOCK, 3, b"12345678", 1, b"111111", 0)
     md.CardAuthenticateEx(card_data, 1, 0, b"111111")
-    from vcard.testing.provisioning import DEFAULT_MANAGEMENT_KEY, tdes_response
+    from signin.enroll import admin_response
+    from vcard.testing.provisioning import DEFAULT_MANAGEMENT_KEY
 
     challenge = md.CardGetChallenge(card_data)
     with pytest.raises(md.ScardError) as wrong:
         md.CardAuthenticateChallenge(card_data, bytes(8))
     assert wrong.value.code == md.SCARD_W_WRONG_CHV
     challenge = md.CardGetChallenge(card_data)
-    md.CardAuthenticateChallenge(card_data, tdes_response(DEFAULT_MANAGEMENT_KEY, challenge))
+    md.CardAuthenticateChallenge(card_data, admin_response(DEFAULT_MANAGEMENT_KEY, challenge))
     state = md.dword(md.CardGetProperty(card_data, md.CP_CARD_AUTHENTICATED_STATE))
     assert state == 0x06
     virtual.close()
@@ -199,7 +200,9 @@ def test_warm_cache_sign_in_costs_a_handful_of_apdus(piv: PivCard) -> None:
 
 
 def test_optional_write_support_generates_and_stores_certificates() -> None:
-    from vcard.testing.provisioning import DEFAULT_MANAGEMENT_KEY, certificate_for, tdes_response
+    from signin.ca import certificate_for
+    from signin.enroll import admin_response
+    from vcard.testing.provisioning import DEFAULT_MANAGEMENT_KEY
 
     # DELETE KEY (F6) came with YubiKey 5.7; the piv profile claims 5.4.3, so claim 5.7.4 here
     # (a 5.7 whose management key was set to 3DES, which 5.7 still supports)
@@ -216,7 +219,7 @@ def test_optional_write_support_generates_and_stores_certificates() -> None:
         md.CardCreateContainer(writer, 0, md.CARD_CREATE_CONTAINER_KEY_GEN, md.AT_KEYEXCHANGE, 2048, b"")
     assert no_admin.value.code == md.SCARD_W_SECURITY_VIOLATION
     assert md.CardEnumFiles(reader, "mscp") == ["cmapfile"]  # cached now
-    md.CardAuthenticateChallenge(writer, tdes_response(DEFAULT_MANAGEMENT_KEY, md.CardGetChallenge(writer)))
+    md.CardAuthenticateChallenge(writer, admin_response(DEFAULT_MANAGEMENT_KEY, md.CardGetChallenge(writer)))
     md.CardCreateContainer(writer, 0, md.CARD_CREATE_CONTAINER_KEY_GEN, md.AT_KEYEXCHANGE, 2048, b"")
     blob = md.PUBLICKEYBLOB.unpack(md.CardGetContainerInfo(writer, 0).pbKeyExPublicKey)
     key = rsa.RSAPublicNumbers(blob.public_exponent, blob.modulus).public_key()

@@ -22,7 +22,7 @@ from md_support import (
 
 import minidriver as md
 from minidriver.cache import GlobalCache
-from vcard.testing.provisioning import tdes_response
+from signin.enroll import admin_response
 
 EXTERNAL_ROLE = 7  # the piv profile's "fingerprint" role (ExternalPinType)
 UNKNOWN = md.CARD_DATA_VALUE_UNKNOWN
@@ -199,7 +199,7 @@ def test_admin_challenge_response_legacy_and_ex(gids: Card) -> None:
     )
     assert _state(card_data) == 0, error
     challenge = md.CardGetChallenge(card_data)
-    assert md.CardAuthenticateChallenge(card_data, tdes_response(GIDS_ADMIN_KEY, challenge)) == UNKNOWN
+    assert md.CardAuthenticateChallenge(card_data, admin_response(GIDS_ADMIN_KEY, challenge)) == UNKNOWN
     assert _state(card_data) == md.CREATE_PIN_SET(md.ROLE_ADMIN)
     md.CardDeauthenticate(card_data, md.wszCARD_USER_ADMIN, 0)
     assert _state(card_data) == 0
@@ -211,7 +211,7 @@ def test_admin_challenge_response_legacy_and_ex(gids: Card) -> None:
         lambda: md.CardAuthenticateEx(card_data, md.ROLE_ADMIN, 0, bytes(len(challenge))),
     )
     challenge = md.CardGetChallengeEx(card_data, md.ROLE_ADMIN, 0)
-    response = tdes_response(GIDS_ADMIN_KEY, challenge)
+    response = admin_response(GIDS_ADMIN_KEY, challenge)
     assert md.CardAuthenticateEx(card_data, md.ROLE_ADMIN, 0, response) == (None, UNKNOWN)
     assert _state(card_data) == md.CREATE_PIN_SET(md.ROLE_ADMIN)
 
@@ -251,7 +251,7 @@ def test_unblock_pin_legacy_with_the_admin_key(gids: Card) -> None:
     raises(INVALID, lambda: md.CardUnblockPin(card_data, user, b"x", b"4321", 3, response_flag))
     wrong = bytes(8)
     raises(md.SCARD_W_WRONG_CHV, lambda: md.CardUnblockPin(card_data, user, wrong, b"4321", 0, response_flag))
-    response = tdes_response(GIDS_ADMIN_KEY, md.CardGetChallenge(card_data))
+    response = admin_response(GIDS_ADMIN_KEY, md.CardGetChallenge(card_data))
     md.CardUnblockPin(card_data, user, response, b"4321", 0, response_flag)
     md.CardAuthenticatePin(card_data, user, b"4321")
     assert _state(card_data) & md.CREATE_PIN_SET(md.ROLE_USER)
@@ -307,7 +307,7 @@ def test_deauthenticate_rules(piv: Card) -> None:
     raises(INVALID, lambda: md.CardDeauthenticateEx(card_data, md.PIN_SET_ALL_ROLES, 1))
     md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, PIN)
     challenge = md.CardGetChallengeEx(card_data, md.ROLE_ADMIN, 0)
-    md.CardAuthenticateEx(card_data, md.ROLE_ADMIN, 0, tdes_response(PIV_MANAGEMENT_KEY, challenge))
+    md.CardAuthenticateEx(card_data, md.ROLE_ADMIN, 0, admin_response(PIV_MANAGEMENT_KEY, challenge))
     assert _state(card_data) == md.CREATE_PIN_SET(md.ROLE_USER) | md.CREATE_PIN_SET(md.ROLE_ADMIN)
     md.CardDeauthenticateEx(card_data, md.CREATE_PIN_SET(md.ROLE_EVERYONE), 0)  # the everyone bit is ignored
     assert _state(card_data) == md.CREATE_PIN_SET(md.ROLE_USER) | md.CREATE_PIN_SET(md.ROLE_ADMIN)

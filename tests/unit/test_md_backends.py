@@ -26,8 +26,10 @@ import minidriver as md
 from minidriver.backends.base import Backend, operation_error, tlv_encode, wrong_pin
 from minidriver.backends.gids import KEYMAP, MASTERFILE, GidsBackend
 from minidriver.cache import GlobalCache
+from signin.ca import certificate_for
+from signin.enroll import admin_response
 from vcard.host import ApduError, InProcessConnection, SmartCardProtocol
-from vcard.testing.provisioning import PivProvisioner, certificate_for, tdes_response
+from vcard.testing.provisioning import PivProvisioner
 
 INVALID = md.SCARD_E_INVALID_PARAMETER
 UNSUPPORTED = md.SCARD_E_UNSUPPORTED_FEATURE
@@ -130,7 +132,7 @@ def test_piv_pin_rules(piv: Card) -> None:
         INVALID, lambda: md.CardChangeAuthenticatorEx(cd, md.PIN_CHANGE_FLAG_UNBLOCK, puk_role, PUK, 2, b"x")
     )
     # the PIN is unblocked with the PUK, not with the management key
-    response = tdes_response(PIV_MANAGEMENT_KEY, md.CardGetChallenge(cd))
+    response = admin_response(PIV_MANAGEMENT_KEY, md.CardGetChallenge(cd))
     raises(
         UNSUPPORTED,
         lambda: md.CardUnblockPin(
@@ -164,7 +166,7 @@ def piv57() -> Iterator[Card]:
 def test_piv_write_support_rules_and_ecc_key_generation(piv57: Card) -> None:
     piv = piv57
     writer = piv.card_data(piv_writable=True)
-    response = tdes_response(PIV_MANAGEMENT_KEY, md.CardGetChallenge(writer))
+    response = admin_response(PIV_MANAGEMENT_KEY, md.CardGetChallenge(writer))
     md.CardAuthenticateChallenge(writer, response)
     gen, imp = md.CARD_CREATE_CONTAINER_KEY_GEN, md.CARD_CREATE_CONTAINER_KEY_IMPORT
     for code, args in (
@@ -252,7 +254,7 @@ def test_gids_without_the_vendor_commands(gids: Card) -> None:
     assert md.dword(md.CardGetProperty(cd, md.CP_CARD_LIST_PINS)) == 0b110
     md.CardAuthenticateEx(cd, md.ROLE_USER, 0, PIN)
     challenge = md.CardGetChallengeEx(cd, md.ROLE_ADMIN, 0)
-    md.CardAuthenticateEx(cd, md.ROLE_ADMIN, 0, tdes_response(GIDS_ADMIN_KEY, challenge))
+    md.CardAuthenticateEx(cd, md.ROLE_ADMIN, 0, admin_response(GIDS_ADMIN_KEY, challenge))
     assert _state(cd) == 0b110
     raises(UNSUPPORTED, lambda: md.CardDeauthenticateEx(cd, md.CREATE_PIN_SET(md.ROLE_USER), 0))
     assert _state(cd) == 0b110
@@ -311,7 +313,7 @@ def test_gids_containers_files_and_an_uninitialised_card(gids: Card) -> None:
     raises(md.SCARD_E_FILE_NOT_FOUND, lambda: md.CardReadFile(cd, "mscp", "nofile"))
     raises(md.SCARD_E_DIR_NOT_FOUND, lambda: md.CardEnumFiles(cd, "nodir"))
     admin_only = md.CARD_FILE_ACCESS_CONDITION.AdminReadWriteAc
-    md.CardAuthenticateChallenge(cd, tdes_response(GIDS_ADMIN_KEY, md.CardGetChallenge(cd)))
+    md.CardAuthenticateChallenge(cd, admin_response(GIDS_ADMIN_KEY, md.CardGetChallenge(cd)))
     md.CardCreateFile(cd, "mscp", "secret", 0, admin_only)
     assert md.CardGetFileInfo(cd, "mscp", "secret").AccessCondition == admin_only
     md.CardDeauthenticateEx(cd, md.CREATE_PIN_SET(md.ROLE_ADMIN), 0)
@@ -341,9 +343,9 @@ def test_gids_pin_change_unblock_and_an_unreadable_cmapfile(gids: Card) -> None:
     assert wrong.attempts_remaining == 2
     challenge = md.CardGetChallengeEx(cd, md.ROLE_ADMIN, 0)
     raises(md.SCARD_W_WRONG_CHV, lambda: md.CardChangeAuthenticatorEx(cd, unblock, 2, bytes(8), 1, b"4321"))
-    response = tdes_response(GIDS_ADMIN_KEY, md.CardGetChallengeEx(cd, md.ROLE_ADMIN, 0))
+    response = admin_response(GIDS_ADMIN_KEY, md.CardGetChallengeEx(cd, md.ROLE_ADMIN, 0))
     raises(INVALID, lambda: md.CardChangeAuthenticatorEx(cd, unblock, 2, response, 1, b"9" * 20))
-    response = tdes_response(GIDS_ADMIN_KEY, md.CardGetChallengeEx(cd, md.ROLE_ADMIN, 0))
+    response = admin_response(GIDS_ADMIN_KEY, md.CardGetChallengeEx(cd, md.ROLE_ADMIN, 0))
     assert md.CardChangeAuthenticatorEx(cd, unblock, 2, response, 1, b"4321") == UNKNOWN
     assert challenge  # (the first challenge was spent by the refused response)
     md.CardAuthenticateEx(cd, md.ROLE_USER, 0, b"4321")
@@ -356,7 +358,7 @@ def test_gids_pin_change_unblock_and_an_unreadable_cmapfile(gids: Card) -> None:
 
 def test_piv_write_support_certificate_files(piv: Card) -> None:
     writer = piv.card_data(piv_writable=True)
-    md.CardAuthenticateChallenge(writer, tdes_response(PIV_MANAGEMENT_KEY, md.CardGetChallenge(writer)))
+    md.CardAuthenticateChallenge(writer, admin_response(PIV_MANAGEMENT_KEY, md.CardGetChallenge(writer)))
     md.CardCreateContainer(writer, 2, md.CARD_CREATE_CONTAINER_KEY_GEN, md.AT_ECDHE_P256, 0, b"")
     blob = md.public_key_of(md.CardGetContainerInfo(writer, 2))
     assert isinstance(blob, md.BCRYPT_ECCKEY_BLOB) and blob.dwMagic == md.BCRYPT_ECDH_PUBLIC_P256_MAGIC
@@ -377,7 +379,7 @@ def test_gids_data_the_layer_cannot_read_is_refused(gids: Card) -> None:
     """Certificates stored plain or corrupt, a malformed keymap or masterfile (written behind the layer)."""
     cd = gids.card_data()
     md.CardAuthenticateEx(cd, md.ROLE_USER, 0, PIN)
-    md.CardAuthenticateChallenge(cd, tdes_response(GIDS_ADMIN_KEY, md.CardGetChallenge(cd)))
+    md.CardAuthenticateChallenge(cd, admin_response(GIDS_ADMIN_KEY, md.CardGetChallenge(cd)))
     backend = cd.pvVendorSpecific.backend  # type: ignore[union-attr]
     assert isinstance(backend, GidsBackend)
     record = next(r for r in backend.masterfile() if r.filename == "kxc00")

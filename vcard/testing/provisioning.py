@@ -11,19 +11,14 @@ path through the minidriver API itself (CardCreateContainer + CardWriteFile).
 from __future__ import annotations
 
 import contextlib
-import datetime
 from collections.abc import Callable
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.ciphers import Cipher, modes
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
 
 from minidriver.backends.base import tlv_dict, tlv_encode
+from signin.ca import certificate_for
+from signin.enroll import admin_response
 from vcard.host import ApduError, Link, SmartCardProtocol
 
 DEFAULT_MANAGEMENT_KEY = bytes.fromhex("010203040506070801020304050607080102030405060708")
@@ -41,35 +36,6 @@ PIV_ALGORITHMS = {
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 
-def _tdes_ecb(key: bytes, block: bytes) -> bytes:
-    encryptor = Cipher(TripleDES(key), modes.ECB()).encryptor()
-    return encryptor.update(block) + encryptor.finalize()
-
-
-def tdes_response(key: bytes, challenge: bytes) -> bytes:
-    """The response Windows expects to an admin challenge: 3DES encryption of the challenge."""
-    return b"".join(_tdes_ecb(key, challenge[i : i + 8]) for i in range(0, len(challenge), 8))
-
-
-def certificate_for(public_key: PublicKey, subject: str) -> bytes:
-    """A DER certificate for `public_key`, issued by a fresh throwaway CA key."""
-    issuer_key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    issuer = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vcard test CA")])
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=365))
-        .sign(issuer_key, hashes.SHA256())
-    )
-    return certificate.public_bytes(Encoding.DER)
-
-
 class PivProvisioner:
     """Put keys and certificates on a PIV card over APDUs (management key authentication first)."""
 
@@ -84,7 +50,7 @@ class PivProvisioner:
         """External authentication with the 3DES management key (9B)."""
         answer = self.apdu.send_apdu(0x00, 0x87, 0x03, 0x9B, tlv_encode(0x7C, tlv_encode(0x81, b"")))
         challenge = tlv_dict(tlv_dict(answer)[0x7C])[0x81]
-        response = tdes_response(self.management_key, challenge)
+        response = admin_response(self.management_key, challenge)
         self.apdu.send_apdu(0x00, 0x87, 0x03, 0x9B, tlv_encode(0x7C, tlv_encode(0x82, response)), le=None)
 
     def generate(self, slot: int, algorithm: str, pin_policy: int | None = None) -> PublicKey:
