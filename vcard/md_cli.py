@@ -99,9 +99,9 @@ def _card_options(function: Any) -> Any:
             "--delay-ms",
             type=click.FloatRange(min=0),
             default=0.0,
-            help="Milliseconds added per APDU round trip (RDP model).",
+            help="Milliseconds added to every SCard call, APDUs and transactions alike (RDP model).",
         ),
-        click.option("--counts", is_flag=True, help="Print APDU and byte counts at the end."),
+        click.option("--counts", is_flag=True, help="Print APDU, SCard-call and byte counts at the end."),
     ]
     for option in reversed(options):
         function = option(function)
