@@ -17,7 +17,8 @@ discovery-process.md) and "Windows Inbox Smart Card Minidriver"
 4. Only if the PIV SELECT failed: SELECT the MS GIDS AID (A0 00 00 03 97 42 54 46
    59). Success: a GIDS device, bound to the same class minidriver in GIDS mode.
 5. Neither: Winscard finds no card name, so no minidriver is bound (from Windows 8
-   Plug and Play pairs the card with the inbox NULL driver).
+   Plug and Play pairs the card with the inbox NULL driver). The class minidriver,
+   once loaded for a card, would treat such a card as GIDS, but nothing loads it.
 
 The class minidriver's own CardAcquireContext discovery tries PIV first, then GIDS,
 so a card answering both AIDs runs in PIV mode; this module follows that order.
