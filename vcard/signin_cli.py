@@ -1,9 +1,10 @@
-"""`vcard logon-check`, `vcard ca`, `vcard enroll`: sign-in rules, a test CA and enrollment.
+"""`vcard logon-check`, `ca`, `enroll`, `kdc`, `discover`: sign-in rules, a test CA, enrollment, discovery.
 
     vcard ca init ./lab-ca
     vcard enroll --profile piv --user alice@VCARD.TEST --ca ./lab-ca --template windows --pin 123456
     vcard logon-check --profile piv
     vcard logon-check --reader "Virtual PCD 00 00" --rules mit --policy pkinit_eku_checking=scLogin --json
+    vcard discover --profile gids --json
 
 Registered in vcard/cli.py with `main.add_command(...)`.
 """
@@ -26,10 +27,12 @@ from cryptography.hazmat.primitives import serialization
 import minidriver as md
 from signin import ca as ca_module
 from signin import card as card_module
+from signin import discovery as discovery_module
 from signin import enroll as enroll_module
 from signin import rules as rules_module
 from signin.certinfo import CertificateFormatError
 from signin.kdc import OPENSC_PKCS11, Kdc, KdcError
+from vcard.host import Connection, InProcessConnection, PcscConnection, PcscError
 
 from .errors import StateError
 from .profile import ProfileError, load_profile
@@ -386,4 +389,36 @@ def kdc(
         server.stop()
 
 
-COMMANDS = (logon_check, ca, enroll, kdc)
+@click.command("discover")
+@_card_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def discover(reader: str | None, state: Path | None, profile: str | None, as_json: bool) -> None:
+    """Which minidriver Windows would bind to the card, step by step, as Microsoft documents it."""
+    virtual = None
+    try:
+        if reader:
+            connection: Connection = PcscConnection(reader)
+        else:
+            virtual = VirtualCard.open(load_profile(profile or "piv"), state, ephemeral=state is None)
+            connection = InProcessConnection(virtual.card)
+    except (ProfileError, StateError) as error:
+        raise click.ClickException(str(error)) from None
+    except PcscError as error:
+        raise click.ClickException(f"card: {error}") from None
+    try:
+        with connection:
+            result = discovery_module.discover(connection)
+    except PcscError as error:
+        raise click.ClickException(f"card: {error}") from None
+    finally:
+        if virtual is not None:
+            virtual.close()
+    result.meter = connection.meter.snapshot()
+    if as_json:
+        click.echo(json.dumps(result.as_json(), indent=2))
+        return
+    for line in discovery_module.render(result):
+        click.echo(line)
+
+
+COMMANDS = (logon_check, ca, enroll, kdc, discover)

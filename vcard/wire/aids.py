@@ -15,3 +15,7 @@ GIDS_AID_PREFIX = GIDS_AID[:9]
 
 ISO_APPLET_AID = bytes.fromhex("F07663617264") + b"\x01"
 """The bare ISO applet of vcard: proprietary RID F0 + "vcard" + 01."""
+
+SC_PNP_AID = bytes.fromhex("A0000003974349445F0100")
+"""Microsoft's smart card Plug and Play AID ("Discovery Process", Windows driver docs): Windows
+selects it, then asks GET DATA 7F68 for the card identifier (a list of GUIDs)."""
