@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 from harness import CardProcess, HarnessError, ensure_pcscd, environment_problem
 
+from signin import ca as ca_module
+from signin.kdc import Kdc, missing_tools
 from vcard.testing import exclusive_slots
 
 SKIP_ENV = "VCARD_SKIP_INTEGRATION"
@@ -84,3 +86,28 @@ def start_card() -> Iterator[CardFactory]:
 def iso_card(start_card: CardFactory) -> CardProcess:
     """An ephemeral iso-profile card in "Virtual PCD 00 00"."""
     return start_card("iso", 0)
+
+
+KDC_USER = "alice"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kdc]:
+    """A private MIT KDC for this test module (realm VCARD.TEST, user KDC_USER), trusting a lab CA."""
+    missing = missing_tools()
+    if missing:
+        pytest.fail(f"the KDC tests need {', '.join(missing)}: run `make system-deps`", pytrace=False)
+    directory = tmp_path_factory.mktemp("kdc-lab")
+    authority = ca_module.init_ca(directory / "ca")
+    with Kdc.start(directory / "kdc", authority, eku_checking="scLogin", allow_upn=True) as kdc:
+        kdc.add_principal(KDC_USER)
+        yield kdc
+
+
+@pytest.fixture
+def kdc(lab: Kdc) -> Iterator[Kdc]:
+    """The lab KDC in its Windows-like configuration (scLogin + allow_upn), no tickets."""
+    if (lab.eku_checking, lab.allow_upn) != ("scLogin", True):
+        lab.reconfigure("scLogin", True)
+    lab.destroy_tickets()
+    yield lab

@@ -232,3 +232,37 @@ def transmit(connection: Link, apdu: bytes | str) -> tuple[bytes, int]:
     raw = bytes.fromhex(apdu) if isinstance(apdu, str) else apdu
     data, sw = SmartCardProtocol(connection).exchange(raw)
     return data, sw
+
+
+def operator_pin_profile(timeout_s: int) -> str:
+    """An iso card with a user PIN (role 1) and an operator-approved external role (4):
+    `vcard pinpad` answers its verifications, or they time out after `timeout_s`."""
+    return f"""
+description = "iso card with an operator-approved external role (integration test)"
+default_applet = "iso"
+
+[[security.roles]]
+role = 1
+label = "user"
+type = "pin"
+initial = "123456"
+min_length = 6
+max_length = 8
+charset = "digits"
+retries = 3
+
+[[security.roles]]
+role = 4
+label = "pin pad"
+type = "external"
+initial = "2468"
+min_length = 4
+max_length = 8
+retries = 3
+
+[security.roles.external]
+policy = "operator"
+timeout_s = {timeout_s}
+
+[applets.iso]
+"""

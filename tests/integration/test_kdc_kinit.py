@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import CardFactory
+from conftest import KDC_USER, CardFactory
 from cryptography import x509
 from harness import pcsc_connection, transmit
 
@@ -23,36 +22,15 @@ from signin import ca as ca_module
 from signin import card as card_module
 from signin import enroll as enroll_module
 from signin import rules
-from signin.kdc import Kdc, missing_tools
+from signin.kdc import Kdc
 from vcard.cli import main
 
 pytestmark = pytest.mark.integration
 
-USER = "alice"
+USER = KDC_USER
 PRINCIPAL = "alice@VCARD.TEST"
 PIN = "123456"
 SELECT = {"piv": "00A4040009A00000030800001000", "gids": "00A404000BA00000039742544659020100"}
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kdc]:
-    missing = missing_tools()
-    if missing:
-        pytest.fail(f"the KDC tests need {', '.join(missing)}: run `make system-deps`", pytrace=False)
-    directory = tmp_path_factory.mktemp("kdc-lab")
-    authority = ca_module.init_ca(directory / "ca")
-    with Kdc.start(directory / "kdc", authority, eku_checking="scLogin", allow_upn=True) as kdc:
-        kdc.add_principal(USER)
-        yield kdc
-
-
-@pytest.fixture
-def kdc(lab: Kdc) -> Iterator[Kdc]:
-    """The lab KDC in its Windows-like configuration (scLogin + allow_upn), no tickets."""
-    if (lab.eku_checking, lab.allow_upn) != ("scLogin", True):
-        lab.reconfigure("scLogin", True)
-    lab.destroy_tickets()
-    yield lab
 
 
 def enroll(reader: str, ca: ca_module.CA, template: str = "windows", key_type: str = "rsa2048") -> None:

@@ -14,43 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import CardProcess, pcsc_connection, transmit
+from harness import CardProcess, operator_pin_profile, pcsc_connection, transmit
 
 pytestmark = pytest.mark.integration
 
 READER = "Virtual PCD 00 00"
 SELECT_ISO = "00A4040005F076636172"
 PIN_PAD = 4
-
-PROFILE = """
-description = "iso card with an operator-approved external role (integration test)"
-default_applet = "iso"
-
-[[security.roles]]
-role = 1
-label = "user"
-type = "pin"
-initial = "123456"
-min_length = 6
-max_length = 8
-charset = "digits"
-retries = 3
-
-[[security.roles]]
-role = 4
-label = "pin pad"
-type = "external"
-initial = "2468"
-min_length = 4
-max_length = 8
-retries = 3
-
-[security.roles.external]
-policy = "operator"
-timeout_s = 30
-
-[applets.iso]
-"""
 
 
 def vcard(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -69,7 +39,7 @@ def pin_pad_role(state: Path) -> dict[str, Any]:
 @pytest.fixture
 def operator_card(tmp_path: Path) -> Iterator[Path]:
     profile = tmp_path / "operator.toml"
-    profile.write_text(PROFILE)
+    profile.write_text(operator_pin_profile(30))
     state = tmp_path / "state"
     with CardProcess(str(profile), 0, ["--state", str(state)]):
         yield state

@@ -7,22 +7,20 @@ ranges around what was measured and that every call type is counted.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CardFactory
+from conftest import KDC_USER, CardFactory
 
-from signin import ca as ca_module
 from signin import card as card_module
 from signin import enroll as enroll_module
-from signin.kdc import OPENSC_PKCS11, Kdc, missing_tools
+from signin.kdc import OPENSC_PKCS11, Kdc
 from signin.rdp.calllog import Workload, read_log
 from signin.rdp.interposer import run_traced
 
 pytestmark = pytest.mark.integration
 
-USER = "alice"
+USER = KDC_USER
 PIN = "123456"
 # (SCard calls, APDUs) measured here with the interposer, as ranges: OpenSC's presence
 # polling adds or drops a few calls from run to run
@@ -31,25 +29,12 @@ PIN = "123456"
 KINIT_CALLS = {"piv": ((140, 175), (60, 78)), "gids": ((245, 300), (85, 105))}
 
 
-@pytest.fixture(scope="module")
-def kdc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kdc]:
-    missing = missing_tools()
-    if missing:
-        pytest.fail(f"the KDC tests need {', '.join(missing)}: run `make system-deps`", pytrace=False)
-    directory = tmp_path_factory.mktemp("rdp-kdc")
-    authority = ca_module.init_ca(directory / "ca")
-    with Kdc.start(directory / "kdc", authority, eku_checking="scLogin", allow_upn=True) as lab:
-        lab.add_principal(USER)
-        yield lab
-
-
 @pytest.mark.parametrize("profile", ["piv", "gids"])
 def test_kinit_sign_in_call_counts(profile: str, start_card: CardFactory, kdc: Kdc, tmp_path: Path) -> None:
     reader = start_card(profile, 0).reader
     with card_module.open_card(reader=reader, writable=True) as card_data:
         assert card_data.applet == profile
         enroll_module.enroll(card_data, profile, f"{USER}@{kdc.realm}", "windows", PIN.encode(), ca=kdc.ca)
-    kdc.destroy_tickets()
     command = ["kinit", "-X", f"X509_user_identity=PKCS11:{OPENSC_PKCS11}", f"{USER}@{kdc.realm}"]
     run = run_traced(
         command, tmp_path / "kinit.jsonl", stdin=f"{PIN}\n".encode(), quiet=True, base_env=kdc.env

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from harness import CardProcess, pcsc_connection, transmit
+from harness import CardProcess, operator_pin_profile, pcsc_connection, transmit
 
 pytestmark = pytest.mark.integration
 
@@ -22,36 +22,6 @@ READER = "Virtual PCD 00 00"
 SELECT_ISO = "00A4040005F076636172"
 VERIFY_USER = "0020008106313233343536"
 STATUS_USER = "00200081"
-
-EXTERNAL_PROFILE = """
-description = "iso card with an operator-approved external role (integration test)"
-default_applet = "iso"
-
-[[security.roles]]
-role = 1
-label = "user"
-type = "pin"
-initial = "123456"
-min_length = 6
-max_length = 8
-charset = "digits"
-retries = 3
-
-[[security.roles]]
-role = 4
-label = "pin pad"
-type = "external"
-initial = "2468"
-min_length = 4
-max_length = 8
-retries = 3
-
-[security.roles.external]
-policy = "operator"
-timeout_s = 3
-
-[applets.iso]
-"""
 
 
 def _disposition(name: str) -> int:
@@ -117,7 +87,7 @@ def _verify_external_while(state: Path, *pinpad_args: str) -> tuple[tuple[bytes,
 @pytest.fixture
 def external_card(tmp_path: Path) -> tuple[Path, CardProcess]:
     profile = tmp_path / "external.toml"
-    profile.write_text(EXTERNAL_PROFILE)
+    profile.write_text(operator_pin_profile(3))
     state = tmp_path / "state"
     card = CardProcess(str(profile), 0, ["--state", str(state)])
     card.__enter__()
