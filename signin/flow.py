@@ -54,9 +54,16 @@ def registered_atr(atr: bytes) -> discovery_module.KnownAtr:
 class SignInError(Exception):
     """The sign-in stopped at `step`; the message is what a user needs (no traceback)."""
 
-    def __init__(self, step: str, message: str) -> None:
+    def __init__(self, step: str, message: str, kdc_error: messages.KdcError | None = None) -> None:
         self.step = step
+        self.kdc_error = kdc_error  # the KRB-ERROR, when the KDC refused
         super().__init__(message)
+
+    def as_json(self) -> dict[str, Any]:
+        document: dict[str, Any] = {"step": self.step, "message": str(self)}
+        if self.kdc_error is not None:
+            document["krb_error"] = {"code": self.kdc_error.code, "e_text": self.kdc_error.text}
+        return document
 
 
 @dataclass
@@ -120,7 +127,7 @@ class Result:
         totals = self.card_totals()
         return {
             "ok": self.error is None,
-            "error": None if self.error is None else {"step": self.error.step, "message": str(self.error)},
+            "error": None if self.error is None else self.error.as_json(),
             "card": self.applet,
             "certificate": self.certificate,
             "steps": [step.as_json() for step in self.steps],
@@ -230,7 +237,7 @@ class SignInSession:
             try:
                 tgt = pkinit_client.process_reply(request, reply, options.anchors, options.clock())
             except messages.KdcError as error:
-                raise SignInError("reply", str(error)) from None
+                raise SignInError("reply", str(error), error) from None
             except messages.ReplyError as error:
                 raise SignInError("reply", f"KDC reply refused: {error}") from None
             try:
