@@ -47,7 +47,10 @@ def registered_atr(atr: bytes) -> discovery_module.KnownAtr:
     """A Calais\\SmartCards entry for exactly this ATR, naming the inbox class minidriver (the state
     after Windows has seen the card once): discovery then needs no APDU."""
     return discovery_module.KnownAtr(
-        "vcard (registered ATR)", atr, b"\xff" * len(atr), "Windows inbox smart card class minidriver (msclmd.dll)"
+        "vcard (registered ATR)",
+        atr,
+        b"\xff" * len(atr),
+        "Windows inbox smart card class minidriver (msclmd.dll)",
     )
 
 
@@ -150,7 +153,9 @@ class Result:
 
 
 def _diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
-    return {name: count - before.get(name, 0) for name, count in after.items() if count != before.get(name, 0)}
+    return {
+        name: count - before.get(name, 0) for name, count in after.items() if count != before.get(name, 0)
+    }
 
 
 class SignInSession:
@@ -208,16 +213,17 @@ class SignInSession:
             messages.split_principal(options.user)
         except ValueError as error:
             raise SignInError("arguments", str(error)) from None
-        if self.card_data is None:
-            with self._step(result, "discovery") as step:
-                self._discover(options, step)
-        result.applet = self.applet
-        card_data = self.card_data
-        assert card_data is not None
         with contextlib.ExitStack() as held:
             try:
+                if self.card_data is None:
+                    with self._step(result, "discovery") as step:
+                        self._discover(options, step, held)
+                result.applet = self.applet
+                card_data = self.card_data
+                assert card_data is not None
                 with self._step(result, "enumeration") as step:
-                    held.enter_context(card_data.transaction())
+                    if card_data.hScard is None or not card_data.hScard.in_transaction:
+                        held.enter_context(card_data.transaction())  # warm: the discovery's is not held
                     entry, result.certificate = self._enumerate(card_data, options, step)
                 with self._step(result, "pin") as step:
                     held.callback(self._deauthenticate, card_data)  # also when the PIN or signature fails
@@ -232,7 +238,9 @@ class SignInSession:
                 reply = transport.exchange(options.kdc, request.der, options.timeout)
             except transport.TransportError as error:
                 raise SignInError("kdc", str(error)) from None
-            step.detail = f"AS-REQ {len(request.der)} bytes to {options.kdc[0]}:{options.kdc[1]}, reply {len(reply)}"
+            step.detail = (
+                f"AS-REQ {len(request.der)} bytes to {options.kdc[0]}:{options.kdc[1]}, reply {len(reply)}"
+            )
         with self._step(result, "reply") as step:
             try:
                 tgt = pkinit_client.process_reply(request, reply, options.anchors, options.clock())
@@ -247,13 +255,16 @@ class SignInSession:
             result.tgt = tgt
             step.detail = f"TGT {tgt.server_name} for {tgt.client_name} in FILE:{options.ccache}"
 
-    def _discover(self, options: Options, step: Step) -> None:
+    def _discover(self, options: Options, step: Step, held: contextlib.ExitStack) -> None:
+        """Bind a minidriver and CardAcquireContext, inside the transaction the sign-in then keeps."""
         atr = self.connection.atr
         registered = next((entry for entry in options.known_atrs if entry.matches(atr)), None)
         if registered is not None:
             # The registry names the class minidriver; its CardAcquireContext picks PIV or GIDS mode.
             applet = APPLETS.get(registered.name)
-            step.detail = f"ATR {atr.hex().upper()} registered as {registered.name!r}: {registered.minidriver}"
+            step.detail = (
+                f"ATR {atr.hex().upper()} registered as {registered.name!r}: {registered.minidriver}"
+            )
         else:
             found = discovery_module.discover(self.connection, options.known_atrs)
             if found.binding is None:
@@ -263,22 +274,29 @@ class SignInSession:
                 raise SignInError("discovery", f"card {found.binding!r}: a minidriver vcard does not model")
             step.detail = f"{found.minidriver}; {found.reason}"
         card_data = md.CardData.from_connection(self.connection, applet=applet, idle_reset_seconds=None)
+        held.enter_context(card_data.transaction())
         try:
             md.CardAcquireContext(card_data, 0)
         except md.ScardError as error:
             raise SignInError("discovery", f"CardAcquireContext: {error}") from None
-        self.card_data, self.applet = card_data, applet
+        context = card_data.pvVendorSpecific
+        assert context is not None
+        self.card_data, self.applet = card_data, context.backend.name
 
     def _enumerate(
         self, card_data: md.CardData, options: Options, step: Step
     ) -> tuple[rules_module.CardCertificate, dict[str, Any]]:
         try:
-            contents = card_module.read_certificates(card_data)
+            contents = card_module.read_certificates(card_data, container_info=False)
         except card_module.CardReadError as error:
             raise SignInError("enumeration", str(error)) from None
         try:
-            rule_options = rules_module.options_from_policies(options.rules, options.policies, True, options.user)
-            verdicts = rules_module.evaluate(contents.certificates, options.rules, rule_options, options.clock)
+            rule_options = rules_module.options_from_policies(
+                options.rules, options.policies, True, options.user
+            )
+            verdicts = rules_module.evaluate(
+                contents.certificates, options.rules, rule_options, options.clock
+            )
         except (ValueError, CertificateFormatError) as error:
             raise SignInError("enumeration", f"certificate rules: {error}") from None
         wanted = options.user.casefold()

@@ -442,17 +442,23 @@ def _anchors(path: Path) -> list[Any]:
     except OSError as error:
         raise click.BadParameter(f"{path}: {error.strerror or error}", param_hint="--anchor") from None
     try:
-        return x509.load_pem_x509_certificates(data) if b"-----BEGIN" in data else [
-            x509.load_der_x509_certificate(data)
-        ]
+        return (
+            x509.load_pem_x509_certificates(data)
+            if b"-----BEGIN" in data
+            else [x509.load_der_x509_certificate(data)]
+        )
     except ValueError as error:
-        raise click.BadParameter(f"{path}: not a PEM or DER certificate ({error})", param_hint="--anchor") from None
+        raise click.BadParameter(
+            f"{path}: not a PEM or DER certificate ({error})", param_hint="--anchor"
+        ) from None
 
 
 def render_steps(result: flow_module.Result) -> list[str]:
     lines = []
     for step in result.steps:
-        calls = ", ".join(f"{name.removeprefix('SCard')} {count}" for name, count in sorted(step.calls.items()))
+        calls = ", ".join(
+            f"{name.removeprefix('SCard')} {count}" for name, count in sorted(step.calls.items())
+        )
         mark = "" if step.ok else "  FAILED"
         lines.append(
             f"{step.name:<11} {step.apdus:>3} APDUs {step.scard_calls:>3} SCard calls "
@@ -486,10 +492,16 @@ def render_steps(result: flow_module.Result) -> list[str]:
 @click.option("--pin", help="User PIN (prefer --pin-stdin; prompted when neither is given).")
 @click.option("--pin-stdin", is_flag=True, help="Read the PIN from the first line of standard input.")
 @click.option(
-    "--rules", "rule_set", type=click.Choice(list(rules_module.RULE_SETS)), default="windows", show_default=True
+    "--rules",
+    "rule_set",
+    type=click.Choice(list(rules_module.RULE_SETS)),
+    default="windows",
+    show_default=True,
 )
 @click.option("--policy", "policies", multiple=True, metavar="NAME=VALUE", help="Rule policies (repeatable).")
-@click.option("--container", type=click.IntRange(0, 255), help="Use this container instead of matching --user.")
+@click.option(
+    "--container", type=click.IntRange(0, 255), help="Use this container instead of matching --user."
+)
 @click.option(
     "--registered-atr",
     is_flag=True,
@@ -539,11 +551,7 @@ def signin(
         raise click.ClickException(str(error)) from None
     except PcscError as error:
         raise click.ClickException(f"card: {error}") from None
-    known = (
-        (flow_module.registered_atr(connection.atr),)
-        if registered_atr
-        else discovery_module.KNOWN_ATRS
-    )
+    known = (flow_module.registered_atr(connection.atr),) if registered_atr else discovery_module.KNOWN_ATRS
     options = flow_module.Options(
         user=user,
         kdc=address,

@@ -8,8 +8,8 @@ explicit outer tags on a SEQUENCE.
 
 from __future__ import annotations
 
-from asn1crypto import core
 from asn1crypto import algos as asn1_algos
+from asn1crypto import core
 from asn1crypto import keys as asn1_keys
 
 APPLICATION = 1
@@ -269,4 +269,3 @@ class ReplyKeyPack(core.Sequence):
         ("replyKey", EncryptionKey, {"explicit": 0}),
         ("asChecksum", Checksum, {"explicit": 1}),
     ]
-

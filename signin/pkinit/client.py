@@ -100,8 +100,13 @@ def build_request(
     return Request(messages.as_req(body, signed), components, realm, nonce, key, now)
 
 
-def _reply_key(request: Request, reply: messages.Reply, enctype: int, anchors: list[x509.Certificate],
-               now: datetime.datetime) -> tuple[crypto.Key, x509.Certificate]:
+def _reply_key(
+    request: Request,
+    reply: messages.Reply,
+    enctype: int,
+    anchors: list[x509.Certificate],
+    now: datetime.datetime,
+) -> tuple[crypto.Key, x509.Certificate]:
     value = reply.padata(asn1.PA_PK_AS_REP)
     if value is None:
         raise ReplyError("AS-REP: no PA-PK-AS-REP (the KDC did not answer with PKINIT)")
@@ -158,7 +163,9 @@ def process_reply(
         raise ReplyError("EncASRepPart: nonce differs from the request's")
     cname = as_rep["cname"]["name-string"].native
     if cname != request.components or as_rep["crealm"].native != request.realm:
-        raise ReplyError(f"AS-REP: ticket for {'/'.join(cname)}@{as_rep['crealm'].native}, not the requested user")
+        raise ReplyError(
+            f"AS-REP: ticket for {'/'.join(cname)}@{as_rep['crealm'].native}, not the requested user"
+        )
     session = part["key"]
     try:
         session_key = crypto.Key(session["keytype"].native, session["keyvalue"].native)

@@ -93,7 +93,8 @@ def sign(content_type: str, content: bytes, signer: Signer) -> bytes:
             "signer_infos": [signer_info],
         }
     )
-    return cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump()
+    der: bytes = cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump()
+    return der
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,9 @@ def verify(
         signed = info["content"]
         encap = signed["encap_content_info"]
         if encap["content_type"].dotted != content_type:
-            raise CmsError(f"encapsulated content type {encap['content_type'].dotted}, expected {content_type}")
+            raise CmsError(
+                f"encapsulated content type {encap['content_type'].dotted}, expected {content_type}"
+            )
         content = encap["content"].contents if encap["content"].native is not None else b""
         signer_infos = list(signed["signer_infos"])
         certificates = [
@@ -134,7 +137,9 @@ def verify(
     return Verified(content, signer)
 
 
-def _signer_certificate(signer_info: cms.SignerInfo, certificates: list[x509.Certificate]) -> x509.Certificate:
+def _signer_certificate(
+    signer_info: cms.SignerInfo, certificates: list[x509.Certificate]
+) -> x509.Certificate:
     sid = signer_info["sid"]
     for certificate in certificates:
         if sid.name == "issuer_and_serial_number":
@@ -159,7 +164,9 @@ def _check_signature(signer_info: cms.SignerInfo, signer: x509.Certificate, cont
     signed_attrs = signer_info["signed_attrs"]
     if signed_attrs.native is not None and len(signed_attrs):
         values = {attribute["type"].native: attribute["values"] for attribute in signed_attrs}
-        if "message_digest" not in values or values["message_digest"][0].native != digest(digest_name, content):
+        if "message_digest" not in values or values["message_digest"][0].native != digest(
+            digest_name, content
+        ):
             raise CmsError("the message-digest attribute does not match the content")
         to_verify = cms.CMSAttributes(list(signed_attrs)).dump()
     else:
@@ -176,7 +183,9 @@ def _check_signature(signer_info: cms.SignerInfo, signer: x509.Certificate, cont
         elif isinstance(key, ec.EllipticCurvePublicKey) and algorithm.signature_algo == "ecdsa":
             key.verify(signature, to_verify, ec.ECDSA(hash_algorithm()))
         else:
-            raise CmsError(f"signature algorithm {algorithm['algorithm'].native} with this key is not supported")
+            raise CmsError(
+                f"signature algorithm {algorithm['algorithm'].native} with this key is not supported"
+            )
     except InvalidSignature:
         raise CmsError(f"the signature by {signer.subject.rfc4514_string()} does not verify") from None
 
@@ -207,4 +216,3 @@ def _check_path(
             raise CmsError(f"{name} has no EKU; expected {required_eku.dotted_string}") from None
         if required_eku not in ekus:
             raise CmsError(f"{name} lacks the EKU {required_eku.dotted_string}")
-

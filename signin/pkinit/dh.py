@@ -62,7 +62,9 @@ def public_key_info(key: dh.DHPrivateKey) -> asn1_keys.PublicKeyInfo:
     parameters = asn1_keys.DomainParameters({"p": MODP_2048_P, "g": MODP_2048_G, "q": MODP_2048_Q})
     return asn1_keys.PublicKeyInfo(
         {
-            "algorithm": asn1_keys.PublicKeyAlgorithm({"algorithm": DH_PUBLIC_NUMBER, "parameters": parameters}),
+            "algorithm": asn1_keys.PublicKeyAlgorithm(
+                {"algorithm": DH_PUBLIC_NUMBER, "parameters": parameters}
+            ),
             "public_key": y,
         }
     )

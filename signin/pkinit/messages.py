@@ -64,7 +64,7 @@ class KdcError(Exception):
 
 
 def split_principal(user: str) -> tuple[list[str], str]:
-    """"alice@VCARD.TEST" -> (["alice"], "VCARD.TEST"); "a/b@R" -> (["a", "b"], "R")."""
+    """ "alice@VCARD.TEST" -> (["alice"], "VCARD.TEST"); "a/b@R" -> (["a", "b"], "R")."""
     name, at, realm = user.rpartition("@")
     if not at or not name or not realm:
         raise ValueError(f"{user!r}: expected a principal name@REALM")
@@ -130,7 +130,7 @@ def auth_pack(
 
 def as_req(body: asn1.KdcReqBody, signed_auth_pack: bytes) -> bytes:
     pa = asn1.PaPkAsReq({"signedAuthPack": signed_auth_pack})
-    return asn1.AsReq(
+    der: bytes = asn1.AsReq(
         {
             "pvno": 5,
             "msg-type": asn1.KRB_AS_REQ,
@@ -138,6 +138,7 @@ def as_req(body: asn1.KdcReqBody, signed_auth_pack: bytes) -> bytes:
             "req-body": body,
         }
     ).dump()
+    return der
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ class Reply:
 def _load(spec: type[asn1_core.Asn1Value], der: bytes, what: str) -> asn1_core.Asn1Value:
     try:
         value = spec.load(der, strict=True)
-        value.native  # decode every field now, so a bad field fails here
+        _ = value.native  # decode every field now, so a bad field fails here
     except (ValueError, TypeError, KeyError) as error:
         raise ReplyError(f"{what}: malformed ({error})") from None
     return value

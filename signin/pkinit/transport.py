@@ -13,7 +13,7 @@ class TransportError(Exception):
 
 
 def parse_address(value: str, default_port: int = 88) -> tuple[str, int]:
-    """"host", "host:port" or "[v6]:port" -> (host, port)."""
+    """ "host", "host:port" or "[v6]:port" -> (host, port)."""
     host, port = value, default_port
     if value.startswith("["):
         host, _, rest = value[1:].partition("]")

@@ -31,7 +31,9 @@ SERVICE = "host/service.vcard.test"
 EC_POLICY = ["--policy", "EnumerateECCCerts=on"]
 
 
-def signin(kdc: Kdc, ccache: Path, card: list[str], pin: str = PIN, extra: tuple[str, ...] = ()) -> tuple[int, dict]:
+def signin(
+    kdc: Kdc, ccache: Path, card: list[str], pin: str = PIN, extra: tuple[str, ...] = ()
+) -> tuple[int, dict]:
     arguments = [
         "signin",
         *card,
@@ -54,7 +56,12 @@ def signin(kdc: Kdc, ccache: Path, card: list[str], pin: str = PIN, extra: tuple
 
 def klist(kdc: Kdc, ccache: Path) -> str:
     result = subprocess.run(
-        ["klist", "-c", f"FILE:{ccache}"], capture_output=True, text=True, env=kdc.env, timeout=30, check=False
+        ["klist", "-c", f"FILE:{ccache}"],
+        capture_output=True,
+        text=True,
+        env=kdc.env,
+        timeout=30,
+        check=False,
     )
     return result.stdout + result.stderr
 
@@ -91,9 +98,7 @@ def service(lab: Kdc) -> str:
     return SERVICE
 
 
-@pytest.mark.parametrize(
-    ("profile", "key_type"), [("piv", "rsa2048"), ("piv", "p256"), ("gids", "rsa2048")]
-)
+@pytest.mark.parametrize(("profile", "key_type"), [("piv", "rsa2048"), ("piv", "p256"), ("gids", "rsa2048")])
 def test_signs_in_through_pcscd(
     profile: str, key_type: str, start_card: CardFactory, kdc: Kdc, service: str, tmp_path: Path
 ) -> None:
@@ -104,9 +109,17 @@ def test_signs_in_through_pcscd(
     code, document = signin(kdc, ccache, ["--reader", card.reader], extra=extra)
     assert code == 0, document
     assert document["card"] == profile
-    assert document["certificate"]["key_spec"] == ("AT_ECDSA_P256" if key_type == "p256" else "AT_KEYEXCHANGE")
+    assert document["certificate"]["key_spec"] == (
+        "AT_ECDSA_P256" if key_type == "p256" else "AT_KEYEXCHANGE"
+    )
     assert [step["step"] for step in document["steps"]] == [
-        "discovery", "enumeration", "pin", "signature", "kdc", "reply", "release"
+        "discovery",
+        "enumeration",
+        "pin",
+        "signature",
+        "kdc",
+        "reply",
+        "release",
     ]
     kdc_step = next(step for step in document["steps"] if step["step"] == "kdc")
     assert kdc_step["scard_calls"] == 0
@@ -115,15 +128,24 @@ def test_signs_in_through_pcscd(
     assert pin_status(card.reader, profile) == 0x63C3
 
 
-@pytest.mark.parametrize(
-    ("profile", "key_type"), [("piv", "rsa2048"), ("piv", "p256"), ("gids", "rsa2048")]
-)
+@pytest.mark.parametrize(("profile", "key_type"), [("piv", "rsa2048"), ("piv", "p256"), ("gids", "rsa2048")])
 def test_signs_in_in_process(profile: str, key_type: str, kdc: Kdc, service: str, tmp_path: Path) -> None:
     state = tmp_path / "card"
     card = ["--state", str(state), "--profile", profile]
     enrolled = CliRunner().invoke(
         main,
-        ["enroll", *card, "--user", PRINCIPAL, "--ca", str(kdc.ca.directory), "--pin", PIN, "--key", key_type],
+        [
+            "enroll",
+            *card,
+            "--user",
+            PRINCIPAL,
+            "--ca",
+            str(kdc.ca.directory),
+            "--pin",
+            PIN,
+            "--key",
+            key_type,
+        ],
     )
     assert enrolled.exit_code == 0, enrolled.output
     ccache = tmp_path / "ccache"
@@ -166,7 +188,9 @@ def test_kdc_refusals(
     code: int,
     name: str,
     message: str,
-    start_card: CardFactory, lab: Kdc, tmp_path: Path
+    start_card: CardFactory,
+    lab: Kdc,
+    tmp_path: Path,
 ) -> None:
     card = start_card("piv", 0)
     enroll_reader(card.reader, lab)
@@ -182,9 +206,13 @@ def test_kdc_refusals(
     assert not (tmp_path / "ccache").exists()
 
 
-def test_no_digital_signature_is_refused_on_the_client(start_card: CardFactory, kdc: Kdc, tmp_path: Path) -> None:
+def test_no_digital_signature_is_refused_on_the_client(
+    start_card: CardFactory, kdc: Kdc, tmp_path: Path
+) -> None:
     card = start_card("piv", 0)
-    write_custom(kdc, card.reader, x509.KeyUsage(False, False, True, False, False, False, False, False, False))
+    write_custom(
+        kdc, card.reader, x509.KeyUsage(False, False, True, False, False, False, False, False, False)
+    )
     log_before = len(kdc.log())
     code, document = signin(kdc, tmp_path / "ccache", ["--reader", card.reader])
     assert code == 1
@@ -203,8 +231,18 @@ def test_kdc_unreachable_is_a_clear_error(start_card: CardFactory, kdc: Kdc, tmp
         result = CliRunner().invoke(
             main,
             [
-                "signin", "--reader", card.reader, "--user", PRINCIPAL, "--kdc", f"127.0.0.1:{kdc.port}",
-                "--anchor", str(kdc.directory / "ca.crt"), "--ccache", str(tmp_path / "cc"), "--pin-stdin",
+                "signin",
+                "--reader",
+                card.reader,
+                "--user",
+                PRINCIPAL,
+                "--kdc",
+                f"127.0.0.1:{kdc.port}",
+                "--anchor",
+                str(kdc.directory / "ca.crt"),
+                "--ccache",
+                str(tmp_path / "cc"),
+                "--pin-stdin",
             ],
             input=f"{PIN}\n",
         )
