@@ -34,6 +34,7 @@ from signin import flow as flow_module
 from signin import rules as rules_module
 from signin.certinfo import CertificateFormatError
 from signin.kdc import OPENSC_PKCS11, Kdc, KdcError
+from signin.pkinit import krb5conf
 from signin.pkinit import transport as pkinit_transport
 from vcard.host import CallMeter, Connection, InProcessConnection, PcscConnection, PcscError
 
@@ -381,6 +382,9 @@ def kdc(
         )
         click.echo(f"  export KRB5_CONFIG={directory / 'krb5.conf'} KRB5CCNAME=FILE:{directory / 'ccache'}")
         click.echo(f"  kinit -X X509_user_identity=PKCS11:{OPENSC_PKCS11} {users[0]}@{realm}")
+        click.echo(
+            f"  vcard signin --reader 'Virtual PCD 00 00' --user {users[0]}@{realm}   # the Windows path"
+        )
         assert server.process is not None
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the KDC on SIGTERM too
         server.process.wait()
@@ -453,6 +457,34 @@ def _anchors(path: Path) -> list[Any]:
         ) from None
 
 
+def _realm_defaults(user: str, kdc_address: str | None, anchor: Path | None) -> tuple[str, Path]:
+    """--kdc and --anchor, else the realm's `kdc` and `pkinit_anchors` in $KRB5_CONFIG."""
+    if kdc_address is not None and anchor is not None:
+        return kdc_address, anchor
+    config = os.environ.get("KRB5_CONFIG", "")
+    realm = user.rpartition("@")[2]
+    found = krb5conf.RealmConfig()
+    if config and realm:
+        try:
+            found = krb5conf.realm_config(Path(config.split(":")[0]), realm)
+        except krb5conf.Krb5ConfError as error:
+            raise click.ClickException(f"KRB5_CONFIG: {error}") from None
+    if kdc_address is None:
+        if not found.kdcs:
+            raise click.UsageError(
+                f"--kdc HOST:PORT is needed (no kdc for {realm or 'the realm'} in $KRB5_CONFIG)"
+            )
+        kdc_address = found.kdcs[0]
+    if anchor is None:
+        if not found.anchors:
+            raise click.UsageError(
+                f"--anchor CA.pem is needed (no pkinit_anchors FILE: for {realm or 'the realm'} "
+                "in $KRB5_CONFIG)"
+            )
+        anchor = found.anchors[0]
+    return kdc_address, anchor
+
+
 def render_steps(result: flow_module.Result) -> list[str]:
     lines = []
     for step in result.steps:
@@ -477,12 +509,14 @@ def render_steps(result: flow_module.Result) -> list[str]:
 @click.command("signin")
 @_card_options
 @click.option("--user", required=True, metavar="USER@REALM", help="Who signs in (UPN / client principal).")
-@click.option("--kdc", "kdc_address", default="127.0.0.1:88", show_default=True, metavar="HOST:PORT")
+@click.option(
+    "--kdc", "kdc_address", metavar="HOST:PORT", help="The KDC (default: the realm's kdc in $KRB5_CONFIG)."
+)
 @click.option(
     "--anchor",
     type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="CA certificate(s) (PEM/DER) the KDC's certificate must chain to.",
+    help="CA certificate(s) (PEM/DER) the KDC's certificate must chain to "
+    "(default: the realm's pkinit_anchors FILE: in $KRB5_CONFIG).",
 )
 @click.option(
     "--ccache",
@@ -513,8 +547,8 @@ def signin(
     state: Path | None,
     profile: str | None,
     user: str,
-    kdc_address: str,
-    anchor: Path,
+    kdc_address: str | None,
+    anchor: Path | None,
     ccache: Path | None,
     pin: str | None,
     pin_stdin: bool,
@@ -525,6 +559,7 @@ def signin(
     as_json: bool,
 ) -> None:
     """Sign in with the card as Windows does: discovery, certificates, PIN, PKINIT, TGT in a ccache."""
+    kdc_address, anchor = _realm_defaults(user, kdc_address, anchor)
     try:
         address = pkinit_transport.parse_address(kdc_address)
     except ValueError as error:

@@ -243,3 +243,46 @@ def test_bad_arguments(lab: Lab, tmp_path: Path, arguments: list[str], message: 
     )
     assert result.exit_code != 0
     assert message in result.output and "Traceback" not in result.output, result.output
+
+
+def test_kdc_and_anchor_from_krb5_config(lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in the sign-in lab: KRB5_CONFIG names the realm's KDC and anchors, so neither option is needed."""
+    card = enrolled(lab, tmp_path, "piv")
+    with fake_kdc(kdc_answering(lab)) as address:
+        config = tmp_path / "krb5.conf"
+        config.write_text(
+            "[libdefaults]\n    default_realm = VCARD.TEST\n[realms]\n"
+            "    OTHER.TEST = {\n        kdc = 127.0.0.1:1\n    }\n"
+            f"    VCARD.TEST = {{\n        kdc = {address[0]}:{address[1]}\n"
+            f"        pkinit_anchors = FILE:{lab.ca.certificate_path}\n"
+            "        pkinit_eku_checking = kpKDC\n    }\n"
+        )
+        monkeypatch.setenv("KRB5_CONFIG", str(config))
+        monkeypatch.setenv("KRB5CCNAME", f"FILE:{tmp_path / 'from-env'}")
+        result = CliRunner().invoke(main, ["signin", *card, "--user", USER, "--pin-stdin"], input=f"{PIN}\n")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "from-env").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[realms]\n    VCARD.TEST = {\n        kdc\n    }\n", "krb5.conf:3: expected NAME = VALUE"),
+        ("[realms]\n    VCARD.TEST = {\n", "block 'VCARD.TEST' is not closed"),
+        ("[realms]\n}\n", "krb5.conf:2: '}' without an open block"),
+        ("[realms]\n    VCARD.TEST = {\n    }\n", "--kdc HOST:PORT is needed (no kdc for VCARD.TEST"),
+    ],
+)
+def test_krb5_config_problems_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, message: str
+) -> None:
+    config = tmp_path / "krb5.conf"
+    config.write_text(text)
+    monkeypatch.setenv("KRB5_CONFIG", str(config))
+    result = CliRunner().invoke(
+        main,
+        ["signin", "--profile", "piv", "--state", str(tmp_path / "s"), "--user", USER, "--pin-stdin"],
+        input="1\n",
+    )
+    assert result.exit_code != 0
+    assert message in result.output and "Traceback" not in result.output, result.output
