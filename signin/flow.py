@@ -38,7 +38,7 @@ from . import rules as rules_module
 from .certinfo import CertificateFormatError
 from .pkinit import client as pkinit_client
 from .pkinit import messages, transport
-from .pkinit.card_signer import CardSigner
+from .pkinit.card_signer import CardDecryptor, CardSigner
 
 APPLETS = {discovery_module.PIV: "piv", discovery_module.GIDS: "gids"}
 
@@ -109,6 +109,7 @@ class Options:
     known_atrs: tuple[discovery_module.KnownAtr, ...] = discovery_module.KNOWN_ATRS
     clock: Callable[[], datetime.datetime] = rules_module.utc_now
     timeout: float = 10.0
+    key_transport: bool = False  # RSA key transport instead of Diffie-Hellman
 
 
 @dataclass
@@ -225,14 +226,34 @@ class SignInSession:
                     if card_data.hScard is None or not card_data.hScard.in_transaction:
                         held.enter_context(card_data.transaction())  # warm: the discovery's is not held
                     entry, result.certificate = self._enumerate(card_data, options, step)
+                    if options.key_transport and entry.key_spec != md.AT_KEYEXCHANGE:
+                        raise SignInError(
+                            "enumeration",
+                            "RSA key transport needs an RSA key-exchange key (AT_KEYEXCHANGE), not "
+                            f"{rules_module.key_spec_name(entry.key_spec)}",
+                        )
                 with self._step(result, "pin") as step:
                     held.callback(self._deauthenticate, card_data)  # also when the PIN or signature fails
                     self._pin(card_data, pin, step)
                 with self._step(result, "signature") as step:
                     request = self._sign(card_data, entry, options, step)
-                    held.close()  # deauthenticate, end the transaction: counted with the signature
+                    if not options.key_transport:
+                        held.close()  # deauthenticate, end the transaction: counted with the signature
+                decrypt_key = None
+                if options.key_transport:  # the card decrypts the reply key: keep the session
+                    decrypt_key = CardDecryptor(card_data, entry.container_index)
+                self._kdc_and_reply(options, request, result, decrypt_key, held)
             except md.ScardError as error:  # the transaction itself failed, or the card went away
                 raise SignInError("card", f"card: {error}") from None
+
+    def _kdc_and_reply(
+        self,
+        options: Options,
+        request: pkinit_client.Request,
+        result: Result,
+        decrypt_key: CardDecryptor | None,
+        held: contextlib.ExitStack,
+    ) -> None:
         with self._step(result, "kdc") as step:
             try:
                 reply = transport.exchange(options.kdc, request.der, options.timeout)
@@ -243,17 +264,26 @@ class SignInSession:
             )
         with self._step(result, "reply") as step:
             try:
-                tgt = pkinit_client.process_reply(request, reply, options.anchors, options.clock())
+                tgt = pkinit_client.process_reply(
+                    request, reply, options.anchors, options.clock(), decrypt_key
+                )
             except messages.KdcError as error:
                 raise SignInError("reply", str(error), error) from None
             except messages.ReplyError as error:
                 raise SignInError("reply", f"KDC reply refused: {error}") from None
+            except md.ScardError as error:
+                raise SignInError(
+                    "reply", f"CardRSADecrypt failed with SCARD_{error.name} ({error})"
+                ) from None
+            finally:
+                held.close()  # key transport: deauthenticate and end the transaction, counted here
             try:
                 tgt.write_ccache(options.ccache)
             except OSError as error:
                 raise SignInError("reply", f"{options.ccache}: {error.strerror or error}") from None
             result.tgt = tgt
-            step.detail = f"TGT {tgt.server_name} for {tgt.client_name} in FILE:{options.ccache}"
+            how = "RSA key transport, reply key decrypted on the card" if decrypt_key else "Diffie-Hellman"
+            step.detail = f"TGT {tgt.server_name} for {tgt.client_name} in FILE:{options.ccache} ({how})"
 
     def _discover(self, options: Options, step: Step, held: contextlib.ExitStack) -> None:
         """Bind a minidriver and CardAcquireContext, inside the transaction the sign-in then keeps."""
@@ -346,7 +376,9 @@ class SignInSession:
     ) -> pkinit_client.Request:
         signer = CardSigner(card_data, entry.container_index, entry.key_spec, entry.certificate)
         try:
-            request = pkinit_client.build_request(options.user, signer, options.clock())
+            request = pkinit_client.build_request(
+                options.user, signer, options.clock(), key_transport=options.key_transport
+            )
         except md.ScardError as error:
             raise SignInError("signature", f"CardSignData failed with SCARD_{error.name} ({error})") from None
         step.detail = (

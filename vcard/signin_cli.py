@@ -541,6 +541,11 @@ def render_steps(result: flow_module.Result) -> list[str]:
     is_flag=True,
     help="Treat the card's ATR as registered in Calais\\SmartCards (discovery by ATR only, no APDU).",
 )
+@click.option(
+    "--key-transport",
+    is_flag=True,
+    help="Ask for RSA key transport (reply key decrypted on the card) instead of Diffie-Hellman.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def signin(
     reader: str | None,
@@ -556,6 +561,7 @@ def signin(
     policies: tuple[str, ...],
     container: int | None,
     registered_atr: bool,
+    key_transport: bool,
     as_json: bool,
 ) -> None:
     """Sign in with the card as Windows does: discovery, certificates, PIN, PKINIT, TGT in a ccache."""
@@ -596,6 +602,7 @@ def signin(
         policies=parsed,
         container=container,
         known_atrs=known,
+        key_transport=key_transport,
     )
     session = flow_module.SignInSession(connection)
     try:

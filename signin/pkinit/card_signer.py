@@ -49,3 +49,25 @@ class CardSigner:
             dwPaddingType=md.CARD_PADDING_PKCS1,
         )
         return md.CardSignData(self.card_data, info)[::-1]
+
+
+@dataclass
+class CardDecryptor:
+    """RSA key transport (RFC 4556 §3.2.3.2): the content-encryption key decrypted on the card.
+
+    CardRSADecrypt takes the ciphertext little-endian and, with CARD_RSA_DECRYPT_INFO version 2
+    and CARD_PADDING_PKCS1, returns the key with the PKCS#1 v1.5 padding removed.
+    """
+
+    card_data: md.CardData
+    container_index: int
+
+    def __call__(self, encrypted_key: bytes) -> bytes:
+        info = md.CARD_RSA_DECRYPT_INFO(
+            2,
+            self.container_index,
+            md.AT_KEYEXCHANGE,
+            encrypted_key[::-1],
+            dwPaddingType=md.CARD_PADDING_PKCS1,
+        )
+        return md.CardRSADecrypt(self.card_data, info)

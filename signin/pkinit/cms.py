@@ -10,6 +10,7 @@ encoding as a SET OF (RFC 5652 §5.4).
 from __future__ import annotations
 
 import datetime
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,8 +18,11 @@ from asn1crypto import cms
 from asn1crypto import core as asn1_core
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from ..certinfo import EKU_PKINIT_KDC
 
@@ -94,6 +98,63 @@ def sign(content_type: str, content: bytes, signer: Signer) -> bytes:
         }
     )
     der: bytes = cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump()
+    return der
+
+
+def open_enveloped(der: bytes, decrypt_key: Callable[[bytes], bytes]) -> tuple[str, bytes]:
+    """EnvelopedData to one key-transport recipient (RFC 5652 §6): (inner content type, content).
+
+    `decrypt_key` turns the RSA-encrypted content-encryption key into the key (on the card:
+    CardRSADecrypt with PKCS#1 v1.5 padding). AES-CBC and 3DES-CBC content encryption.
+    """
+    try:
+        info = cms.ContentInfo.load(der)
+        if info["content_type"].native != "enveloped_data":
+            raise CmsError(f"content type {info['content_type'].dotted}, expected enveloped-data")
+        enveloped = info["content"]
+        recipients = list(enveloped["recipient_infos"])
+        encrypted = enveloped["encrypted_content_info"]
+        algorithm = encrypted["content_encryption_algorithm"]
+        cipher_name = algorithm.encryption_cipher
+        iv = algorithm.encryption_iv
+        content_type = encrypted["content_type"].dotted
+        ciphertext = encrypted["encrypted_content"].native
+    except (ValueError, TypeError, KeyError) as error:
+        raise CmsError(f"not a well-formed CMS EnvelopedData ({error})") from None
+    if len(recipients) != 1 or recipients[0].name != "ktri":
+        raise CmsError("EnvelopedData: expected exactly one key-transport recipient")
+    ktri = recipients[0].chosen
+    if ktri["key_encryption_algorithm"]["algorithm"].native != "rsaes_pkcs1v15":
+        raise CmsError(
+            f"key encryption {ktri['key_encryption_algorithm']['algorithm'].native} is not supported"
+        )
+    key = decrypt_key(ktri["encrypted_key"].native)
+    cipher: algorithms.AES | TripleDES
+    if cipher_name == "aes":
+        cipher = algorithms.AES(key)
+    elif cipher_name == "tripledes":
+        cipher = TripleDES(key)
+    else:
+        raise CmsError(f"content encryption {algorithm['algorithm'].native} is not supported")
+    if not ciphertext or len(ciphertext) % (cipher.block_size // 8):
+        raise CmsError("EnvelopedData: encrypted content is not whole blocks")
+    decryptor = Cipher(cipher, modes.CBC(iv)).decryptor()
+    padded = decryptor.update(ciphertext) + decryptor.finalize()
+    unpadder = sym_padding.PKCS7(cipher.block_size).unpadder()
+    try:
+        content = unpadder.update(padded) + unpadder.finalize()
+    except ValueError:
+        raise CmsError("EnvelopedData: bad padding (wrong key)") from None
+    return content_type, content
+
+
+def as_content_info(signed_data: bytes) -> bytes:
+    """A bare SignedData (as EnvelopedData carries it, RFC 4556 §3.2.3.2) wrapped in a ContentInfo."""
+    try:
+        inner = cms.SignedData.load(signed_data)
+        der: bytes = cms.ContentInfo({"content_type": "signed_data", "content": inner}).dump()
+    except (ValueError, TypeError) as error:
+        raise CmsError(f"not a well-formed CMS SignedData ({error})") from None
     return der
 
 

@@ -28,8 +28,11 @@ ENCTYPE_NAMES = {
     AES128_CTS_HMAC_SHA1_96: "aes128-cts-hmac-sha1-96",
     AES256_CTS_HMAC_SHA1_96: "aes256-cts-hmac-sha1-96",
 }
-# key usages (RFC 4120 §7.5.1)
+# key usages (RFC 4120 §7.5.1, RFC 4556 §3.2.3.2)
 USAGE_AS_REP_ENC_PART = 3
+USAGE_PKINIT_AS_CHECKSUM = 6
+# checksum types (RFC 3962 §7): hmac-sha1-96-aes128 / -aes256
+CHECKSUM_TYPES = {AES128_CTS_HMAC_SHA1_96: 15, AES256_CTS_HMAC_SHA1_96: 16}
 
 
 class KerberosCryptoError(Exception):
@@ -154,6 +157,19 @@ def decrypt(key: Key, usage: int, ciphertext: bytes) -> bytes:
     if not hmac.compare_digest(_hmac_sha1(ki.value, data)[:MAC_SIZE], mac):
         raise KerberosCryptoError("integrity check failed (wrong reply key, or the reply was altered)")
     return data[BLOCK:]
+
+
+def checksum(key: Key, usage: int, data: bytes) -> bytes:
+    """RFC 3961 §5.4 keyed checksum: HMAC-SHA1-96 with Kc = DK(key, usage | 0x99)."""
+    kc = derive_key(key, usage.to_bytes(4, "big") + b"\x99")
+    return _hmac_sha1(kc.value, data)[:MAC_SIZE]
+
+
+def verify_checksum(key: Key, usage: int, data: bytes, cksumtype: int, value: bytes) -> bool:
+    """Constant-time check of a checksum of this key's type."""
+    if CHECKSUM_TYPES.get(key.enctype) != cksumtype:
+        return False
+    return hmac.compare_digest(checksum(key, usage, data), value)
 
 
 def string_to_key(enctype: int, password: bytes, salt: bytes, iterations: int = 4096) -> Key:

@@ -200,6 +200,12 @@ def parse_dh_key_info(value: bytes) -> asn1.KdcDhKeyInfo:
     return info
 
 
+def parse_reply_key_pack(value: bytes) -> asn1.ReplyKeyPack:
+    pack = _load(asn1.ReplyKeyPack, value, "ReplyKeyPack")
+    assert isinstance(pack, asn1.ReplyKeyPack)
+    return pack
+
+
 def parse_enc_part(plaintext: bytes) -> asn1.EncKdcRepPart:
     """EncASRepPart ([APPLICATION 25]), or EncTGSRepPart ([APPLICATION 26]) as RFC 4120 allows."""
     if plaintext[:1] == b"\x7a":

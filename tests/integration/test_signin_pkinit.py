@@ -250,3 +250,19 @@ def test_kdc_unreachable_is_a_clear_error(start_card: CardFactory, kdc: Kdc, tmp
         kdc.reconfigure(kdc.eku_checking, kdc.allow_upn)
     assert result.exit_code == 1
     assert "Error: kdc: KDC 127.0.0.1:" in result.output and "Traceback" not in result.output, result.output
+
+
+@pytest.mark.parametrize("profile", ["piv", "gids"])
+def test_rsa_key_transport_at_the_kdc(
+    profile: str, start_card: CardFactory, kdc: Kdc, service: str, tmp_path: Path
+) -> None:
+    """The KDC answers with encKeyPack; the card decrypts the content-encryption key (CardRSADecrypt)."""
+    card = start_card(profile, 0)
+    enroll_reader(card.reader, kdc)
+    ccache = tmp_path / "ccache"
+    code, document = signin(kdc, ccache, ["--reader", card.reader], extra=("--key-transport",))
+    assert code == 0, document
+    reply = next(step for step in document["steps"] if step["step"] == "reply")
+    assert "RSA key transport" in reply["detail"] and reply["apdus"] >= 1
+    assert_signed_in(kdc, ccache, document)
+    assert pin_status(card.reader, profile) == 0x63C3

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import secrets
 import socket
 import struct
 import threading
@@ -18,15 +19,19 @@ from dataclasses import dataclass
 
 from asn1crypto import cms as asn1_cms
 from asn1crypto import core as asn1_core
+from asn1crypto import parser
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import dh as crypto_dh
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from signin import ca as ca_module
 from signin.pkinit import asn1, cms, crypto, dh
 
 REALM = "VCARD.TEST"
+_DER = serialization.Encoding.DER
 USER = f"alice@{REALM}"
 
 
@@ -73,6 +78,7 @@ class Tweaks:
     flip_cipher: bool = False
     no_pk_as_rep: bool = False
     signer: SoftwareSigner | None = None  # sign the DH reply with another key
+    checksum_delta: int = 0  # key transport: spoil asChecksum
 
 
 def _now() -> datetime.datetime:
@@ -88,6 +94,69 @@ def answer(request_der: bytes, kdc: SoftwareSigner, tweaks: Tweaks | None = None
     pa = asn1.PaPkAsReq.load(request["padata"][0]["padata-value"].native)
     info = asn1_cms.ContentInfo.load(pa["signedAuthPack"].native)
     auth_pack = asn1.AuthPack.load(info["content"]["encap_content_info"]["content"].contents)
+    if auth_pack["clientPublicValue"].native is None:
+        client_cert = x509.load_der_x509_certificate(info["content"]["certificates"][0].chosen.dump())
+        reply_key = crypto.Key(crypto.AES256_CTS_HMAC_SHA1_96, secrets.token_bytes(32))
+        pk_as_rep = _key_transport(request_der, reply_key, client_cert, kdc, tweaks)
+    else:
+        pk_as_rep, reply_key = _diffie_hellman(auth_pack, kdc, tweaks)
+    return _as_rep(body, nonce, reply_key, pk_as_rep, tweaks)
+
+
+def _key_transport(
+    request_der: bytes, reply_key: crypto.Key, client: x509.Certificate, kdc: SoftwareSigner, tweaks: Tweaks
+) -> asn1.PaPkAsRep:
+    """encKeyPack: EnvelopedData (AES-256-CBC, CEK under the client's RSA key) of SignedData(ReplyKeyPack)."""
+    checksum = crypto.checksum(reply_key, crypto.USAGE_PKINIT_AS_CHECKSUM, request_der)
+    checksum = bytes([checksum[0] ^ tweaks.checksum_delta]) + checksum[1:]
+    pack = asn1.ReplyKeyPack(
+        {
+            "replyKey": {"keytype": reply_key.enctype, "keyvalue": reply_key.value},
+            "asChecksum": {"cksumtype": 16, "checksum": checksum},
+        }
+    )
+    wrapped = asn1_cms.ContentInfo.load(cms.sign(asn1.ID_PKINIT_RKEYDATA, pack.dump(), kdc))["content"].dump()
+    signed = parser.parse(wrapped)[4]  # the bare SignedData, without ContentInfo's [0]
+    cek, iv = secrets.token_bytes(32), secrets.token_bytes(16)
+    padder = sym_padding.PKCS7(128).padder()
+    encryptor = Cipher(algorithms.AES(cek), modes.CBC(iv)).encryptor()
+    ciphertext = encryptor.update(padder.update(signed) + padder.finalize()) + encryptor.finalize()
+    public = client.public_key()
+    assert isinstance(public, rsa.RSAPublicKey)
+    recipient = asn1_cms.KeyTransRecipientInfo(
+        {
+            "version": "v0",
+            "rid": asn1_cms.RecipientIdentifier(
+                "issuer_and_serial_number",
+                asn1_cms.IssuerAndSerialNumber(
+                    {
+                        "issuer": asn1_cms.Certificate.load(client.public_bytes(_DER)).issuer,
+                        "serial_number": client.serial_number,
+                    }
+                ),
+            ),
+            "key_encryption_algorithm": {"algorithm": "rsaes_pkcs1v15"},
+            "encrypted_key": public.encrypt(cek, padding.PKCS1v15()),
+        }
+    )
+    enveloped = asn1_cms.EnvelopedData(
+        {
+            "version": "v0",
+            "recipient_infos": [asn1_cms.RecipientInfo("ktri", recipient)],
+            "encrypted_content_info": {
+                "content_type": "signed_data",
+                "content_encryption_algorithm": {"algorithm": "aes256_cbc", "parameters": iv},
+                "encrypted_content": ciphertext,
+            },
+        }
+    )
+    der = asn1_cms.ContentInfo({"content_type": "enveloped_data", "content": enveloped}).dump()
+    return asn1.PaPkAsRep(name="encKeyPack", value=der)
+
+
+def _diffie_hellman(
+    auth_pack: asn1.AuthPack, kdc: SoftwareSigner, tweaks: Tweaks
+) -> tuple[asn1.PaPkAsRep, crypto.Key]:
     client_y = auth_pack["clientPublicValue"]["public_key"].parsed.native
     numbers = dh.PARAMETERS.parameter_numbers()
     kdc_key = dh.new_key()
@@ -104,7 +173,12 @@ def answer(request_der: bytes, kdc: SoftwareSigner, tweaks: Tweaks | None = None
     )
     signed = cms.sign(asn1.ID_PKINIT_DHKEYDATA, key_info.dump(), tweaks.signer or kdc)
     pk_as_rep = asn1.PaPkAsRep(name="dhInfo", value=asn1.DhRepInfo({"dhSignedData": signed}))
-    reply_key = crypto.octetstring2key(crypto.AES256_CTS_HMAC_SHA1_96, secret)
+    return pk_as_rep, crypto.octetstring2key(crypto.AES256_CTS_HMAC_SHA1_96, secret)
+
+
+def _as_rep(
+    body: asn1.KdcReqBody, nonce: int, reply_key: crypto.Key, pk_as_rep: asn1.PaPkAsRep, tweaks: Tweaks
+) -> bytes:
     now = _now()
     sname = {"name-type": asn1.NT_SRV_INST, "name-string": ["krbtgt", REALM]}
     part = asn1.EncAsRepPart(

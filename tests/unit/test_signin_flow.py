@@ -286,3 +286,35 @@ def test_krb5_config_problems_are_named(
     )
     assert result.exit_code != 0
     assert message in result.output and "Traceback" not in result.output, result.output
+
+
+@pytest.mark.parametrize("profile", ["piv", "gids"])
+def test_rsa_key_transport_decrypts_the_reply_key_on_the_card(lab: Lab, tmp_path: Path, profile: str) -> None:
+    card = enrolled(lab, tmp_path, profile)
+    with fake_kdc(kdc_answering(lab)) as address:
+        result = run_signin(lab, card, address, tmp_path / "cc", PIN, "--key-transport", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    steps = {step["step"]: step for step in document["steps"]}
+    assert "RSA key transport, reply key decrypted on the card" in steps["reply"]["detail"]
+    assert steps["reply"]["apdus"] >= 1  # CardRSADecrypt, then the deauthentication
+    assert steps["reply"]["calls"]["SCardEndTransaction"] == 1  # the transaction ends after the reply
+    assert "SCardEndTransaction" not in steps["signature"]["calls"]
+
+
+def test_key_transport_needs_an_rsa_key(lab: Lab, tmp_path: Path) -> None:
+    card = enrolled(lab, tmp_path, "piv", "p256")
+    result = run_signin(
+        lab,
+        card,
+        ("127.0.0.1", 9),
+        tmp_path / "cc",
+        PIN,
+        "--key-transport",
+        "--policy",
+        "EnumerateECCCerts=on",
+    )
+    assert result.exit_code == 1
+    assert (
+        "RSA key transport needs an RSA key-exchange key (AT_KEYEXCHANGE), not AT_ECDSA_P256" in result.output
+    )

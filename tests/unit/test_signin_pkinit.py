@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime
 import hashlib
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from asn1crypto import cms as asn1_cms
 from asn1crypto import core as asn1_core
 from asn1crypto import parser
+from cryptography.hazmat.primitives.asymmetric import padding
 from pkinit_support import REALM, USER, Tweaks, answer, krb_error, make_lab
 
 from signin import ca as ca_module
@@ -303,3 +305,50 @@ def test_ccache_layout() -> None:
     assert data.endswith(
         struct.pack(">BIII", 0, 0x40000000, 0, 0) + struct.pack(">I", 2) + b"\x61\x00" + bytes(4)
     )
+
+
+# --- RSA key transport (RFC 4556 §3.2.3.2) ------------------------------------------------------
+def _decryptor(lab: object) -> Callable[[bytes], bytes]:
+    key = lab.user.key  # type: ignore[attr-defined]
+    return lambda encrypted: key.decrypt(encrypted, padding.PKCS1v15())
+
+
+def test_key_transport_reply_gives_the_tgt(lab: object) -> None:
+    request = client.build_request(USER, lab.user, key_transport=True)  # type: ignore[attr-defined]
+    auth_pack = _auth_pack(request.der)
+    assert auth_pack["clientPublicValue"].native is None  # no DH value: key transport asked for
+    reply = answer(request.der, lab.kdc)  # type: ignore[attr-defined]
+    tgt = client.process_reply(request, reply, [lab.ca.certificate], decrypt_key=_decryptor(lab))  # type: ignore[attr-defined]
+    assert tgt.client_name == USER and tgt.key == crypto.Key(18, b"\x11" * 32)
+
+
+def test_key_transport_checks(lab: object) -> None:
+    request = client.build_request(USER, lab.user, key_transport=True)  # type: ignore[attr-defined]
+    spoiled = answer(request.der, lab.kdc, Tweaks(checksum_delta=1))  # type: ignore[attr-defined]
+    with pytest.raises(messages.ReplyError, match="asChecksum does not match our AS-REQ"):
+        client.process_reply(request, spoiled, [lab.ca.certificate], decrypt_key=_decryptor(lab))  # type: ignore[attr-defined]
+    other = client.build_request(USER, lab.user, key_transport=True)  # type: ignore[attr-defined]
+    foreign = answer(other.der, lab.kdc)  # type: ignore[attr-defined]
+    with pytest.raises(messages.ReplyError, match="asChecksum does not match"):
+        client.process_reply(request, foreign, [lab.ca.certificate], decrypt_key=_decryptor(lab))  # type: ignore[attr-defined]
+    dh_request = client.build_request(USER, lab.user)  # type: ignore[attr-defined]
+    with pytest.raises(messages.ReplyError, match="encKeyPack\\) answered to a Diffie-Hellman request"):
+        client.process_reply(dh_request, answer(request.der, lab.kdc), [lab.ca.certificate])  # type: ignore[attr-defined]
+    with pytest.raises(messages.ReplyError, match="a Diffie-Hellman answer to a key-transport request"):
+        client.process_reply(
+            request, answer(dh_request.der, lab.kdc), [lab.ca.certificate], decrypt_key=_decryptor(lab)
+        )  # type: ignore[attr-defined]
+
+
+def test_enveloped_data_with_the_wrong_key_is_refused(lab: object) -> None:
+    request = client.build_request(USER, lab.user, key_transport=True)  # type: ignore[attr-defined]
+    reply = messages.parse_reply(answer(request.der, lab.kdc))  # type: ignore[attr-defined]
+    enc_key_pack = messages.parse_pk_as_rep(reply.padata(asn1.PA_PK_AS_REP) or b"").chosen.native
+    with pytest.raises(cms.CmsError):
+        cms.open_enveloped(enc_key_pack, lambda encrypted: b"\x00" * 32)
+
+
+def _auth_pack(request_der: bytes) -> asn1.AuthPack:
+    pa = asn1.PaPkAsReq.load(asn1.AsReq.load(request_der)["padata"][0]["padata-value"].native)
+    signed = asn1_cms.ContentInfo.load(pa["signedAuthPack"].native)
+    return asn1.AuthPack.load(signed["content"]["encap_content_info"]["content"].contents)
