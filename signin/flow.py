@@ -30,7 +30,7 @@ from typing import Any
 from cryptography import x509
 
 import minidriver as md
-from vcard.host import Connection
+from vcard.host import Connection, PcscError
 
 from . import card as card_module
 from . import discovery as discovery_module
@@ -166,16 +166,14 @@ class SignInSession:
         self.connection = connection
         self.card_data: md.CardData | None = None
         self.applet: str | None = None
-        self._opened = connection.meter.snapshot()["calls"]  # SCardEstablishContext/Connect/...
+        # Calls already attributed to a step. A step gets every call since the previous one ended,
+        # so the connection's own (SCardEstablishContext, Connect, ...) belong to the first step.
+        self._counted: dict[str, int] = {}
 
     @contextlib.contextmanager
     def _step(self, result: Result, name: str) -> Iterator[Step]:
         step = Step(name)
-        if not result.steps and self._opened:  # the connection's own calls belong to the first step
-            before: dict[str, int] = {}
-            self._opened = {}
-        else:
-            before = dict(self.connection.meter.snapshot()["calls"])
+        before = self._counted
         started = time.perf_counter()
         try:
             yield step
@@ -184,7 +182,8 @@ class SignInSession:
             raise
         finally:
             step.seconds = time.perf_counter() - started
-            step.calls = _diff(dict(self.connection.meter.snapshot()["calls"]), before)
+            self._counted = dict(self.connection.meter.snapshot()["calls"])
+            step.calls = _diff(self._counted, before)
             result.steps.append(step)
 
     def sign_in(self, options: Options, pin: bytes) -> Result:
@@ -243,7 +242,7 @@ class SignInSession:
                 if options.key_transport:  # the card decrypts the reply key: keep the session
                     decrypt_key = CardDecryptor(card_data, entry.container_index)
                 self._kdc_and_reply(options, request, result, decrypt_key, held)
-            except md.ScardError as error:  # the transaction itself failed, or the card went away
+            except (md.ScardError, PcscError) as error:  # a transaction failed, or the card went away
                 raise SignInError("card", f"card: {error}") from None
 
     def _kdc_and_reply(
