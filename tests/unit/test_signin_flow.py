@@ -1,6 +1,6 @@
 """`vcard signin` on in-process cards against a KDC written in the test (no MIT KDC needed here).
 
-The MIT KDC runs in tests/integration/test_signin_pkinit.py; here the flow's steps,
+The MIT KDC runs in tests/integration/test_signin_pkinit_kdc.py; here the flow's steps,
 its cost accounting and every error path of the command are checked.
 """
 
