@@ -18,6 +18,7 @@ from asn1crypto import core as asn1_core
 from asn1crypto import parser
 
 from . import asn1
+from .cms import digest
 from .crypto import AES128_CTS_HMAC_SHA1_96, AES256_CTS_HMAC_SHA1_96
 
 ETYPES = (AES256_CTS_HMAC_SHA1_96, AES128_CTS_HMAC_SHA1_96)
@@ -112,8 +113,6 @@ def auth_pack(
     body: asn1.KdcReqBody, now: datetime.datetime, nonce: int, client_public_value: object | None
 ) -> asn1.AuthPack:
     """AuthPack: PKAuthenticator (cusec, ctime, nonce, paChecksum = SHA-1 of the DER KDC-REQ-BODY)."""
-    from .cms import digest  # one place for hashing
-
     authenticator = asn1.PkAuthenticator(
         {
             "cusec": now.microsecond,
