@@ -132,8 +132,9 @@ class StateStore:
     """The state directory of one card: lock, load, durable saves sized to what changed.
 
     `directory=None` makes an ephemeral store (tests, `--ephemeral`): nothing
-    touches the disk, `open()` returns None, and `save()` still serialises the
-    document (so a non-JSON value is caught the same way) and counts the write.
+    touches the disk, `open()` returns None, and `save()` does everything else
+    alike: it finds what changed and serialises it (so a non-JSON value is caught
+    the same way), and counts the write.
 
     `writes` counts saves that wrote something (`counter_writes` of them only the
     counters record); `written_bytes` the bytes they wrote.
@@ -483,17 +484,13 @@ class StateStore:
             )
         if not self._opened:
             raise StateError(f"{self.describe()}: the store is not open")
-        if self.directory is None:
-            self.written_bytes += len(_encode_document(document))
-            self.writes += 1
-            return
         try:
             values = counter_values(document)
             unchanged = self._unchanged_but_counters(document, values)
             if unchanged is None:
-                self._save_document(self.directory, document)
+                self._save_document(document)
             elif unchanged:
-                self._save_counters(self.directory, values)
+                self._save_counters(values)
         except BaseException:
             # What is on disk is no longer known for sure: the next save writes everything.
             self._saved = None
@@ -520,12 +517,13 @@ class StateStore:
             return None
         return changed
 
-    def _save_document(self, directory: Path, document: Document) -> None:
+    def _save_document(self, document: Document) -> None:
         document["schema"] = SCHEMA_VERSION
         seq = self._seq + 1
         text = _encode_document({**document, "counters_seq": seq})
         data = text.encode("utf-8")
-        self._write(directory, data)
+        if self.directory is not None:
+            self._write(self.directory, data)
         self._seq = seq
         saved = json.loads(text)
         del saved["counters_seq"]
@@ -533,29 +531,38 @@ class StateStore:
         self.writes += 1
         self.written_bytes += len(data)
 
-    def _save_counters(self, directory: Path, values: dict[str, Any]) -> None:
+    def _save_counters(self, values: dict[str, Any]) -> None:
         seq = self._seq + 1
         data = encode_counters(seq, values)
-        if self._counters_fd is None:
-            self._counters_fd = self._create_counters(directory, data)
-            self._counters_size = len(data)
-        else:
-            padded = data.ljust(self._counters_size, b" ")
-            path = directory / COUNTERS_FILE
-            try:
-                view = memoryview(padded)
-                offset = 0
-                while offset < len(view):
-                    offset += os.pwrite(self._counters_fd, view[offset:], offset)
-                os.fsync(self._counters_fd)
-            except OSError as exc:
-                raise StateError(f"{path}: cannot save the counters: {exc.strerror}") from exc
-            self._counters_size = max(self._counters_size, len(data))
-            data = padded
+        if self.directory is not None:
+            data = self._write_counters(self.directory, data)
         self._seq = seq
         self.writes += 1
         self.counter_writes += 1
         self.written_bytes += len(data)
+
+    def _write_counters(self, directory: Path, data: bytes) -> bytes:
+        """The record in place (one pwrite + fsync), or created the first time; the bytes written.
+
+        A shorter record than the last one is padded with spaces to its size, so no
+        stale bytes follow it.
+        """
+        if self._counters_fd is None:
+            self._counters_fd = self._create_counters(directory, data)
+            self._counters_size = len(data)
+            return data
+        padded = data.ljust(self._counters_size, b" ")
+        try:
+            view = memoryview(padded)
+            offset = 0
+            while offset < len(view):
+                offset += os.pwrite(self._counters_fd, view[offset:], offset)
+            os.fsync(self._counters_fd)
+        except OSError as exc:
+            problem = f"cannot save the counters: {exc.strerror}"
+            raise StateError(f"{directory / COUNTERS_FILE}: {problem}") from exc
+        self._counters_size = len(padded)
+        return padded
 
     @staticmethod
     def _create_counters(directory: Path, data: bytes) -> int:

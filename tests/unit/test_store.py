@@ -267,9 +267,13 @@ def test_ephemeral_store_writes_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     st = StateStore(None)
     assert st.ephemeral and st.path is None
     assert st.open() is None
-    st.save({"schema": 1})
-    st.save({"schema": 1})
+    document: dict[str, object] = {"schema": 1}
+    st.save(document)
+    document["x"] = 1
+    st.save(document)
     assert st.writes == 2
+    st.save(document)
+    assert st.writes == 2  # nothing changed, nothing to save
     # Still serialised, so a bad value is caught in tests that use ephemeral cards.
     with pytest.raises(TypeError):
         st.save({"bytes": b""})
