@@ -94,7 +94,7 @@ def writes_per_verify(virtual: VirtualCard, count: int = 50) -> tuple[float, flo
 
 
 def bare_write(directory: Path, size: int) -> tuple[Callable[[], None], Callable[[], None]]:
-    """One pwrite + fsync of `size` bytes into a file of `directory` (two contents in turn); (step, clean-up)."""
+    """One pwrite + fsync of `size` bytes into a file in `directory` (two contents in turn): (step, close)."""
     fd = os.open(directory / "bench-bare", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     contents = [secrets.token_bytes(size), secrets.token_bytes(size)]
     os.pwrite(fd, contents[0], 0)
