@@ -322,3 +322,17 @@ def test_a_right_pin_on_a_card_costs_two_small_writes_and_survives_a_reopen(tmp_
         assert virtual.card.transmit(VERIFY_STATUS)[-2:] == b"\x63\xc1"
     finally:
         virtual.close()
+
+
+def test_a_hard_linked_record_is_refused(tmp_path: Path) -> None:
+    directory = make_record(tmp_path)
+    os.link(directory / COUNTERS_FILE, tmp_path / "other-name")
+    with pytest.raises(StateError, match="not a regular file of yours with a single link"):
+        StateStore(directory).open()
+
+
+def test_a_wide_record_is_narrowed_to_0600(tmp_path: Path) -> None:
+    directory = make_record(tmp_path)
+    (directory / COUNTERS_FILE).chmod(0o644)
+    assert reopen(directory)["security"]["roles"]["1"]["tries_left"] == 1
+    assert stat.S_IMODE((directory / COUNTERS_FILE).stat().st_mode) == 0o600
