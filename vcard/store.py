@@ -334,7 +334,7 @@ class StateStore:
         try:
             document = self._read(directory / STATE_FILE)
             record = self._open_counters(directory / COUNTERS_FILE)
-            self._merge(document, record)
+            self._merge(directory, document, record)
         except StateError as exc:
             self._refusal = str(exc)
             self._saved = None
@@ -342,13 +342,14 @@ class StateStore:
         self._refusal = None
         return document
 
-    def _merge(self, document: Document | None, record: tuple[int, dict[str, int]] | None) -> None:
+    def _merge(
+        self, directory: Path, document: Document | None, record: tuple[int, dict[str, int]] | None
+    ) -> None:
         """Apply the counters record to the document when it is the newer of the two.
 
         Sets what the next save compares with (`_saved`) and continues from (`_seq`).
         """
-        counters = self.directory / COUNTERS_FILE if self.directory is not None else COUNTERS_FILE
-        state = self.directory / STATE_FILE if self.directory is not None else STATE_FILE
+        counters, state = directory / COUNTERS_FILE, directory / STATE_FILE
         self._saved = None
         self._seq = 0
         if document is None:
@@ -389,7 +390,8 @@ class StateStore:
             for number, tries in values.items():
                 roles[number]["tries_left"] = tries
             self._seq = record_seq
-        self._saved = json.loads(_encode_document(document))
+        # A copy to compare with (what json.loads made, json.dumps can write: NaN included).
+        self._saved = json.loads(json.dumps(document))
 
     def _open_counters(self, path: Path) -> tuple[int, dict[str, int]] | None:
         """Open the counters record for reading and later in-place writes; (seq, counters) or None."""
