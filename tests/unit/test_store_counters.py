@@ -336,3 +336,42 @@ def test_a_wide_record_is_narrowed_to_0600(tmp_path: Path) -> None:
     (directory / COUNTERS_FILE).chmod(0o644)
     assert reopen(directory)["security"]["roles"]["1"]["tries_left"] == 1
     assert stat.S_IMODE((directory / COUNTERS_FILE).stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("profile", "select", "wrong"),
+    [
+        ("piv", SELECT, VERIFY_WRONG),
+        ("gids", bytes.fromhex("00A4040009A0000003974254465900"), bytes.fromhex("0020008006") + b"999999"),
+    ],
+)
+def test_a_card_written_by_the_schema_1_store_opens_keeps_its_tries_and_is_migrated(
+    tmp_path: Path, profile: str, select: bytes, wrong: bytes
+) -> None:
+    state = tmp_path / profile
+    virtual = VirtualCard.open(load_profile(profile), state)
+    virtual.card.power_on()
+    virtual.card.transmit(select)
+    assert virtual.card.transmit(wrong)[-2:] == b"\x63\xc2"
+    virtual.close()
+    # What the schema 1 store wrote: the whole document, counters included, pretty-printed.
+    document = reopen(state)
+    document["schema"] = 1
+    (state / STATE_FILE).write_text(json.dumps(document, sort_keys=True, indent=1) + "\n")
+    (state / COUNTERS_FILE).unlink()
+    virtual = VirtualCard.open(load_profile(profile), state)
+    try:
+        virtual.card.power_on()
+        virtual.card.transmit(select)
+        assert virtual.card.transmit(VERIFY_STATUS)[-2:] == b"\x63\xc2"
+        assert virtual.card.transmit(wrong)[-2:] == b"\x63\xc1"
+    finally:
+        virtual.close()
+    assert json.loads((state / STATE_FILE).read_text())["schema"] == SCHEMA_VERSION
+    virtual = VirtualCard.open(load_profile(profile), state)
+    try:
+        virtual.card.power_on()
+        virtual.card.transmit(select)
+        assert virtual.card.transmit(VERIFY_STATUS)[-2:] == b"\x63\xc1"
+    finally:
+        virtual.close()
