@@ -46,6 +46,7 @@ import contextlib
 import datetime
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -498,7 +499,7 @@ class StateStore:
             self._saved = None
             raise
 
-    def _unchanged_but_counters(self, document: Document, values: dict[str, Any]) -> bool | None:
+    def _unchanged_but_counters(self, document: Document, values: dict[str, int]) -> bool | None:
         """None: more than the counters changed since the last save; True: only counters; False: nothing.
 
         Compares with the document as saved (a parsed copy; dict comparison runs in C),
@@ -533,7 +534,7 @@ class StateStore:
         self.writes += 1
         self.written_bytes += len(data)
 
-    def _save_counters(self, values: dict[str, Any]) -> None:
+    def _save_counters(self, values: dict[str, int]) -> None:
         seq = self._seq + 1
         data = encode_counters(seq, values)
         if self.directory is not None:
@@ -643,9 +644,10 @@ def _sync_directory(directory: Path) -> None:
         os.close(dir_fd)
 
 
-def _dumps(value: object) -> str:
-    # No `indent`: json then uses its C encoder.
-    return json.dumps(value, sort_keys=True, allow_nan=False)
+# No `indent`: json then uses its C encoder. Made once: json.dumps with options builds
+# a new encoder on every call.
+_dumps = json.JSONEncoder(sort_keys=True, allow_nan=False).encode
+_dumps_compact = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False).encode
 
 
 def _encode_document(document: Document) -> str:
@@ -666,11 +668,12 @@ def _encode_document(document: Document) -> str:
     return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
-def counter_values(document: Document) -> dict[str, Any]:
+def counter_values(document: Document) -> dict[str, int]:
     """The retry counters of a document: `security.roles.<n>.tries_left` by role number.
 
     These are the fields a PIN try changes (vcard.security.core), written to the
-    counters record when nothing else changed.
+    counters record when nothing else changed. Only integers count: anything else
+    there is no counter (the security core refuses it at load) and goes to state.json.
     """
     security = document.get("security")
     roles = security.get("roles") if isinstance(security, dict) else None
@@ -679,21 +682,27 @@ def counter_values(document: Document) -> dict[str, Any]:
     return {
         number: record["tries_left"]
         for number, record in roles.items()
-        if isinstance(number, str) and isinstance(record, dict) and "tries_left" in record
+        if isinstance(number, str)
+        and isinstance(record, dict)
+        and isinstance(record.get("tries_left"), int)
+        and not isinstance(record["tries_left"], bool)
     }
 
 
-def encode_counters(seq: int, values: dict[str, Any]) -> bytes:
+def encode_counters(seq: int, values: dict[str, int]) -> bytes:
     """The counters record: header (format, sequence, payload length, SHA-256), payload, newline."""
-    payload = json.dumps(
-        {"security": {"roles": {number: {"tries_left": tries} for number, tries in values.items()}}},
-        sort_keys=True,
-        separators=(",", ":"),
-        allow_nan=False,
-    ).encode("ascii")
+    payload = _counters_payload(tuple(values.items()))
     head = f"{COUNTERS_MAGIC} {COUNTERS_FORMAT} seq={seq} length={len(payload)}".encode("ascii")
     digest = hashlib.sha256(head + b"\n" + payload).hexdigest()
     return head + f" sha256={digest}\n".encode("ascii") + payload + b"\n"
+
+
+@functools.lru_cache(maxsize=32)
+def _counters_payload(items: tuple[tuple[str, int], ...]) -> bytes:
+    # Cached: a card's counters take few distinct values (3, 2, 3, ...), and this runs
+    # between a PIN try and its comparison.
+    roles = {number: {"tries_left": tries} for number, tries in items}
+    return _dumps_compact({"security": {"roles": roles}}).encode("ascii")
 
 
 def decode_counters(path: Path, data: bytes) -> tuple[int, dict[str, int]]:

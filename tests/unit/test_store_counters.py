@@ -375,3 +375,14 @@ def test_a_card_written_by_the_schema_1_store_opens_keeps_its_tries_and_is_migra
         assert virtual.card.transmit(VERIFY_STATUS)[-2:] == b"\x63\xc1"
     finally:
         virtual.close()
+
+
+def test_only_integer_counters_go_to_the_record(tmp_path: Path) -> None:
+    with StateStore(tmp_path / "card") as store:
+        store.open()
+        document = card_document()
+        document["security"]["roles"]["1"]["tries_left"] = "3"  # no counter: the owner refuses it at load
+        store.save(document)
+        document["security"]["roles"]["1"]["tries_left"] = "2"
+        store.save(document)
+        assert store.counter_writes == 0 and store.writes == 2
