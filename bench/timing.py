@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 
 def rate(operation: Callable[[], object], seconds: float) -> float:
@@ -22,3 +24,60 @@ def rate(operation: Callable[[], object], seconds: float) -> float:
         elapsed = time.perf_counter() - started
         if elapsed >= seconds:
             return count / elapsed
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Rates of a measured path and of its baseline, one pair per round (same load in each pair)."""
+
+    rates: tuple[float, ...]
+    baseline_rates: tuple[float, ...]
+
+    @property
+    def ratios(self) -> tuple[float, ...]:
+        return tuple(ours / base for ours, base in zip(self.rates, self.baseline_rates, strict=True))
+
+    @property
+    def ratio(self) -> float:
+        """Median over the rounds of the per-round ratio."""
+        return statistics.median(self.ratios)
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        """Lowest and highest per-round ratio."""
+        return min(self.ratios), max(self.ratios)
+
+    @property
+    def rate(self) -> float:
+        return statistics.median(self.rates)
+
+    @property
+    def baseline_rate(self) -> float:
+        return statistics.median(self.baseline_rates)
+
+    def ratio_text(self) -> str:
+        low, high = self.spread
+        return f"{self.ratio:.3f} ({low:.3f}-{high:.3f})"
+
+
+def compare(
+    operation: Callable[[], object], baseline: Callable[[], object], rounds: int, seconds: float
+) -> Comparison:
+    """`rounds` rounds of `seconds` each side, the two sides back to back in every round.
+
+    The side that goes first alternates from round to round, so neither always runs
+    right after the other has warmed (or heated) the CPU; a round's ratio compares two
+    measurements taken under the same machine load.
+    """
+    if rounds < 1:
+        raise ValueError("at least one round")
+    ours: list[float] = []
+    base: list[float] = []
+    for index in range(rounds):
+        if index % 2:
+            base.append(rate(baseline, seconds))
+            ours.append(rate(operation, seconds))
+        else:
+            ours.append(rate(operation, seconds))
+            base.append(rate(baseline, seconds))
+    return Comparison(tuple(ours), tuple(base))
