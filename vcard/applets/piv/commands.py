@@ -160,7 +160,7 @@ class PivCommands(PivBase):
             return self._management_authenticate(apdu.p1, items)
         if slot not in keys.KEY_SLOTS:
             raise ISOError(SW.INCORRECT_P1P2, f"no key reference {slot:02X}")
-        entry = self.require_key(slot)
+        entry = self._keys.get(slot) or self.require_key(slot)  # require_key loads a key not used yet
         if apdu.p1 != entry.algorithm:
             raise ISOError(SW.INCORRECT_DATA, f"slot {slot:02X} holds algorithm {entry.algorithm:02X}")
         if items.get(0x82) != b"":
