@@ -7,21 +7,28 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+Clock = Callable[[], float]
+WALL: Clock = time.perf_counter
+CPU: Clock = time.thread_time
+"""CPU time of the calling thread: on a machine busy with other work, the time this
+thread waits for a core is not counted (in-process benchmarks are single-threaded and
+do no I/O, so CPU time is their whole cost)."""
 
-def rate(operation: Callable[[], object], seconds: float) -> float:
-    """Operations per second over at least `seconds`, after one warm-up call.
+
+def rate(operation: Callable[[], object], seconds: float, clock: Clock = WALL) -> float:
+    """Operations per second of `clock` over at least `seconds` of it, after one warm-up call.
 
     Calls are timed in batches of ten so the clock is read rarely compared with
     fast operations (an in-process SELECT takes a few microseconds).
     """
     operation()
     count = 0
-    started = time.perf_counter()
+    started = clock()
     while True:
         for _ in range(10):
             operation()
         count += 10
-        elapsed = time.perf_counter() - started
+        elapsed = clock() - started
         if elapsed >= seconds:
             return count / elapsed
 
@@ -61,7 +68,11 @@ class Comparison:
 
 
 def compare(
-    operation: Callable[[], object], baseline: Callable[[], object], rounds: int, seconds: float
+    operation: Callable[[], object],
+    baseline: Callable[[], object],
+    rounds: int,
+    seconds: float,
+    clock: Clock = WALL,
 ) -> Comparison:
     """`rounds` rounds of `seconds` each side, the two sides back to back in every round.
 
@@ -75,9 +86,9 @@ def compare(
     base: list[float] = []
     for index in range(rounds):
         if index % 2:
-            base.append(rate(baseline, seconds))
-            ours.append(rate(operation, seconds))
+            base.append(rate(baseline, seconds, clock))
+            ours.append(rate(operation, seconds, clock))
         else:
-            ours.append(rate(operation, seconds))
-            base.append(rate(baseline, seconds))
+            ours.append(rate(operation, seconds, clock))
+            base.append(rate(baseline, seconds, clock))
     return Comparison(tuple(ours), tuple(base))
