@@ -131,9 +131,8 @@ def run(apdus: int, rounds: int) -> None:
     print()
     print(f"{'configuration':<{width}}  {'median us':>9}  {'min us':>7}  {'max us':>7}")
     for entry in series:
-        print(
-            f"{entry.label:<{width}}  {us(entry.median):>9}  {us(min(entry.per_apdu))}  {us(max(entry.per_apdu))}"
-        )
+        low, high = min(entry.per_apdu), max(entry.per_apdu)
+        print(f"{entry.label:<{width}}  {us(entry.median):>9}  {us(low)}  {us(high)}")
     print()
     print(f"link - floor:           {us(link.median - floor.median)} us per SELECT")
     print(f"card - floor:           {us(card.median - floor.median)} us per SELECT   (target <= 8 us)")

@@ -4,7 +4,7 @@
 
 A bare socket loop, not `vcard.transport.vpcd.VpcdLink`: what the link costs counts
 as the card's cost, so the floor is the least any vpcd client can do. It keeps the
-link's socket options (TCP_NODELAY once, TCP_QUICKACK re-armed before each receive,
+link's socket options (TCP_NODELAY once, TCP_QUICKACK re-armed before each frame,
 without which every APDU waits about 40 ms for a delayed ACK), answers GET ATR with
 the default vcard ATR, stays silent on the other control codes (as vpcd expects), and
 answers every command APDU with 90 00, except GET DATA (INS CA), which gets as many
@@ -94,7 +94,8 @@ def serve(port: int) -> None:
         buffer = b""
         with sock:
             while True:
-                sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
+                if not buffer:
+                    sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
                 chunk = sock.recv(65537)
                 if not chunk:
                     break
