@@ -8,8 +8,9 @@ link's socket options (TCP_NODELAY once, TCP_QUICKACK re-armed before each frame
 without which every APDU waits about 40 ms for a delayed ACK), answers GET ATR with
 the default vcard ATR, stays silent on the other control codes (as vpcd expects), and
 answers every command APDU with 90 00, except GET DATA (INS CA), which gets as many
-zero bytes as its Le asks for, so that a large answer costs the floor what it costs the
-card. It reconnects while vpcd is absent and stops on SIGTERM.
+zero bytes as its Le asks for, and VERIFY without data (INS 20, a PIN status query),
+which gets 63 C3 as from a card whose PIN is not verified: the floor sends the bytes the
+card sends, so only the card's work differs. It reconnects while vpcd is absent and stops on SIGTERM.
 
 With `--link` the same answers come from a stub card behind the real
 `VpcdLink`: the difference to the bare loop is what the link costs, the rest of
@@ -31,7 +32,9 @@ from vcard.transport.vpcd import TCP_QUICKACK, VPCD_BASE_PORT, VpcdLink
 
 ATR = atr.build(b"vcard")
 SUCCESS = b"\x90\x00"
+NOT_VERIFIED = b"\x63\xc3"  # three tries left, the iso profile's user PIN
 GET_DATA = 0xCA
+VERIFY = 0x20
 
 
 def answer(payload: bytes) -> bytes | None:
@@ -41,6 +44,8 @@ def answer(payload: bytes) -> bytes | None:
     if len(payload) > 4 and payload[1] == GET_DATA:
         ne = int.from_bytes(payload[-2:], "big") if len(payload) == 7 else payload[-1]
         return bytes(ne) + SUCCESS
+    if len(payload) == 4 and payload[1] == VERIFY and payload[2] == 0:
+        return NOT_VERIFIED
     return SUCCESS
 
 
