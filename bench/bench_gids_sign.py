@@ -35,6 +35,8 @@ KEY_FILE_FCP = bytes.fromhex(
 )
 
 
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
