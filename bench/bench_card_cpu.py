@@ -1,19 +1,20 @@
-"""CPU time the card process spends per SELECT, above the floor of a bare vpcd responder.
+"""CPU time the card process spends per SELECT and VERIFY status, above the floor of a bare vpcd responder.
 
     .venv/bin/python bench/bench_card_cpu.py [--apdus 4000] [--rounds 3]
 
 Four processes take turns in vpcd slot 0, each driven with the same SELECTs of the
-iso applet through pyscard -> pcscd -> vpcd:
+iso applet, then the same VERIFY status queries (`00 20 00 81`, answered 63C3), through
+pyscard -> pcscd -> vpcd:
 
-- the floor: bench/responder.py, a bare socket loop answering 90 00;
-- the link alone: `bench/responder.py --link`, a stub card answering 90 00 behind
+- the floor: bench/responder.py, a bare socket loop sending the card's answers;
+- the link alone: `bench/responder.py --link`, the same answers from a stub card behind
   vcard's VpcdLink (its difference to the floor is what the transport costs);
 - `vcard run --profile iso --ephemeral` (the card OS, the link, the security core);
 - the same with `--trace` (every APDU decoded and logged; stderr goes to /dev/null,
   so the formatting and the write are counted, not a terminal).
 
 The CPU time of the serving process is read from the kernel before and after the
-SELECTs (/proc/PID/task/*/schedstat, the scheduler's nanosecond run time summed over
+APDUs of each workload (/proc/PID/task/*/schedstat, the scheduler's nanosecond run time summed over
 the process's threads; /proc/PID/stat in clock ticks where schedstat is missing), so
 the figure covers everything the process does for an APDU: system calls, the link,
 the card, the trace. The four alternate in `--rounds` rounds so that load drifting
@@ -43,6 +44,11 @@ from vcard.transport.vpcd import reader_name
 REPO_ROOT = Path(__file__).resolve().parents[1]
 READER = reader_name(0)
 SELECT_ISO = bytes.fromhex("00A4040007F07663617264") + b"\x01"
+# name: (command, the status word every answer must end with); the responder answers alike
+WORKLOADS = {
+    "SELECT": (SELECT_ISO, b"\x90\x00"),
+    "VERIFY status": (bytes.fromhex("00200081"), b"\x63\xc3"),
+}
 PRESENCE_TIMEOUT = 15.0
 WARM_UP = 200
 CLOCK_TICK = 1 / os.sysconf("SC_CLK_TCK")
@@ -56,11 +62,11 @@ class BenchError(Exception):
 class Series:
     label: str
     command: list[str]
-    per_apdu: list[float] = field(default_factory=list)  # seconds of CPU per SELECT, one per round
+    # per workload, seconds of CPU per APDU, one figure per round
+    per_apdu: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in WORKLOADS})
 
-    @property
-    def median(self) -> float:
-        return statistics.median(self.per_apdu)
+    def median(self, workload: str = "SELECT") -> float:
+        return statistics.median(self.per_apdu[workload])
 
 
 def process_cpu(pid: int) -> float:
@@ -83,8 +89,8 @@ def wait_presence(present: bool) -> None:
         raise BenchError(f"the card did not {'appear in' if present else 'leave'} {READER!r}")
 
 
-def cpu_per_select(command: list[str], apdus: int) -> float:
-    """Start `command`, send it `apdus` SELECTs after a warm-up; its CPU seconds per SELECT."""
+def cpu_per_apdu(command: list[str], apdus: int) -> dict[str, float]:
+    """Start `command`; per workload, after a warm-up, its CPU seconds per APDU over `apdus` APDUs."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
     try:
         wait_presence(True)
@@ -92,16 +98,20 @@ def cpu_per_select(command: list[str], apdus: int) -> float:
             connection = PcscConnection(READER, disposition=Disposition.RESET_CARD)
         except PcscError as error:
             raise BenchError(str(error)) from None
+        figures: dict[str, float] = {}
         with connection:
-            for _ in range(WARM_UP):
-                connection.transmit(SELECT_ISO)
-            before = process_cpu(process.pid)
-            for _ in range(apdus):
-                response = connection.transmit(SELECT_ISO)
-            after = process_cpu(process.pid)
-            if response[-2:] != b"\x90\x00":
-                raise BenchError(f"{command[-1]}: SELECT answered {response.hex().upper()}")
-        return (after - before) / apdus
+            connection.transmit(SELECT_ISO)
+            for name, (apdu, status) in WORKLOADS.items():
+                for _ in range(WARM_UP):
+                    connection.transmit(apdu)
+                before = process_cpu(process.pid)
+                for _ in range(apdus):
+                    response = connection.transmit(apdu)
+                after = process_cpu(process.pid)
+                if response[-2:] != status:
+                    raise BenchError(f"{command[-1]}: {name} answered {response.hex().upper()}")
+                figures[name] = (after - before) / apdus
+        return figures
     finally:
         process.terminate()
         process.wait(10)
@@ -119,31 +129,39 @@ def run(apdus: int, rounds: int) -> None:
     responder = [sys.executable, str(REPO_ROOT / "bench" / "responder.py")]
     series = [
         Series("floor: bare responder process", responder),
-        Series("VpcdLink + 9000 stub", [*responder, "--link"]),
+        Series("VpcdLink + stub", [*responder, "--link"]),
         Series("vcard run (iso)", vcard_run),
         Series("vcard run (iso) --trace", [*vcard_run, "--trace"]),
     ]
     for _ in range(rounds):
         for entry in series:
-            entry.per_apdu.append(cpu_per_select(entry.command, apdus))
+            for name, figure in cpu_per_apdu(entry.command, apdus).items():
+                entry.per_apdu[name].append(figure)
     floor, link, card, traced = series
     width = max(len(entry.label) for entry in series)
-    print(f"CPU of the serving process per SELECT through pcscd + vpcd ({apdus} SELECTs x {rounds} rounds)")
+    print(f"CPU of the serving process per APDU through pcscd + vpcd ({apdus} APDUs x {rounds} rounds)")
+    for name in WORKLOADS:
+        print()
+        print(f"{name:<{width}}  {'median us':>9}  {'min us':>7}  {'max us':>7}")
+        for entry in series:
+            low, high = min(entry.per_apdu[name]), max(entry.per_apdu[name])
+            print(f"{entry.label:<{width}}  {us(entry.median(name)):>9}  {us(low)}  {us(high)}")
     print()
-    print(f"{'configuration':<{width}}  {'median us':>9}  {'min us':>7}  {'max us':>7}")
-    for entry in series:
-        low, high = min(entry.per_apdu), max(entry.per_apdu)
-        print(f"{entry.label:<{width}}  {us(entry.median):>9}  {us(low)}  {us(high)}")
-    print()
-    print(f"link - floor:           {us(link.median - floor.median)} us per SELECT")
-    print(f"card - floor:           {us(card.median - floor.median)} us per SELECT   (target <= 8 us)")
-    print(f"card --trace - floor:   {us(traced.median - floor.median)} us per SELECT")
-    print(f"what --trace adds:      {us(traced.median - card.median)} us per SELECT   (target <= 15 us)")
+    for name in WORKLOADS:
+        print(f"{name}:")
+        print(f"  link - floor:           {us(link.median(name) - floor.median(name))} us")
+        target = "   (target <= 8 us)" if name == "SELECT" else ""
+        print(f"  card - floor:           {us(card.median(name) - floor.median(name))} us{target}")
+        print(f"  card --trace - floor:   {us(traced.median(name) - floor.median(name))} us")
+        target = "   (target <= 15 us)" if name == "SELECT" else ""
+        print(f"  what --trace adds:      {us(traced.median(name) - card.median(name))} us{target}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--apdus", type=int, default=4000, help="SELECTs measured per process and round")
+    parser.add_argument(
+        "--apdus", type=int, default=4000, help="APDUs measured per workload, process and round"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="alternations of the four processes")
     args = parser.parse_args(argv)
     if args.apdus < 1 or args.rounds < 1:
