@@ -34,6 +34,7 @@ from .runtime import VirtualCard
 from .script.cli import script
 from .signin_cli import COMMANDS as SIGNIN_COMMANDS
 from .store import StateError, default_state_dir
+from .tracelog import LINE_FORMAT, TraceLineHandler
 from .ts_cli import ts
 
 log = logging.getLogger("vcard.cli")
@@ -47,12 +48,18 @@ def default_profile_name() -> str:
 def _setup_logging(trace: bool, verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose or trace else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        format=LINE_FORMAT,
         stream=sys.stderr,
     )
     logging.getLogger("vcard").setLevel(logging.INFO)
     if trace:
-        logging.getLogger("vcard.trace").setLevel(logging.DEBUG)
+        # logging's documented optimisation: records skip what the line format never shows
+        logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+        trace_log = logging.getLogger("vcard.trace")
+        trace_log.setLevel(logging.DEBUG)
+        if not any(isinstance(handler, TraceLineHandler) for handler in trace_log.handlers):
+            trace_log.addHandler(TraceLineHandler(sys.stderr))
+        trace_log.propagate = False
 
 
 @contextmanager
