@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from vcard.atr import extended_length
 from vcard.host import CardEndpoint, Connection, SmartCardProtocol
 
 from .backends.base import Backend, Container, RoleInfo
@@ -337,7 +338,9 @@ def CardAcquireContext(card_data: CardData, dwFlags: int = 0) -> None:
     candidates: list[type[Backend]] = [PivBackend, GidsBackend]
     if card_data.applet is not None:
         candidates = [cls for cls in candidates if cls.name == card_data.applet]
-    channel = SmartCardProtocol(handle)
+    # Extended Lc/Le when the ATR's card capabilities offer them (ISO 7816-4 §8.1.1.2.7): an
+    # RSA-2048 signature or a certificate is then one APDU, not a chain and GET RESPONSEs.
+    channel = SmartCardProtocol(handle, extended=extended_length(atr))
     handle.begin_transaction()
     try:
         for backend_class in candidates:
