@@ -154,6 +154,9 @@ class Backend:
     def serial_number(self) -> bytes:
         return self.card_id()
 
+    def refresh_identity(self) -> None:
+        """What a transaction reads from the card besides cardcf (nothing unless cardcf is virtual)."""
+
     def read_cardcf(self) -> bytes:
         raise NotImplementedError
 
