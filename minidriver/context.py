@@ -128,9 +128,9 @@ class CardData:
             if self.hScard.in_transaction:
                 self.hScard.end_transaction()
                 if ctx is not None and not self.hScard.in_transaction:
-                    ctx.fresh = None
+                    ctx.transaction_ended()
             elif ctx is not None:
-                ctx.fresh = None
+                ctx.transaction_ended()
 
     def close(self) -> None:
         if self.hScard is not None:
@@ -173,7 +173,7 @@ class Context:
             self.auth_before_reset = self.auth
         self.needs_recovery = True
         self.auth = 0
-        self.fresh = None
+        self.transaction_ended()
         self.agreements.clear()
 
     def recover_if_needed(self, card_data: CardData) -> None:
@@ -240,6 +240,11 @@ class Context:
         except StructureError as error:
             raise ScardError(Scard.E_COMM_DATA_LOST, f"cardcf: {error}") from error
 
+    def transaction_ended(self) -> None:
+        """Out of the transaction the card may change: the cache view and the reads made end."""
+        self.fresh = None
+        self.backend.forget_reads()
+
     def _reselecting(self, read: Callable[[], R]) -> R:
         try:
             return read()
@@ -253,7 +258,7 @@ class Context:
     def start_transaction(self, card_data: CardData) -> None:
         """The start of a transaction the caller holds across calls (the Base CSP's): the card
         identity and cardcf are read first (spec §4.4), and a failed read selects again."""
-        self.fresh = None
+        self.transaction_ended()
         self._reselecting(self.backend.refresh_identity)
         self.freshness(card_data)
 

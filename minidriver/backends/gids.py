@@ -129,6 +129,10 @@ class GidsBackend(Backend):
         # The security environment this context last set with MSE SET (CRT, algorithm, key) and
         # believes still current: ISO 7816-4 keeps it until the next MSE, a reset or a new SELECT.
         self._se: tuple[int, int, int] | None = None
+        # Data objects read in the current transaction: nobody else can change them while it
+        # lasts (the masterfile, cmapfile and keymap are asked for several times by one
+        # logon). Forgotten when the transaction ends, and on any write.
+        self._reads: dict[tuple[int, int], bytes | None] = {}
 
     @classmethod
     def probe(cls, apdu: SmartCardProtocol) -> bool:
@@ -140,13 +144,24 @@ class GidsBackend(Backend):
 
     def select(self) -> None:
         self._se = None
+        self._reads.clear()
         try:
             self.apdu.send_apdu(0x00, GidsIns.SELECT, 0x04, 0x00, GIDS_AID_PREFIX)
         except ApduError as error:
             raise ScardError(Scard.W_REMOVED_CARD, f"GIDS application gone (SW {error.sw:04X})") from error
 
     # --- data objects ---------------------------------------------------------------------------
+    def forget_reads(self) -> None:
+        self._reads.clear()
+
     def get_do(self, ef: int, do: int) -> bytes | None:
+        if (ef, do) in self._reads:
+            return self._reads[(ef, do)]
+        value = self._get_do(ef, do)
+        self._reads[(ef, do)] = value
+        return value
+
+    def _get_do(self, ef: int, do: int) -> bytes | None:
         try:
             answer = self.apdu.send_apdu(
                 0x00, GidsIns.GET_DATA, ef >> 8, ef & 0xFF, tlv_encode(0x5C, do.to_bytes(2, "big"))
@@ -161,6 +176,7 @@ class GidsBackend(Backend):
             raise ScardError(Scard.E_COMM_DATA_LOST, f"{ef:04X}/{do:04X} is malformed") from error
 
     def put_do(self, ef: int, do: int, value: bytes) -> None:
+        self._reads.clear()
         try:
             self.apdu.send_apdu(0x00, GidsIns.PUT_DATA, ef >> 8, ef & 0xFF, tlv_encode(do, value), le=None)
         except ApduError as error:

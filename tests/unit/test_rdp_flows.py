@@ -122,13 +122,17 @@ def test_a_change_by_another_context_is_seen_by_the_warm_cache() -> None:
 
 def test_base_csp_warm_needs_fewer_calls_than_cold_and_one_transaction(source: CardSource) -> None:
     cache = GlobalCache()
-    cold = base_sign_in(source, cache)
-    warm = base_sign_in(source, cache)
-    for work in (cold, warm):
+    csp = BaseCsp(source, cache)
+    cold, warm = csp.sign_in(), csp.sign_in()
+    csp.close()
+    # a new CSP instance (another process) on the same machine-wide cache: a new context, cached data
+    new_context = base_sign_in(source, cache)
+    for work in (cold, warm, new_context):
         assert work.calls["SCardBeginTransaction"] == work.calls["SCardEndTransaction"] == 1
         assert work.remote_calls == work.apdus + 2  # the sign-in is APDUs inside one transaction
-    assert warm.apdus < cold.apdus / 2  # certificates and container map come from the cache
-    assert predict(warm, SEED) < predict(cold, SEED) < 10
+    assert warm.apdus < new_context.apdus < cold.apdus  # certificates and container map from the cache
+    assert warm.apdus < cold.apdus / 2
+    assert predict(warm, SEED) < predict(new_context, SEED) < predict(cold, SEED) < 10
 
 
 def test_naive_csp_reconnects_and_takes_a_transaction_per_apdu(source: CardSource) -> None:
@@ -167,3 +171,22 @@ def test_workload_from_meter_matches_snapshot(source: CardSource) -> None:
     work = Workload.from_meter("m", connection.meter.snapshot())
     assert work.calls["SCardConnect"] == 1 and work.apdus == 1 and work.bytes_sent == 5
     connection.close()
+
+
+def test_gids_reads_a_data_object_once_per_transaction() -> None:
+    card = VirtualCard.open(load_profile("gids"), None, ephemeral=True)
+    source = CardSource("gids", lambda: InProcessConnection(card.card), "gids")
+    provision(source)
+    card_data = source.card_data(cache=None)
+    md.CardAcquireContext(card_data, 0)
+    meter = card_data.connection.meter
+    meter.reset()
+    with card_data.transaction():
+        first = md.CardReadFile(card_data, "mscp", "cmapfile")
+        inside = meter.apdus
+        assert md.CardReadFile(card_data, "mscp", "cmapfile") == first
+        assert meter.apdus == inside  # masterfile and cmapfile were read in this transaction
+    md.CardReadFile(card_data, "mscp", "cmapfile")
+    assert meter.apdus == 2 * inside  # a new transaction reads the card again
+    card_data.close()
+    card.close()
