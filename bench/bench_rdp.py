@@ -125,7 +125,8 @@ def measure_link_delay(rtts: list[float], scratch: Path) -> None:
     """`vcard run --link-delay`: a remote reader, one round trip per vpcd frame with a reply.
 
     The prediction (`vpcd_link_predict`): the undelayed run's own time + (APDUs + 1 ATR request
-    at power-up) x RTT, stretched by the share of the link pcscd's presence polls take.
+    at power-up + 2 per warm reset the log shows) x RTT, stretched by the share of the link
+    pcscd's presence polls take.
     """
     from vcard.testing import exclusive_slots, running_card
 
@@ -142,8 +143,9 @@ def measure_link_delay(rtts: list[float], scratch: Path) -> None:
             with running_card("piv", 0, ["--state", str(state), "--link-delay", f"{rtt:g}"]):
                 for name, command in commands.items():
                     timed = run_traced(command, scratch / f"link-{rtt}.jsonl", quiet=True)
-                    apdus = Workload.from_log(read_log(timed.log)).apdus
-                    expected = vpcd_link_predict(own[name], apdus, rtt / 1000)
+                    run = Workload.from_log(read_log(timed.log))
+                    apdus = run.apdus
+                    expected = vpcd_link_predict(own[name], apdus, rtt / 1000, resets=run.resets)
                     error = (timed.wall_seconds - expected) / expected * 100
                     label = f"{name} (PIV)"
                     print(
