@@ -110,10 +110,12 @@ def vpcd_link_predict(
     yubico-piv-tool's libykpiv disconnects) `RESET_ROUND_TRIPS`. pcscd's presence poll
     (an ATR request) also takes the link, once per `PCSCD_POLL_SECONDS + 1.5 rtt`: its
     own round trip plus, on average, half of the one in flight it waits for. While it
-    holds the link the client waits, so the client's time stretches by 1 / (1 - share).
+    holds the link a client waiting for the link waits longer, so the client's time on the
+    link stretches by 1 / (1 - share); its own work (process start-up, host crypto) does not
+    wait for the link and is not stretched.
     """
     if rtt < 0:
         raise ValueError(f"rtt must be >= 0 s, not {rtt}")
-    busy = own_seconds + (apdus + power_ups + RESET_ROUND_TRIPS * resets) * rtt
+    on_link = (apdus + power_ups + RESET_ROUND_TRIPS * resets) * rtt
     poll_share = rtt / (PCSCD_POLL_SECONDS + 1.5 * rtt)
-    return busy / (1 - poll_share)
+    return own_seconds + on_link / (1 - poll_share)

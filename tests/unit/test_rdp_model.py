@@ -122,7 +122,7 @@ def test_vpcd_link_prediction_counts_apdus_power_up_and_pcscd_polls() -> None:
     assert vpcd_link_predict(0.5, 40, 0.0) == 0.5
     # 40 APDUs + 1 ATR request at 250 ms, while polls take 0.25 s of every 0.4 + 0.375 s
     share = 0.25 / (PCSCD_POLL_SECONDS + 0.375)
-    assert vpcd_link_predict(0.5, 40, 0.25) == pytest.approx((0.5 + 41 * 0.25) / (1 - share))
+    assert vpcd_link_predict(0.5, 40, 0.25) == pytest.approx(0.5 + 41 * 0.25 / (1 - share))
     assert vpcd_link_predict(0.5, 40, 0.25, power_ups=0) < vpcd_link_predict(0.5, 40, 0.25)
     with pytest.raises(ValueError):
         vpcd_link_predict(0.5, 40, -0.1)
