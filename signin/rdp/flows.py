@@ -141,7 +141,7 @@ class BaseCsp:
         with card_data.transaction():
             if cold:
                 md.CardAcquireContext(card_data, 0)
-                md.CardReadFile(card_data, None, "cardcf")  # a warm transaction reads it as it starts
+            md.CardReadFile(card_data, None, "cardcf")  # warm: read as the transaction started
             containers = _read_containers(card_data)
             if not containers:
                 raise md.ScardError(
