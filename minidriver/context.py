@@ -121,7 +121,7 @@ class CardData:
             ctx.recover_if_needed(self)
         self.hScard.begin_transaction()
         try:
-            if ctx is not None:
+            if ctx is not None and self.hScard.depth == 1:  # not when nested in the caller's own
                 ctx.start_transaction(self)
             yield
         finally:

@@ -190,3 +190,18 @@ def test_gids_reads_a_data_object_once_per_transaction() -> None:
     assert meter.apdus == 2 * inside  # a new transaction reads the card again
     card_data.close()
     card.close()
+
+
+def test_a_nested_transaction_does_not_read_the_card_again(source: CardSource) -> None:
+    csp = BaseCsp(source)
+    csp.sign_in()
+    card_data = csp.card_data
+    assert card_data is not None
+    meter = card_data.connection.meter
+    with card_data.transaction():
+        started = meter.apdus  # the freshness read of the outer transaction
+        with card_data.transaction():
+            md.CardReadFile(card_data, None, "cardcf")
+            md.CardReadFile(card_data, "mscp", "cmapfile")
+        assert meter.apdus == started
+    csp.close()
