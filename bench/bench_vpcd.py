@@ -1,27 +1,26 @@
-"""APDU round trips through pyscard -> pcscd -> vpcd -> card, and the in-process SELECT rate.
+"""APDU round trips through pyscard -> pcscd -> vpcd -> card against a trivial responder on the same path.
 
-    .venv/bin/python bench/bench_vpcd.py [--apdus 600] [--slow-apdus 60] [--rounds 3] [--seconds 1.0]
+    .venv/bin/python bench/bench_vpcd.py [--apdus 1500] [--rounds 5] [--slow-apdus 60] [--seconds 1.0]
 
-Three cards take turns in vpcd slot 0 ("Virtual PCD 00 00"), each run by a
-VpcdLink in a thread of this process, so the path (pyscard, pcscd, libifdvpcd,
-TCP, the link) is identical and only the card differs:
+Three workloads, interleaved on one connection so that drifting load weighs on all
+alike: SELECT of the iso applet, VERIFY status (`00 20 00 81`, Lc absent: the card
+answers 63C3, the role is not authenticated) and GET DATA of a 1 KB object (extended
+Le; the object is written by PUT DATA before the measured APDUs).
 
-- (a) our card: the shipped `iso` profile, ephemeral (card OS, iso applet, security core);
-- (b) a trivial responder: a stub whose transmit returns 90 00;
-- (c) our card again with TCP_QUICKACK not re-armed (what delayed ACKs cost).
+- As users run it, each side in a process of its own: `vcard run --profile iso
+  --ephemeral` against bench/responder.py, a bare socket loop that answers 90 00 (and
+  1 KB of zeros to the GET DATA) with the same socket options. The two take turns in vpcd
+  slot 0 in `--rounds` rounds; per round and workload the ratio of the medians
+  ours/responder; printed are the median ratio over the rounds and its lowest and
+  highest round (targets: <= 1.15 on a quiet machine, <= 1.25 loaded).
+- In-thread: our card and the same responder behind vcard's VpcdLink, both served
+  from a thread of this process (they share the GIL with the pyscard client).
+- Our card with TCP_QUICKACK not re-armed (SELECTs only): what delayed ACKs cost.
+- The SELECT rate straight through `Card.transmit`, and how long pcscd takes to see a
+  stopped card's reader empty.
 
-(a) and (b) alternate in `--rounds` rounds (the slot holds one card at a time).
-Then the same comparison as users run it, each card in a process of its own:
-(d) `vcard run --profile iso --ephemeral` against (e) the responder started with
-`--serve-responder` (this script), also alternating. In-thread runs share the GIL
-with the pyscard client; separate processes do not, but cold caches on every wake-up
-weigh more on the card's larger code path, so both figures are printed.
-
-Each round trip is a SELECT of the iso applet or a VERIFY status query
-(`00 20 00 81`), alternating. The ratio ours/responder is the card's share of the
-time (target <= 1.3); no-quickack/quickack shows what re-arming TCP_QUICKACK buys.
-Last, the SELECT rate straight through `Card.transmit` (target >= 50,000/s).
-Numbers are printed, never judged: the exit status is 0 whenever the run completes.
+See bench/bench_card_cpu.py for the CPU the card process spends per SELECT. Numbers are
+printed, never judged: the exit status is 0 whenever the run completes.
 """
 
 from __future__ import annotations
@@ -32,11 +31,12 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from vcard import atr
+from responder import StubCard
+
 from vcard.cardos import Card
 from vcard.host import Disposition, PcscConnection, PcscError
 from vcard.profile import load_profile
@@ -49,117 +49,99 @@ SLOT = 0
 READER = reader_name(SLOT)
 ISO_AID = bytes.fromhex("F07663617264") + b"\x01"
 SELECT_ISO = bytes.fromhex("00A40400") + bytes([len(ISO_AID)]) + ISO_AID
-VERIFY_STATUS = bytes.fromhex("00200081")
-WORKLOAD = (SELECT_ISO, VERIFY_STATUS)
+OBJECT = bytes(range(256)) * 4  # 1 KB
+SETUP = (
+    SELECT_ISO,
+    bytes.fromhex("0020008106") + b"123456",  # the iso profile's user PIN (role 1 may write)
+    bytes.fromhex("00DA0100000400") + OBJECT,  # PUT DATA 0100, extended Lc
+    bytes.fromhex("0020FF81"),  # log out again: VERIFY status answers 63C3
+)
+WORKLOADS = {
+    "SELECT": SELECT_ISO,
+    "VERIFY status": bytes.fromhex("00200081"),
+    "GET DATA 1 KB": bytes.fromhex("00CA0100000400"),  # extended Le 1024
+}
 PRESENCE_TIMEOUT = 15.0
 WARM_UP = 20
-
-
-class Responder:
-    """The least a card can do: a fixed ATR and 90 00 to everything."""
-
-    atr = atr.build(b"vcard")
-
-    def power_on(self) -> None:
-        pass
-
-    def power_off(self) -> None:
-        pass
-
-    def reset(self) -> None:
-        pass
-
-    def transmit(self, raw: bytes) -> bytes:
-        return b"\x90\x00"
-
-
-@dataclass
-class Timing:
-    label: str
-    samples: list[float]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples)
-
-    @property
-    def mean(self) -> float:
-        return statistics.fmean(self.samples)
-
-    @property
-    def p90(self) -> float:
-        return statistics.quantiles(self.samples, n=10)[-1]
 
 
 class BenchError(Exception):
     pass
 
 
-def wait_presence(reader: str, present: bool) -> None:
-    if not wait_for_presence(reader, present, PRESENCE_TIMEOUT):
+@dataclass
+class Side:
+    """One side of a comparison: per workload, the round-trip samples of each round."""
+
+    label: str
+    rounds: dict[str, list[list[float]]] = field(default_factory=lambda: {name: [] for name in WORKLOADS})
+
+    def median(self, workload: str) -> float:
+        return statistics.median(sample for samples in self.rounds[workload] for sample in samples)
+
+    def add_round(self, samples: dict[str, list[float]]) -> None:
+        for name, values in samples.items():
+            self.rounds[name].append(values)
+
+
+def wait_presence(present: bool) -> None:
+    if not wait_for_presence(READER, present, PRESENCE_TIMEOUT):
         state = "appear in" if present else "leave"
-        raise BenchError(f"the card did not {state} {reader!r} within {PRESENCE_TIMEOUT:.0f} s")
+        raise BenchError(f"the card did not {state} {READER!r} within {PRESENCE_TIMEOUT:.0f} s")
 
 
-def round_trips(reader: str, count: int) -> list[float]:
-    """Seconds per SCardTransmit for `count` APDUs of the workload (after a warm-up).
+def round_trips(count: int, workloads: dict[str, bytes]) -> dict[str, list[float]]:
+    """Seconds per SCardTransmit, `count` per workload, interleaved (after set-up and warm-up).
 
     Timed around the connection's transmit (one SCardTransmit and the call meter's
     bookkeeping, the same for the card and the responder).
     """
     try:
-        connection = PcscConnection(reader, disposition=Disposition.RESET_CARD)
+        connection = PcscConnection(READER, disposition=Disposition.RESET_CARD)
     except PcscError as error:
         raise BenchError(str(error)) from None
+    samples: dict[str, list[float]] = {name: [] for name in workloads}
     with connection:
-        samples: list[float] = []
-        for index in range(WARM_UP + count):
-            apdu = WORKLOAD[index % len(WORKLOAD)]
+        for apdu in SETUP:
+            response = connection.transmit(apdu)
+            if response[-2:] != b"\x90\x00":
+                raise BenchError(f"set-up APDU {apdu[:4].hex().upper()} answered {response.hex().upper()}")
+        order = list(workloads.items())
+        for index in range(len(order) * (WARM_UP + count)):
+            name, apdu = order[index % len(order)]
             started = time.perf_counter()
             response = connection.transmit(apdu)
             elapsed = time.perf_counter() - started
             if len(response) < 2:
                 raise BenchError(f"SCardTransmit: {len(response)} bytes, no status word")
-            if index >= WARM_UP:
-                samples.append(elapsed)
-        return samples
+            if index >= len(order) * WARM_UP:
+                samples[name].append(elapsed)
+    return samples
 
 
-def measure(label: str, card: SmartCard, quickack: bool, count: int) -> Timing:
-    link = VpcdLink(card, "127.0.0.1", VPCD_BASE_PORT + SLOT, quickack=quickack, name=label)
+def in_thread(
+    card: SmartCard, quickack: bool, count: int, workloads: dict[str, bytes]
+) -> dict[str, list[float]]:
+    link = VpcdLink(card, "127.0.0.1", VPCD_BASE_PORT + SLOT, quickack=quickack, name="bench")
     link.start()
     try:
-        wait_presence(READER, True)
-        return Timing(label, round_trips(READER, count))
+        wait_presence(True)
+        return round_trips(count, workloads)
     finally:
         link.stop()
-        wait_presence(READER, False)
+        wait_presence(False)
 
 
-def measure_process(label: str, command: list[str], count: int) -> Timing:
+def in_process(command: list[str], count: int) -> dict[str, list[float]]:
     """Round trips to a card served by another process (started here, stopped after)."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT)
     try:
-        wait_presence(READER, True)
-        return Timing(label, round_trips(READER, count))
+        wait_presence(True)
+        return round_trips(count, WORKLOADS)
     finally:
         process.terminate()
         process.wait(10)
-        wait_presence(READER, False)
-
-
-def serve_responder() -> int:
-    """Run the trivial responder on slot 0 until SIGTERM (the (e) process)."""
-    import signal
-    import threading
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    link = VpcdLink(Responder(), "127.0.0.1", VPCD_BASE_PORT + SLOT, name="responder")
-    link.start()
-    stop.wait()
-    link.stop()
-    return 0
+        wait_presence(False)
 
 
 def removal_latency(card: Card, samples: int) -> list[float]:
@@ -168,10 +150,10 @@ def removal_latency(card: Card, samples: int) -> list[float]:
     for _ in range(samples):
         link = VpcdLink(card, "127.0.0.1", VPCD_BASE_PORT + SLOT, name="removal")
         link.start()
-        wait_presence(READER, True)
+        wait_presence(True)
         started = time.monotonic()
         link.stop()
-        wait_presence(READER, False)
+        wait_presence(False)
         latencies.append(time.monotonic() - started)
     return latencies
 
@@ -202,8 +184,32 @@ def ensure_pcscd() -> None:
         raise BenchError((result.stdout + result.stderr).strip())
 
 
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:8.3f}"
+def alternate(
+    rounds: int,
+    ours: Side,
+    theirs: Side,
+    measure_ours: Callable[[], dict[str, list[float]]],
+    measure_theirs: Callable[[], dict[str, list[float]]],
+) -> None:
+    """Measure the two sides in turns, so that load drifting during the run weighs on both alike."""
+    for _ in range(rounds):
+        ours.add_round(measure_ours())
+        theirs.add_round(measure_theirs())
+
+
+def report(title: str, ours: Side, theirs: Side, target: str) -> None:
+    print(title)
+    print(f"  {'workload':<14} {'ours ms':>8} {'floor ms':>8}  {'ratio':>5}  {'rounds (lowest-highest)':<24}")
+    for name in WORKLOADS:
+        per_round = [
+            statistics.median(a) / statistics.median(b)
+            for a, b in zip(ours.rounds[name], theirs.rounds[name], strict=True)
+        ]
+        print(
+            f"  {name:<14} {ours.median(name) * 1000:8.3f} {theirs.median(name) * 1000:8.3f}"
+            f"  {statistics.median(per_round):5.2f}  {min(per_round):.2f}-{max(per_round):.2f}"
+        )
+    print(f"  target: {target}")
 
 
 def run(apdus: int, slow_apdus: int, seconds: float, rounds: int) -> None:
@@ -211,29 +217,33 @@ def run(apdus: int, slow_apdus: int, seconds: float, rounds: int) -> None:
     ensure_pcscd()
     if card_present(READER):
         raise BenchError(f"{READER!r} already has a card; stop it first (the benchmark needs the slot)")
+    per_round = max(apdus // rounds, 2)
+
+    ours_process, floor_process = Side("vcard run"), Side("responder process")
+    vcard_run = [sys.executable, "-m", "vcard", "run", "--profile", "iso", "--ephemeral"]
+    responder = [sys.executable, str(REPO_ROOT / "bench" / "responder.py")]
+    alternate(
+        rounds,
+        ours_process,
+        floor_process,
+        lambda: in_process(vcard_run, per_round),
+        lambda: in_process(responder, per_round),
+    )
 
     iso = VirtualCard.open(profile, None, ephemeral=True)
-    ours = Timing("(a) vcard iso card, quickack", [])
-    responder = Timing("(b) trivial responder, quickack", [])
     try:
-        # (a) and (b) alternate in rounds so that load from other processes drifting during the
-        # run weighs on both alike; the ratio is what this benchmark is for
-        per_round = max(apdus // rounds, 2)
-        for _ in range(rounds):
-            ours.samples += measure(ours.label, iso.card, True, per_round).samples
-            responder.samples += measure(responder.label, Responder(), True, per_round).samples
-        slow = measure("(c) vcard iso card, no quickack", iso.card, False, slow_apdus)
+        ours_thread, floor_thread = Side("card in thread"), Side("stub in thread")
+        alternate(
+            rounds,
+            ours_thread,
+            floor_thread,
+            lambda: in_thread(iso.card, True, per_round, WORKLOADS),
+            lambda: in_thread(StubCard(), True, per_round, WORKLOADS),
+        )
+        slow = in_thread(iso.card, False, slow_apdus, {"SELECT": SELECT_ISO})["SELECT"]
         removals = removal_latency(iso.card, 5)
     finally:
         iso.close()
-    ours_process = Timing("(d) vcard run process (iso)", [])
-    responder_process = Timing("(e) responder process", [])
-    vcard_run = [sys.executable, "-m", "vcard", "run", "--profile", "iso", "--ephemeral"]
-    serve = [sys.executable, str(Path(__file__).resolve()), "--serve-responder"]
-    for _ in range(rounds):
-        ours_process.samples += measure_process(ours_process.label, vcard_run, per_round).samples
-        responder_process.samples += measure_process(responder_process.label, serve, per_round).samples
-    timings = [ours, responder, slow, ours_process, responder_process]
 
     local = VirtualCard.open(profile, None, ephemeral=True)
     try:
@@ -241,26 +251,28 @@ def run(apdus: int, slow_apdus: int, seconds: float, rounds: int) -> None:
     finally:
         local.close()
 
-    width = max(len(t.label) for t in timings)
     print(f"APDU round trips: pyscard -> pcscd -> vpcd -> card, reader {READER!r}")
     print(
-        f"workload: SELECT iso applet / VERIFY status, alternating; (a) and (b) in {rounds} alternating"
-        f" rounds; {WARM_UP} warm-up APDUs per connection not counted"
+        f"{per_round} APDUs per workload, side and round, {rounds} rounds alternating the sides;"
+        f" {WARM_UP} warm-up APDUs per workload and connection not counted"
     )
     print()
-    print(f"{'configuration':<{width}}  {'APDUs':>6}  {'median ms':>9}  {'mean ms':>8}  {'p90 ms':>8}")
-    for timing in timings:
-        print(
-            f"{timing.label:<{width}}  {len(timing.samples):>6}  {ms(timing.median):>9}"
-            f"  {ms(timing.mean)}  {ms(timing.p90)}"
-        )
+    report(
+        "separate processes: vcard run (iso) / bare responder process",
+        ours_process,
+        floor_process,
+        "<= 1.15 quiet, <= 1.25 loaded",
+    )
     print()
-    print(f"ours / responder (median):       {ours.median / responder.median:6.2f}   (target <= 1.3)")
+    report(
+        "in-thread: our card / the stub behind VpcdLink, both in this process", ours_thread, floor_thread, "-"
+    )
+    print()
+    slow_median = statistics.median(slow)
     print(
-        f"  same, separate processes:      {ours_process.median / responder_process.median:6.2f}"
-        "   (target <= 1.3)"
+        f"no quickack: SELECT median {slow_median * 1000:.3f} ms,"
+        f" {slow_median / ours_thread.median('SELECT'):.0f}x the in-thread card with quickack"
     )
-    print(f"no-quickack / quickack (median): {slow.median / ours.median:6.2f}")
     print(f"in-process SELECT via Card.transmit: {rate:,.0f}/s   (target >= 50,000/s)")
     print(
         f"card stopped -> reader empty: max {max(removals):.2f} s over {len(removals)} removals"
@@ -270,14 +282,11 @@ def run(apdus: int, slow_apdus: int, seconds: float, rounds: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--apdus", type=int, default=600, help="APDUs measured per quickack configuration")
-    parser.add_argument("--slow-apdus", type=int, default=60, help="APDUs measured without quickack")
-    parser.add_argument("--rounds", type=int, default=3, help="alternations of (a) and (b)")
+    parser.add_argument("--apdus", type=int, default=1500, help="APDUs per workload and side (all rounds)")
+    parser.add_argument("--slow-apdus", type=int, default=60, help="SELECTs measured without quickack")
+    parser.add_argument("--rounds", type=int, default=5, help="alternations of our card and the responder")
     parser.add_argument("--seconds", type=float, default=1.0, help="duration of the in-process SELECT loop")
-    parser.add_argument("--serve-responder", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve_responder:
-        return serve_responder()
     if args.apdus < 2 or args.slow_apdus < 2 or args.rounds < 1 or args.seconds <= 0:
         parser.error("--apdus and --slow-apdus must be >= 2, --rounds >= 1 and --seconds > 0")
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")

@@ -8,16 +8,20 @@ Four parts, each counting what must stay zero:
   Corrupt states: the state directory does not load again afterwards.
 * vpcd: abusive frames from a fake vpcd into the real link (1-byte frames, garbage,
   frames cut short). Escapes: a frame that expects an answer gets none in 5 s.
-* kills: a worker process runs VERIFY / CHANGE REFERENCE DATA / PUT DATA on a PIV
-  state and is killed with SIGKILL at a random moment. Regained tries: more tries
-  left after the kill than the last operation that may have run allows. Corrupt
-  states: the state does not load, or a data object holds neither its old nor its
-  new value.
+* kills: a worker process runs VERIFY (wrong and right PIN) / CHANGE REFERENCE DATA /
+  PUT DATA on a PIV and on a GIDS state in turn, and is killed with SIGKILL at a random
+  moment. Regained tries: more tries left after the kill than the last operation that
+  may have run allows. Corrupt states: the state does not load (torn or unreadable), or
+  a data object holds neither its old nor its new value. The report says in which
+  operation each kill landed.
 * inputs: malformed profiles, states and command-line values through the real CLI.
   Tracebacks: a Python traceback on stderr; corrupt states: the file was changed.
 
-Usage: python scripts/reliability.py [--apdus N] [--frames N] [--kills N] [--seed S]
-Exits 1 if any count is not zero. Not part of `make test` (it takes a few minutes).
+Usage: python scripts/reliability.py [--apdus N] [--frames N] [--kills N] [--kill-cards piv,gids]
+                                     [--only fuzz,vpcd,kills,inputs] [--seed S]
+e.g. the kill campaign alone: `make reliability ARGS="--only kills --kills 1000"`.
+Exits 1 if any count is not zero. Not part of `make test` (it takes a few minutes);
+tests/unit/test_kill_campaign.py runs a few dozen kills of it.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vcard.profile import list_profile_names, load_profile
 from vcard.runtime import VirtualCard
@@ -314,34 +319,70 @@ CYCLE = [
     ("verify", 3),
     ("put", None),
 ]
+OPERATIONS = ("verify-wrong", "verify", "change", "put")
 PRINTED_TAG = bytes.fromhex("5FC109")
+GIDS_SELECT = bytes.fromhex("00A4040009A0000003974254465900")
+GIDS_PIN = b"123456"
+GIDS_WRONG_PIN = b"999999"
+GIDS_FILE = 0xA010  # EF of the minidriver files: PUT DATA under the user PIN
+GIDS_TAG = 0xDF24
+GIDS_ADMIN_KEY = bytes(24)
+KILL_CARDS = ("piv", "gids")
 
 
-def worker(state: Path, first: int) -> None:
+@dataclass
+class KillTally:
+    """Where the kills landed: in an operation of the cycle (per card), or between two."""
+
+    during: dict[str, int] = field(default_factory=dict)
+
+    def add(self, card: str, landed: str) -> None:
+        key = f"{card} {landed}"
+        self.during[key] = self.during.get(key, 0) + 1
+
+
+def _command(card: str, operation: str, number: int) -> bytes:
+    """The APDU of one cycle operation on `card` (PIN commands, and PUT DATA of the op number)."""
+    value = number.to_bytes(4, "big")
+    if card == "piv":
+        if operation == "verify-wrong":
+            return bytes.fromhex("0020008008") + WRONG_PIN
+        if operation == "verify":
+            return bytes.fromhex("0020008008") + PIN
+        if operation == "change":
+            return bytes.fromhex("0024008010") + PIN + PIN
+        body = bytes([0x5C, 3]) + PRINTED_TAG + bytes([0x53, len(value)]) + value
+        return bytes([0x00, 0xDB, 0x3F, 0xFF, len(body)]) + body
+    if operation == "verify-wrong":
+        return bytes([0x00, 0x20, 0x00, 0x80, len(GIDS_WRONG_PIN)]) + GIDS_WRONG_PIN
+    if operation == "verify":
+        return bytes([0x00, 0x20, 0x00, 0x80, len(GIDS_PIN)]) + GIDS_PIN
+    if operation == "change":
+        return bytes([0x00, 0x24, 0x00, 0x80, 2 * len(GIDS_PIN)]) + GIDS_PIN + GIDS_PIN
+    # after the cycle's right VERIFY, which PUT DATA into A010 needs
+    body = GIDS_TAG.to_bytes(2, "big") + bytes([len(value)]) + value
+    return bytes([0x00, 0xDB, GIDS_FILE >> 8, GIDS_FILE & 0xFF, len(body)]) + body
+
+
+def worker(card_name: str, state: Path, first: int) -> None:
     """Runs CYCLE forever from op number `first`, printing `start N` / `done N` around each op."""
     from vcard.host import InProcessConnection
     from vcard.testing.provisioning import PivProvisioner
 
-    virtual = VirtualCard.open(load_profile("piv"), state)
+    virtual = VirtualCard.open(load_profile(card_name), state)
     card = virtual.card
     card.power_on()
-    provisioner = PivProvisioner(InProcessConnection(virtual.card, power_on=False))
-    provisioner.select()
-    provisioner.authenticate()
+    if card_name == "piv":
+        provisioner = PivProvisioner(InProcessConnection(virtual.card, power_on=False))
+        provisioner.select()
+        provisioner.authenticate()  # PUT DATA of printed information needs the management key
+    else:
+        card.transmit(GIDS_SELECT)
     number = first
     out = sys.stdout
     while True:
         operation, _ = CYCLE[number % len(CYCLE)]
-        if operation == "verify-wrong":
-            command = bytes.fromhex("0020008008") + WRONG_PIN
-        elif operation == "verify":
-            command = bytes.fromhex("0020008008") + PIN
-        elif operation == "change":
-            command = bytes.fromhex("0024008010") + PIN + PIN
-        else:
-            value = number.to_bytes(4, "big")
-            body = bytes([0x5C, 3]) + PRINTED_TAG + bytes([0x53, len(value)]) + value
-            command = bytes([0x00, 0xDB, 0x3F, 0xFF, len(body)]) + body
+        command = _command(card_name, operation, number)
         out.write(f"start {number}\n")
         out.flush()
         card.transmit(command)
@@ -350,28 +391,44 @@ def worker(state: Path, first: int) -> None:
         number += 1
 
 
-def _read_back(state: Path) -> tuple[int, int | None]:
-    """(tries left, printed-information value) of the PIV state, opening it like any user."""
-    virtual = VirtualCard.open(load_profile("piv"), state)
+def _tries(status: bytes) -> int:
+    if status[-2] == 0x63:
+        return status[-1] & 0x0F
+    if status[-2:] == b"\x90\x00":
+        return 3
+    if status[-2:] == b"\x69\x83":
+        return 0
+    raise RuntimeError(f"VERIFY status answered {status.hex().upper()}")
+
+
+def _read_back(card_name: str, state: Path) -> tuple[int, int | None]:
+    """(tries left, value PUT DATA wrote) of the state, opening it like any user.
+
+    Then back to 3 tries for the next worker: the PUK (PIV) or the admin key (GIDS)
+    unblocks a PIN whose last try an interrupted command used, and the value is read
+    under the PIN, whose right VERIFY restores the counter.
+    """
+    virtual = VirtualCard.open(load_profile(card_name), state)
     try:
         card = virtual.card
         card.power_on()
-        card.transmit(PIV_SELECT)
-        status = card.transmit(bytes.fromhex("00200080"))
-        if status[-2] == 0x63:
-            tries = status[-1] & 0x0F
-        elif status[-2:] == b"\x90\x00":
-            tries = 3
-        elif status[-2:] == b"\x69\x83":
-            tries = 0
+        if card_name == "piv":
+            card.transmit(PIV_SELECT)
+            tries = _tries(card.transmit(bytes.fromhex("00200080")))
+            if tries == 0:
+                card.transmit(bytes.fromhex("002C008010") + PUK + PIN)
+            card.transmit(bytes.fromhex("0020008008") + PIN)
+            answer = card.transmit(bytes.fromhex("00CB3FFF055C035FC10900"))
         else:
-            raise RuntimeError(f"VERIFY status answered {status.hex().upper()}")
-        # back to 3 tries for the next worker (the PUK unblocks a PIN whose last try an
-        # interrupted command used); printed information is read under the PIN
-        if tries == 0:
-            card.transmit(bytes.fromhex("002C008010") + PUK + PIN)
-        card.transmit(bytes.fromhex("0020008008") + PIN)
-        answer = card.transmit(bytes.fromhex("00CB3FFF055C035FC10900"))
+            card.transmit(GIDS_SELECT)
+            tries = _tries(card.transmit(bytes.fromhex("00200080")))
+            if tries == 0:
+                _gids_unblock(card)
+            card.transmit(bytes([0x00, 0x20, 0x00, 0x80, len(GIDS_PIN)]) + GIDS_PIN)
+            tag_list = bytes([0x5C, 2]) + GIDS_TAG.to_bytes(2, "big")
+            answer = card.transmit(
+                bytes([0x00, 0xCB, GIDS_FILE >> 8, GIDS_FILE & 0xFF, 4]) + tag_list + b"\x00"
+            )
         value = None
         if answer[-2:] == b"\x90\x00" and len(answer) >= 6:
             value = int.from_bytes(answer[-6:-2], "big")
@@ -380,22 +437,66 @@ def _read_back(state: Path) -> tuple[int, int | None]:
         virtual.close()
 
 
-def kills(counts: Counts, number: int, rng: random.Random, work: Path) -> None:
-    state = work / "kills"
-    VirtualCard.open(load_profile("piv"), state).close()
-    last_put: int | None = None
-    op = 0
-    for _ in range(number):
+def _gids_unblock(card: Any) -> None:
+    """Mutual authentication with the admin key (as OpenSC's gids-tool), then RESET RETRY COUNTER P1 02."""
+    from vcard import tlv
+    from vcard.applets.gids.admin import host_mutual_cryptogram
+
+    def ok(answer: bytes) -> bytes:
+        if answer[-2:] != b"\x90\x00":
+            raise RuntimeError(f"GIDS unblock answered {answer[-2:].hex().upper()}")
+        return answer[:-2]
+
+    ok(card.transmit(bytes.fromhex("0022C1A403830180")))
+    host_random = random.SystemRandom().randbytes(16)
+    challenge = tlv.encode(0x7C, [tlv.encode(0x81, host_random)])
+    answer = ok(card.transmit(bytes([0x00, 0x87, 0x00, 0x00, len(challenge)]) + challenge + b"\x00"))
+    card_random = tlv.find(answer, 0x7C, 0x81)
+    if card_random is None:
+        raise RuntimeError("GIDS mutual authentication: no card random")
+    cryptogram = host_mutual_cryptogram("3des", GIDS_ADMIN_KEY, card_random, host_random)
+    response = tlv.encode(0x7C, [tlv.encode(0x82, cryptogram)])
+    ok(card.transmit(bytes([0x00, 0x87, 0x00, 0x00, len(response)]) + response + b"\x00"))
+    ok(card.transmit(bytes([0x00, 0x2C, 0x02, 0x80, len(GIDS_PIN)]) + GIDS_PIN))
+
+
+def kills(
+    counts: Counts,
+    number: int,
+    rng: random.Random,
+    work: Path,
+    cards: tuple[str, ...] = KILL_CARDS,
+    tally: KillTally | None = None,
+) -> None:
+    """`number` kills, spread over `cards` in turn; each card has its own state directory."""
+    runs = {name: _KillRun(name, work / f"kills-{name}") for name in cards}
+    for index in range(number):
+        runs[cards[index % len(cards)]].kill_once(counts, rng, tally)
+
+
+class _KillRun:
+    """One card's state under repeated kills: where the next worker starts, what PUT DATA last left."""
+
+    def __init__(self, card: str, state: Path) -> None:
+        self.card = card
+        self.state = state
+        VirtualCard.open(load_profile(card), state).close()
+        self.last_put: int | None = None
+        self.op = 0
+
+    def kill_once(self, counts: Counts, rng: random.Random, tally: KillTally | None) -> None:
         process = subprocess.Popen(
-            [sys.executable, __file__, "--worker", str(state), str(op)],
+            [sys.executable, __file__, "--worker", self.card, str(self.state), str(self.op)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         assert process.stdout is not None
         lines: list[str] = []
-        deadline = time.monotonic() + rng.uniform(0.0, 0.25)
         first = process.stdout.readline()  # the worker has opened the state and started
+        # Counted from the first operation: the worker's start-up (imports, opening the state)
+        # takes longer than the window, so a deadline set before would always land in op one.
+        deadline = time.monotonic() + rng.uniform(0.0, 0.25)
         lines.append(first)
         reader = threading.Thread(target=lines.extend, args=(process.stdout,), daemon=True)
         reader.start()
@@ -408,10 +509,12 @@ def kills(counts: Counts, number: int, rng: random.Random, work: Path) -> None:
         done = {int(line.split()[1]) for line in lines if line.startswith("done")}
         if not started:
             error = process.stderr.read()[-300:] if process.stderr else ""
-            counts.note(f"kill: worker died before its first operation: {error}")
-            continue
+            counts.note(f"kill {self.card}: worker died before its first operation: {error}")
+            return
         last = started[-1]
-        before = _tries_after(last - 1, op)
+        if tally is not None:
+            tally.add(self.card, "between operations" if last in done else CYCLE[last % len(CYCLE)][0])
+        before = _tries_after(last - 1, self.op)
         if last in done:
             allowed_tries = {_tries_after(last)}
         else:
@@ -421,26 +524,35 @@ def kills(counts: Counts, number: int, rng: random.Random, work: Path) -> None:
             if CYCLE[last % len(CYCLE)][0] != "put":
                 allowed_tries.add(before - 1)
         puts = [n for n in started if CYCLE[n % len(CYCLE)][0] == "put"]
-        allowed_values = {last_put}
+        allowed_values = {self.last_put}
         for n in puts:
             allowed_values = {n} if n in done else allowed_values | {n}
         try:
-            tries, value = _read_back(state)
+            tries, value = _read_back(self.card, self.state)
         except Exception as error:  # a state that no longer opens is the failure counted here
             counts.corrupt += 1
-            counts.note(f"kill after op {last}: state does not open: {error}")
-            break
+            counts.note(f"kill {self.card} after op {last}: state does not open: {error}")
+            # start again from a fresh card, so the campaign goes on
+            shutil.rmtree(self.state, ignore_errors=True)
+            VirtualCard.open(load_profile(self.card), self.state).close()
+            self.last_put, self.op = None, 0
+            return
         if tries > max(allowed_tries):
             counts.regained += 1
-            counts.note(f"kill after op {last}: {tries} tries left, at most {max(allowed_tries)} allowed")
+            counts.note(
+                f"kill {self.card} after op {last}: {tries} tries left, at most {max(allowed_tries)} allowed"
+            )
         elif tries not in allowed_tries:
             counts.corrupt += 1
-            counts.note(f"kill after op {last}: {tries} tries left, expected one of {sorted(allowed_tries)}")
+            expected = sorted(allowed_tries)
+            counts.note(f"kill {self.card} after op {last}: {tries} tries left, expected one of {expected}")
         if value not in allowed_values:
             counts.corrupt += 1
-            counts.note(f"kill after op {last}: printed information {value}, expected {allowed_values}")
-        last_put = value
-        op = (last // len(CYCLE) + 1) * len(CYCLE)  # next worker starts a fresh cycle at 3 tries
+            counts.note(
+                f"kill {self.card} after op {last}: PUT DATA value {value}, expected {allowed_values}"
+            )
+        self.last_put = value
+        self.op = (last // len(CYCLE) + 1) * len(CYCLE)  # next worker starts a fresh cycle at 3 tries
 
 
 def _tries_after(number: int, start: int | None = None) -> int:
@@ -549,35 +661,65 @@ def _check(counts: Counts, what: str, result: subprocess.CompletedProcess[str]) 
         counts.note(f"input {what}: exit {result.returncode}: {result.stderr.strip()[-300:]}")
 
 
+PARTS = ("fuzz", "vpcd", "kills", "inputs")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--apdus", type=int, default=50000, help="fuzzed APDUs per profile")
     parser.add_argument("--frames", type=int, default=10000, help="abusive vpcd frames")
-    parser.add_argument("--kills", type=int, default=200, help="SIGKILLs during PIN and data commands")
+    parser.add_argument(
+        "--kills",
+        type=int,
+        default=200,
+        help="SIGKILLs during PIN and data commands, spread over --kill-cards",
+    )
+    parser.add_argument(
+        "--kill-cards",
+        default=",".join(KILL_CARDS),
+        help=f"cards the kills run on, in turn (default {','.join(KILL_CARDS)})",
+    )
+    parser.add_argument(
+        "--only", default=",".join(PARTS), help=f"parts to run, comma-separated (default {','.join(PARTS)})"
+    )
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(Path(args.worker[0]), int(args.worker[1]))
+        worker(args.worker[0], Path(args.worker[1]), int(args.worker[2]))
         return 0
+    parts = [part for part in args.only.split(",") if part]
+    cards = tuple(card for card in args.kill_cards.split(",") if card)
+    unknown = [part for part in parts if part not in PARTS] + [
+        card for card in cards if card not in KILL_CARDS
+    ]
+    if unknown or not parts or not cards:
+        parser.error(f"unknown or empty --only / --kill-cards: {', '.join(unknown) or 'nothing given'}")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
     rng = random.Random(seed)
     counts = Counts()
+    tally = KillTally()
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="vcard-reliability-"))
     os.chmod(work, 0o700)
     try:
-        fuzz(counts, args.apdus, rng, work)
-        vpcd_frames(counts, args.frames, rng)
-        kills(counts, args.kills, rng, work)
-        malformed_inputs(counts, work)
+        if "fuzz" in parts:
+            fuzz(counts, args.apdus, rng, work)
+        if "vpcd" in parts:
+            vpcd_frames(counts, args.frames, rng)
+        if "kills" in parts:
+            kills(counts, args.kills, rng, work, cards, tally)
+        if "inputs" in parts:
+            malformed_inputs(counts, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     fuzzed = ", ".join(f"{name} {number}" for name, number in counts.apdus.items())
-    print(f"reliability (seed {seed}, {time.monotonic() - started:.0f} s)")
-    print(f"  APDUs fuzzed per profile: {fuzzed}")
+    print(f"reliability (seed {seed}, {time.monotonic() - started:.0f} s, parts: {', '.join(parts)})")
+    print(f"  APDUs fuzzed per profile: {fuzzed or 'none'}")
     print(f"  abusive vpcd frames: {counts.frames}")
-    print(f"  kill -9 during VERIFY / CHANGE REFERENCE DATA / PUT DATA: {counts.kills}")
+    print(f"  kill -9 during VERIFY / CHANGE REFERENCE DATA / PUT DATA on {', '.join(cards)}: {counts.kills}")
+    for where, number in sorted(tally.during.items()):
+        print(f"    {where}: {number}")
     print(f"  malformed inputs: {counts.inputs}")
     print(
         f"  {counts.escapes} escapes / {counts.leaks} leaks / {counts.corrupt} corrupt states /"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 import minidriver as md
 from vcard.host import CardEndpoint
@@ -99,8 +100,30 @@ def container_map(card_data: md.CardData) -> list[md.CONTAINER_MAP_RECORD]:
     return [md.CONTAINER_MAP_RECORD.unpack(raw[i : i + size]) for i in range(0, len(raw), size)]
 
 
-def read_certificates(card_data: md.CardData) -> CardContents:
-    """Every container's certificate, the default container first (one transaction)."""
+def key_spec_from_map(record: md.CONTAINER_MAP_RECORD, certificate: x509.Certificate) -> int:
+    """The key spec as the Base CSP finds it without CardGetContainerInfo: the container map says
+    which half holds a key (wKeyExchangeKeySizeBits / wSigKeySizeBits), the certificate which algorithm."""
+    exchange = bool(record.wKeyExchangeKeySizeBits)
+    key = certificate.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        bits = key.curve.key_size
+        table = ECDHE_BY_BITS if exchange else ECDSA_BY_BITS
+        if bits in table:
+            return table[bits]
+    return md.AT_KEYEXCHANGE if exchange else md.AT_SIGNATURE
+
+
+ECDSA_BY_BITS = {256: md.AT_ECDSA_P256, 384: md.AT_ECDSA_P384, 521: md.AT_ECDSA_P521}
+ECDHE_BY_BITS = {256: md.AT_ECDHE_P256, 384: md.AT_ECDHE_P384, 521: md.AT_ECDHE_P521}
+
+
+def read_certificates(card_data: md.CardData, container_info: bool = True) -> CardContents:
+    """Every container's certificate, the default container first (one transaction).
+
+    `container_info=False` skips CardGetContainerInfo (the public key is not needed to find
+    or judge a certificate) and takes the key spec from the container map and the
+    certificate, as the Base CSP's certificate enumeration can: fewer card round trips.
+    """
     contents = CardContents()
     with card_data.transaction():
         try:
@@ -112,13 +135,16 @@ def read_certificates(card_data: md.CardData) -> CardContents:
         valid = [(index, record) for index, record in enumerate(records) if record.is_valid]
         valid.sort(key=lambda item: (not item[1].bFlags & md.CONTAINER_MAP_DEFAULT_CONTAINER, item[0]))
         for index, record in valid:
-            try:
-                info = md.CardGetContainerInfo(card_data, index)
-                key_spec = key_spec_of(info)
-            except md.ScardError as error:
-                contents.problems.append(f"container {index}: CardGetContainerInfo: {error}")
-                continue
-            exchange = key_spec in (md.AT_KEYEXCHANGE, *md.ECDHE_KEYSPECS)
+            if container_info:
+                try:
+                    info = md.CardGetContainerInfo(card_data, index)
+                    key_spec = key_spec_of(info)
+                except md.ScardError as error:
+                    contents.problems.append(f"container {index}: CardGetContainerInfo: {error}")
+                    continue
+                exchange = key_spec in (md.AT_KEYEXCHANGE, *md.ECDHE_KEYSPECS)
+            else:
+                exchange = bool(record.wKeyExchangeKeySizeBits)
             prefix = md.szUSER_KEYEXCHANGE_CERT_PREFIX if exchange else md.szUSER_SIGNATURE_CERT_PREFIX
             name = f"{prefix}{index:02d}"
             try:
@@ -132,6 +158,8 @@ def read_certificates(card_data: md.CardData) -> CardContents:
             except ValueError as error:
                 contents.problems.append(f"container {index}: mscp/{name} is not a DER certificate ({error})")
                 continue
+            if not container_info:
+                key_spec = key_spec_from_map(record, certificate)
             contents.certificates.append(
                 CardCertificate(
                     certificate,

@@ -219,6 +219,12 @@ class Kdc:
         self._run(["kadmin.local", "-q", f"addprinc +requires_preauth -nokey {principal}"], what="addprinc")
         return principal
 
+    def add_service(self, name: str) -> str:
+        """A service principal with a random key, for `kvno` to prove a TGT is usable."""
+        principal = f"{name}@{self.realm}"
+        self._run(["kadmin.local", "-q", f"addprinc -randkey {principal}"], what="addprinc")
+        return principal
+
     def kinit_pkcs11(
         self, user: str, pin: str, module: Path = OPENSC_PKCS11, timeout: float = 60.0, trace: bool = False
     ) -> subprocess.CompletedProcess[str]:

@@ -100,6 +100,7 @@ class ISOError(Exception):
 
 SHORT_MAX_NE = 256
 EXTENDED_MAX_NE = 65536
+_new = tuple.__new__
 
 
 class CommandAPDU(NamedTuple):
@@ -143,33 +144,37 @@ class CommandAPDU(NamedTuple):
     @classmethod
     def parse(cls, raw: bytes) -> CommandAPDU:
         """Decode raw bytes; malformed input raises ISOError(WRONG_LENGTH)."""
+        if type(raw) is not bytes:
+            raw = bytes(raw)
         n = len(raw)
         if n < 4:
             raise ISOError(SW.WRONG_LENGTH, f"APDU of {n} bytes is shorter than its header")
+        # tuple.__new__ with every field: the generated NamedTuple constructor costs a
+        # Python call per APDU, and this runs for every command the card receives.
         cla, ins, p1, p2 = raw[0], raw[1], raw[2], raw[3]
         if n == 4:
-            return cls(cla, ins, p1, p2)
+            return _new(cls, (cla, ins, p1, p2, b"", None, False))
         if n == 5:
-            return cls(cla, ins, p1, p2, ne=raw[4] or SHORT_MAX_NE)
+            return _new(cls, (cla, ins, p1, p2, b"", raw[4] or SHORT_MAX_NE, False))
         if raw[4] != 0:
             lc = raw[4]
             if n == 5 + lc:
-                return cls(cla, ins, p1, p2, bytes(raw[5:]))
+                return _new(cls, (cla, ins, p1, p2, raw[5:], None, False))
             if n == 6 + lc:
-                return cls(cla, ins, p1, p2, bytes(raw[5:-1]), raw[-1] or SHORT_MAX_NE)
+                return _new(cls, (cla, ins, p1, p2, raw[5:-1], raw[-1] or SHORT_MAX_NE, False))
             raise ISOError(SW.WRONG_LENGTH, f"Lc={lc} does not match {n - 5} bytes after the header")
         if n < 7:
             raise ISOError(SW.WRONG_LENGTH, "extended length field is truncated")
-        length = int.from_bytes(raw[5:7], "big")
+        length = (raw[5] << 8) | raw[6]
         if n == 7:
-            return cls(cla, ins, p1, p2, ne=length or EXTENDED_MAX_NE, extended=True)
+            return _new(cls, (cla, ins, p1, p2, b"", length or EXTENDED_MAX_NE, True))
         if length == 0:
             raise ISOError(SW.WRONG_LENGTH, "extended Lc of zero")
         if n == 7 + length:
-            return cls(cla, ins, p1, p2, bytes(raw[7:]), extended=True)
+            return _new(cls, (cla, ins, p1, p2, raw[7:], None, True))
         if n == 9 + length:
-            le = int.from_bytes(raw[-2:], "big")
-            return cls(cla, ins, p1, p2, bytes(raw[7:-2]), le or EXTENDED_MAX_NE, extended=True)
+            le = (raw[-2] << 8) | raw[-1]
+            return _new(cls, (cla, ins, p1, p2, raw[7:-2], le or EXTENDED_MAX_NE, True))
         raise ISOError(SW.WRONG_LENGTH, f"extended Lc={length} does not match {n - 7} bytes")
 
     def encode(self) -> bytes:
@@ -217,9 +222,10 @@ class ResponseAPDU(NamedTuple):
         return cls(bytes(raw[:-2]), int.from_bytes(raw[-2:], "big"))
 
 
+_INS_NAMES = {member.value: member.name for member in IsoIns}
+
+
 def ins_name(ins: int) -> str:
     """The ISO 7816-4 name of an INS byte for traces (applets name their own, see Applet.ins_label)."""
-    try:
-        return IsoIns(ins).name
-    except ValueError:
-        return f"INS_{ins:02X}"
+    name = _INS_NAMES.get(ins)
+    return name if name is not None else f"INS_{ins:02X}"

@@ -35,9 +35,14 @@ trace_log = logging.getLogger("vcard.trace")
 
 MIN_PARTIAL_AID = 5  # the RID; clients select PIV and GIDS with 5-, 9- and 11-byte forms
 DEFAULT_MAX_CHAIN_BYTES = 65536 + 1024
-# Plain ints for the per-command path (an enum attribute lookup costs more than a global).
+# Plain ints and bytes for the per-command path (an enum attribute lookup costs more than a global).
 _SELECT = int(IsoIns.SELECT)
 _GET_RESPONSE = int(IsoIns.GET_RESPONSE)
+_SUCCESS = int(SW.SUCCESS)
+_EMPTY_SUCCESS = (b"", _SUCCESS)
+_NO_PRECISE_DIAGNOSIS = int(SW.NO_PRECISE_DIAGNOSIS).to_bytes(2, "big")
+_monotonic = time.monotonic
+_perf_counter = time.perf_counter
 
 HandlerResult = bytes | ResponseAPDU | None
 F = TypeVar("F", bound=Callable[..., HandlerResult])
@@ -259,70 +264,94 @@ class Card:
     def transmit(self, raw: bytes) -> bytes:
         """Process one command APDU; always returns data + SW1 SW2."""
         with self._command_lock, self.lock:
-            tracing = trace_log.isEnabledFor(logging.DEBUG)
-            observers = self._observers
-            started = time.perf_counter() if tracing or observers else 0.0
-            try:
-                for hook in self._hooks:
-                    hook(self)
-                response = self._transmit(raw)
-            except ISOError as error:
-                response = ResponseAPDU(b"", error.sw)
-            except Exception:  # the card must keep answering whatever an applet does
-                log.exception("unexpected error processing %s", command_text(raw))
-                self._chain = None
-                response = ResponseAPDU(b"", SW.NO_PRECISE_DIAGNOSIS)
-            try:
-                encoded = bytes(response.encode())
-            except Exception:  # an applet answered with a status word or data that cannot be sent
-                log.exception("invalid response with SW %04X to %s", response.sw, command_text(raw))
-                response = ResponseAPDU(b"", SW.NO_PRECISE_DIAGNOSIS)
-                encoded = response.encode()
-            self.last_command_time = time.monotonic()
-            if tracing or observers:
-                elapsed = time.perf_counter() - started
-                if tracing:
-                    self._trace(raw, response, elapsed)
-                for observer in observers:
-                    try:
-                        observer.on_exchange(raw, encoded, elapsed)
-                    except Exception:
-                        log.exception("card observer %r failed", observer)
+            if self._observers or trace_log.isEnabledFor(logging.DEBUG):
+                return self._transmit_watched(raw)
+            encoded = self._respond(raw)
+            self.last_command_time = _monotonic()
             return encoded
 
-    def _trace(self, raw: bytes, response: ResponseAPDU, elapsed: float) -> None:
-        label = ins_name(raw[1]) if len(raw) >= 2 else "MALFORMED"
-        if len(raw) >= 2 and self.selected is not None:
+    def _transmit_watched(self, raw: bytes) -> bytes:
+        """`transmit` timed, traced and shown to the observers (only when someone watches)."""
+        started = _perf_counter()
+        encoded = self._respond(raw)
+        self.last_command_time = _monotonic()
+        elapsed = _perf_counter() - started
+        if trace_log.isEnabledFor(logging.DEBUG):
+            self._trace(raw, encoded, elapsed)
+        for observer in self._observers:
+            try:
+                observer.on_exchange(raw, encoded, elapsed)
+            except Exception:
+                log.exception("card observer %r failed", observer)
+        return encoded
+
+    def _respond(self, raw: bytes) -> bytes:
+        """The encoded answer: hooks, then the command; a failure of either becomes a status word."""
+        try:
+            for hook in self._hooks:
+                hook(self)
+            data, sw = self._transmit(raw)
+        except ISOError as error:
+            data, sw = b"", error.sw
+        except Exception:  # the card must keep answering whatever an applet does
+            log.exception("unexpected error processing %s", command_text(raw))
+            self._chain = None
+            return _NO_PRECISE_DIAGNOSIS
+        try:
+            return bytes(data + sw.to_bytes(2, "big"))
+        except Exception:  # an applet answered with a status word or data that cannot be sent
+            log.exception("invalid response with SW %04X to %s", sw, command_text(raw))
+            return _NO_PRECISE_DIAGNOSIS
+
+    def _trace(self, raw: bytes, encoded: bytes, elapsed: float) -> None:
+        """One trace entry; everything in it is built here, never on the untraced path."""
+        if len(raw) < 2:
+            label = "MALFORMED"
+        elif self.selected is not None:
             label = self.selected.ins_label(raw[1])
+        else:
+            label = ins_name(raw[1])
         if self.trace_secrets:
-            command, data = raw.hex(" ").upper(), response.data.hex(" ").upper()
+            command, data = raw.hex(" ").upper(), encoded[:-2].hex(" ").upper()
         else:
             command = command_text(raw)
             # response_text hides what must be hidden; its last four characters are the SW
-            data = response_text(raw, bytes(response.data) + b"\x90\x00")[:-4].rstrip()
-        trace_log.debug(
-            "> %s %s\n< %s%04X %s (%.2f ms)",
-            label,
-            command,
-            data + " " if data else "",
-            response.sw,
-            sw_name(response.sw),
-            elapsed * 1000,
+            data = response_text(raw, encoded)[:-4].rstrip()
+        sw = (encoded[-2] << 8) | encoded[-1]
+        # makeRecord + handle is Logger.debug without its search of the stack for the caller
+        # (several microseconds per APDU); the record names this function instead.
+        trace_log.handle(
+            trace_log.makeRecord(
+                trace_log.name,
+                logging.DEBUG,
+                __file__,
+                0,
+                "> %s %s\n< %s%04X %s (%.2f ms)",
+                (label, command, data + " " if data else "", sw, sw_name(sw), elapsed * 1000),
+                None,
+                "transmit",
+            )
         )
 
-    def _transmit(self, raw: bytes) -> ResponseAPDU:
+    def _transmit(self, raw: bytes) -> tuple[bytes, int]:
         apdu = CommandAPDU.parse(raw)
-        self._check_class(apdu.cla)
-        if apdu.ins == _GET_RESPONSE and apdu.cla & 0x80 == 0:
+        cla = apdu.cla
+        if (cla == 0xFF) if cla & 0x80 else (cla & 0x6F):  # b8-b5 other than chaining, or FF
+            self._check_class(cla)
+        if apdu.ins == _GET_RESPONSE and not cla & 0x80:
             return self._get_response(apdu)
         self._pending_response = b""
-        assembled = self._assemble_chain(apdu)
-        if assembled is None:
-            return ResponseAPDU(b"", SW.SUCCESS)
-        result = self._dispatch(assembled)
+        if self._chain is not None or apdu.is_chained:
+            assembled = self._assemble_chain(apdu)
+            if assembled is None:
+                return _EMPTY_SUCCESS
+            apdu = assembled
+        result = self._dispatch(apdu)
+        if result is None:
+            return _EMPTY_SUCCESS
         if isinstance(result, ResponseAPDU):
             return result
-        return self._limit(result or b"", assembled.response_limit)
+        return self._limit(result, apdu.response_limit)
 
     @staticmethod
     def _check_class(cla: int) -> None:
@@ -367,13 +396,13 @@ class Card:
             raise ISOError(SW.NOT_ENOUGH_MEMORY, f"command chain over {self.max_chain_bytes} bytes")
         return CommandAPDU(apdu.cla, apdu.ins, apdu.p1, apdu.p2, data, apdu.ne, apdu.extended)
 
-    def _limit(self, data: bytes, limit: int) -> ResponseAPDU:
+    def _limit(self, data: bytes, limit: int) -> tuple[bytes, int]:
         if len(data) <= limit:
-            return ResponseAPDU(data, SW.SUCCESS)
+            return data, _SUCCESS
         self._pending_response = data[limit:]
-        return ResponseAPDU(data[:limit], bytes_remaining(len(self._pending_response)))
+        return data[:limit], bytes_remaining(len(self._pending_response))
 
-    def _get_response(self, apdu: CommandAPDU) -> ResponseAPDU:
+    def _get_response(self, apdu: CommandAPDU) -> tuple[bytes, int]:
         if apdu.p1 or apdu.p2:
             raise ISOError(SW.INCORRECT_P1P2)
         if not self._pending_response:

@@ -24,6 +24,8 @@ Keys
 
 Private-key operations
     rsa_sign_block(key, block) -> bytes        raw RSA on a host-padded block (fast path for PKCS#1 v1.5)
+    RsaSigner(key)                             one key's .sign_block(block) and .sign_pkcs1(digest_info),
+                                               checks done once (what applets keep per loaded key)
     rsa_raw_private(key, block) -> bytes       raw RSA private operation, blinded, fault-checked
     ecdsa_sign_digest(key, digest) -> bytes    DER ECDSA signature of a precomputed digest
     ecdh(key, peer_public_point) -> bytes      shared secret (NIST: X coordinate; X25519: 32 bytes)
@@ -61,6 +63,7 @@ __all__ = [
     "KEY_KINDS",
     "KEY_LENGTHS",
     "PrivateKey",
+    "RsaSigner",
     "block_decrypt",
     "block_encrypt",
     "block_size",
@@ -235,33 +238,53 @@ def _rsa(key: PrivateKey) -> rsa.RSAPrivateKey:
 
 # DigestInfo prefixes of EMSA-PKCS1-v1_5 (RFC 8017 section 9.2, note 1): DER of
 # SEQUENCE { SEQUENCE { OID, NULL }, OCTET STRING (digest) } up to the digest bytes.
-_DIGEST_INFO_PREFIXES: tuple[tuple[bytes, hashes.HashAlgorithm], ...] = (
-    (bytes.fromhex("3021300906052b0e03021a05000414"), hashes.SHA1()),
-    (bytes.fromhex("302d300d06096086480165030402040500041c"), hashes.SHA224()),
-    (bytes.fromhex("3031300d060960864801650304020105000420"), hashes.SHA256()),
-    (bytes.fromhex("3041300d060960864801650304020205000430"), hashes.SHA384()),
-    (bytes.fromhex("3051300d060960864801650304020305000440"), hashes.SHA512()),
-)
+# Keyed by the whole DigestInfo's length, which differs for every hash; the padding and
+# prehashed-algorithm objects are immutable and built once (not per signature).
+_DIGEST_INFOS: dict[int, tuple[bytes, utils.Prehashed]] = {
+    len(prefix) + algorithm.digest_size: (prefix, utils.Prehashed(algorithm))
+    for prefix, algorithm in (
+        (bytes.fromhex("3021300906052b0e03021a05000414"), hashes.SHA1()),
+        (bytes.fromhex("302d300d06096086480165030402040500041c"), hashes.SHA224()),
+        (bytes.fromhex("3031300d060960864801650304020105000420"), hashes.SHA256()),
+        (bytes.fromhex("3041300d060960864801650304020205000430"), hashes.SHA384()),
+        (bytes.fromhex("3051300d060960864801650304020305000440"), hashes.SHA512()),
+    )
+}
+_PKCS1V15 = padding.PKCS1v15()
+_PKCS1_MIN_PADDING = 8  # RFC 8017 9.2: PS is at least 8 bytes of FF
 
 
-def _pkcs1_v15_digest(block: bytes, length: int) -> tuple[bytes, hashes.HashAlgorithm] | None:
-    """(digest, hash) if `block` is exactly the EMSA-PKCS1-v1_5 encoding of a known DigestInfo."""
+def _digest_info(data: bytes) -> tuple[bytes, utils.Prehashed] | None:
+    """(digest, prehashed algorithm) if `data` is exactly a SHA-1/224/256/384/512 DigestInfo."""
+    known = _DIGEST_INFOS.get(len(data))
+    if known is None or not data.startswith(known[0]):
+        return None
+    return data[len(known[0]) :], known[1]
+
+
+def _pkcs1_v15_digest(block: bytes, length: int) -> tuple[bytes, utils.Prehashed] | None:
+    """(digest, prehashed algorithm) if `block` is exactly EMSA-PKCS1-v1_5 of a known DigestInfo."""
     if len(block) != length or block[:2] != b"\x00\x01":
         return None
     separator = block.find(b"\x00", 2)
     if separator < 0:
         return None
-    digest_info = block[separator + 1 :]
-    for prefix, algorithm in _DIGEST_INFO_PREFIXES:
-        if digest_info.startswith(prefix) and len(digest_info) == len(prefix) + algorithm.digest_size:
-            # Rebuild the whole encoding and compare: padding must be FF.. of the exact length
-            # (at least 8 bytes), so that OpenSSL's encoding of this digest is this very block.
-            pad_length = length - 3 - len(digest_info)
-            expected = b"\x00\x01" + b"\xff" * pad_length + b"\x00" + digest_info
-            if pad_length >= 8 and expected == block:
-                return digest_info[len(prefix) :], algorithm
-            return None
-    return None
+    parsed = _digest_info(block[separator + 1 :])
+    if parsed is None:
+        return None
+    # Padding must be FF.. of the exact length (at least 8 bytes), so that OpenSSL's
+    # encoding of this digest is this very block.
+    pad_length = separator - 2
+    if pad_length < _PKCS1_MIN_PADDING or block.count(b"\xff", 2, separator) != pad_length:
+        return None
+    return parsed
+
+
+def _sign_block(private: rsa.RSAPrivateKey, length: int, block: bytes) -> bytes:
+    parsed = _pkcs1_v15_digest(block, length)
+    if parsed is not None:
+        return private.sign(parsed[0], _PKCS1V15, parsed[1])
+    return rsa_raw_private(private, block)
 
 
 def rsa_sign_block(key: PrivateKey, block: bytes) -> bytes:
@@ -274,12 +297,42 @@ def rsa_sign_block(key: PrivateKey, block: bytes) -> bytes:
     TLS MD5+SHA-1, a type-2 encryption block) goes through `rsa_raw_private`.
     """
     private = _rsa(key)
-    length = modulus_length(private)
-    parsed = _pkcs1_v15_digest(block, length)
-    if parsed is not None:
-        digest, algorithm = parsed
-        return private.sign(digest, padding.PKCS1v15(), utils.Prehashed(algorithm))
-    return rsa_raw_private(private, block)
+    return _sign_block(private, modulus_length(private), block)
+
+
+class RsaSigner:
+    """The RSA private operations of one key, its type and modulus length checked once.
+
+    Applets keep one with each loaded key: a signature then pays for no isinstance
+    test against `cryptography`'s abstract key classes and no key_size lookup,
+    which together cost about as much as the rest of the card's own work per call.
+    """
+
+    __slots__ = ("key", "length")
+
+    def __init__(self, key: PrivateKey) -> None:
+        self.key = _rsa(key)
+        self.length = modulus_length(self.key)
+
+    def sign_block(self, block: bytes) -> bytes:
+        """`rsa_sign_block` with this key."""
+        return _sign_block(self.key, self.length, block)
+
+    def sign_pkcs1(self, t: bytes) -> bytes:
+        """RSASSA-PKCS1-v1_5 over `t`, the encoded DigestInfo (or the 36-byte TLS MD5+SHA-1 hash).
+
+        The result is that of the block 00 01 FF.. 00 || t, computed by OpenSSL from the
+        digest when `t` is a known DigestInfo (the block is never built and parsed back),
+        else by `rsa_raw_private` on the block. ValueError when `t` leaves fewer than
+        8 padding bytes.
+        """
+        pad_length = self.length - 3 - len(t)
+        if pad_length < _PKCS1_MIN_PADDING:
+            raise ValueError(f"{len(t)} bytes cannot be PKCS#1-padded to {self.length}")
+        parsed = _digest_info(t)
+        if parsed is not None:
+            return self.key.sign(parsed[0], _PKCS1V15, parsed[1])
+        return rsa_raw_private(self.key, b"\x00\x01" + b"\xff" * pad_length + b"\x00" + t)
 
 
 def rsa_raw_private(key: PrivateKey, block: bytes) -> bytes:

@@ -5,6 +5,7 @@
     vcard logon-check --profile piv
     vcard logon-check --reader "Virtual PCD 00 00" --rules mit --policy pkinit_eku_checking=scLogin --json
     vcard discover --profile gids --json
+    vcard signin --reader "Virtual PCD 00 00" --user alice@VCARD.TEST --kdc 127.0.0.1:PORT --anchor ca.crt
 
 Registered in vcard/cli.py with `main.add_command(...)`.
 """
@@ -29,10 +30,13 @@ from signin import ca as ca_module
 from signin import card as card_module
 from signin import discovery as discovery_module
 from signin import enroll as enroll_module
+from signin import flow as flow_module
 from signin import rules as rules_module
 from signin.certinfo import CertificateFormatError
 from signin.kdc import OPENSC_PKCS11, Kdc, KdcError
-from vcard.host import Connection, InProcessConnection, PcscConnection, PcscError
+from signin.pkinit import krb5conf
+from signin.pkinit import transport as pkinit_transport
+from vcard.host import CallMeter, Connection, InProcessConnection, PcscConnection, PcscError
 
 from .errors import StateError
 from .profile import ProfileError, load_profile
@@ -378,6 +382,9 @@ def kdc(
         )
         click.echo(f"  export KRB5_CONFIG={directory / 'krb5.conf'} KRB5CCNAME=FILE:{directory / 'ccache'}")
         click.echo(f"  kinit -X X509_user_identity=PKCS11:{OPENSC_PKCS11} {users[0]}@{realm}")
+        click.echo(
+            f"  vcard signin --reader 'Virtual PCD 00 00' --user {users[0]}@{realm}   # the Windows path"
+        )
         assert server.process is not None
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the KDC on SIGTERM too
         server.process.wait()
@@ -421,4 +428,200 @@ def discover(reader: str | None, state: Path | None, profile: str | None, as_jso
         click.echo(line)
 
 
-COMMANDS = (logon_check, ca, enroll, kdc, discover)
+def _default_ccache() -> Path:
+    """KRB5CCNAME when it names a FILE: cache, else MIT's default /tmp/krb5cc_UID."""
+    name = os.environ.get("KRB5CCNAME", "")
+    if name.startswith("FILE:"):
+        return Path(name[5:])
+    if name and ":" not in name:
+        return Path(name)
+    return Path(f"/tmp/krb5cc_{os.getuid()}")
+
+
+def _anchors(path: Path) -> list[Any]:
+    from cryptography import x509
+
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise click.BadParameter(f"{path}: {error.strerror or error}", param_hint="--anchor") from None
+    try:
+        return (
+            x509.load_pem_x509_certificates(data)
+            if b"-----BEGIN" in data
+            else [x509.load_der_x509_certificate(data)]
+        )
+    except ValueError as error:
+        raise click.BadParameter(
+            f"{path}: not a PEM or DER certificate ({error})", param_hint="--anchor"
+        ) from None
+
+
+def _realm_defaults(user: str, kdc_address: str | None, anchor: Path | None) -> tuple[str, Path]:
+    """--kdc and --anchor, else the realm's `kdc` and `pkinit_anchors` in $KRB5_CONFIG."""
+    if kdc_address is not None and anchor is not None:
+        return kdc_address, anchor
+    config = os.environ.get("KRB5_CONFIG", "")
+    realm = user.rpartition("@")[2]
+    found = krb5conf.RealmConfig()
+    if config and realm:
+        try:
+            found = krb5conf.realm_config(Path(config.split(":")[0]), realm)
+        except krb5conf.Krb5ConfError as error:
+            raise click.ClickException(f"KRB5_CONFIG: {error}") from None
+    if kdc_address is None:
+        if not found.kdcs:
+            raise click.UsageError(
+                f"--kdc HOST:PORT is needed (no kdc for {realm or 'the realm'} in $KRB5_CONFIG)"
+            )
+        kdc_address = found.kdcs[0]
+    if anchor is None:
+        if not found.anchors:
+            raise click.UsageError(
+                f"--anchor CA.pem is needed (no pkinit_anchors FILE: for {realm or 'the realm'} "
+                "in $KRB5_CONFIG)"
+            )
+        anchor = found.anchors[0]
+    return kdc_address, anchor
+
+
+def render_steps(result: flow_module.Result) -> list[str]:
+    lines = []
+    for step in result.steps:
+        calls = ", ".join(
+            f"{name.removeprefix('SCard')} {count}" for name, count in sorted(step.calls.items())
+        )
+        mark = "" if step.ok else "  FAILED"
+        lines.append(
+            f"{step.name:<11} {step.apdus:>3} APDUs {step.scard_calls:>3} SCard calls "
+            f"{step.seconds * 1000:>8.1f} ms{mark}  {step.detail}"
+        )
+        if calls:
+            lines.append(f"{'':<11} calls: {calls}")
+    totals = result.card_totals()
+    lines.append(
+        f"{'card total':<11} {totals.get('SCardTransmit', 0):>3} APDUs {sum(totals.values()):>3} SCard calls"
+        " (the KDC round trip makes none)"
+    )
+    return lines
+
+
+@click.command("signin")
+@_card_options
+@click.option("--user", required=True, metavar="USER@REALM", help="Who signs in (UPN / client principal).")
+@click.option(
+    "--kdc", "kdc_address", metavar="HOST:PORT", help="The KDC (default: the realm's kdc in $KRB5_CONFIG)."
+)
+@click.option(
+    "--anchor",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CA certificate(s) (PEM/DER) the KDC's certificate must chain to "
+    "(default: the realm's pkinit_anchors FILE: in $KRB5_CONFIG).",
+)
+@click.option(
+    "--ccache",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Credential cache file (default: KRB5CCNAME's FILE:, else /tmp/krb5cc_UID).",
+)
+@click.option("--pin", help="User PIN (prefer --pin-stdin; prompted when neither is given).")
+@click.option("--pin-stdin", is_flag=True, help="Read the PIN from the first line of standard input.")
+@click.option(
+    "--rules",
+    "rule_set",
+    type=click.Choice(list(rules_module.RULE_SETS)),
+    default="windows",
+    show_default=True,
+)
+@click.option("--policy", "policies", multiple=True, metavar="NAME=VALUE", help="Rule policies (repeatable).")
+@click.option(
+    "--container", type=click.IntRange(0, 255), help="Use this container instead of matching --user."
+)
+@click.option(
+    "--registered-atr",
+    is_flag=True,
+    help="Treat the card's ATR as registered in Calais\\SmartCards (discovery by ATR only, no APDU).",
+)
+@click.option(
+    "--key-transport",
+    is_flag=True,
+    help="Ask for RSA key transport (reply key decrypted on the card) instead of Diffie-Hellman.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def signin(
+    reader: str | None,
+    state: Path | None,
+    profile: str | None,
+    user: str,
+    kdc_address: str | None,
+    anchor: Path | None,
+    ccache: Path | None,
+    pin: str | None,
+    pin_stdin: bool,
+    rule_set: str,
+    policies: tuple[str, ...],
+    container: int | None,
+    registered_atr: bool,
+    key_transport: bool,
+    as_json: bool,
+) -> None:
+    """Sign in with the card as Windows does: discovery, certificates, PIN, PKINIT, TGT in a ccache."""
+    kdc_address, anchor = _realm_defaults(user, kdc_address, anchor)
+    try:
+        address = pkinit_transport.parse_address(kdc_address)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--kdc") from None
+    try:
+        parsed = rules_module.parse_policies(policies, rule_set)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    anchors = _anchors(anchor)
+    if pin_stdin:
+        pin = sys.stdin.readline().rstrip("\r\n")
+    elif pin is None:
+        pin = click.prompt("PIN", hide_input=True, err=True)
+    if not pin:
+        raise click.UsageError("empty PIN")
+    virtual = None
+    try:
+        if reader:
+            connection: Connection = PcscConnection(reader, CallMeter())
+        else:
+            virtual = VirtualCard.open(load_profile(profile or "piv"), state, ephemeral=False)
+            connection = InProcessConnection(virtual.card, CallMeter())
+    except (ProfileError, StateError) as error:
+        raise click.ClickException(str(error)) from None
+    except PcscError as error:
+        raise click.ClickException(f"card: {error}") from None
+    known = (flow_module.registered_atr(connection.atr),) if registered_atr else discovery_module.KNOWN_ATRS
+    options = flow_module.Options(
+        user=user,
+        kdc=address,
+        anchors=anchors,
+        ccache=ccache or _default_ccache(),
+        rules=rule_set,
+        policies=parsed,
+        container=container,
+        known_atrs=known,
+        key_transport=key_transport,
+    )
+    session = flow_module.SignInSession(connection)
+    try:
+        result = session.sign_in(options, pin.encode())
+        session.close(result)
+    finally:
+        if virtual is not None:
+            virtual.close()
+    if as_json:
+        click.echo(json.dumps(result.as_json(), indent=2))
+        if result.error is not None:
+            sys.exit(1)
+        return
+    for line in render_steps(result):
+        click.echo(line)
+    if result.error is not None:
+        raise click.ClickException(f"{result.error.step}: {result.error}")
+    assert result.tgt is not None
+    click.echo(f"signed in: {result.tgt.server_name} for {result.tgt.client_name} in FILE:{options.ccache}")
+
+
+COMMANDS = (logon_check, ca, enroll, kdc, discover, signin)

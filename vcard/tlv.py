@@ -39,12 +39,25 @@ def encode_length(length: int) -> bytes:
     return bytes([0x80 | len(body)]) + body
 
 
+_BYTES_TYPES = (bytes, bytearray)
+
+
 def encode(tag: int, value: bytes | Iterable[bytes]) -> bytes:
-    """One TLV; `value` may be bytes or an iterable of already-encoded children."""
-    body = bytes(value) if isinstance(value, bytes | bytearray) else b"".join(value)
-    if 0 <= tag < 0x100 and len(body) < 0x80:
-        return bytes((tag, len(body))) + body
-    return tag_bytes(tag) + encode_length(len(body)) + body
+    """One TLV; `value` may be bytes or an iterable of already-encoded children.
+
+    One-byte tags with lengths below 64 KiB (signatures, certificates) are encoded
+    inline; other tags and lengths go through tag_bytes / encode_length.
+    """
+    body = bytes(value) if isinstance(value, _BYTES_TYPES) else b"".join(value)
+    length = len(body)
+    if 0 <= tag < 0x100:
+        if length < 0x80:
+            return bytes((tag, length)) + body
+        if length < 0x100:
+            return bytes((tag, 0x81, length)) + body
+        if length < 0x10000:
+            return bytes((tag, 0x82, length >> 8, length & 0xFF)) + body
+    return tag_bytes(tag) + encode_length(length) + body
 
 
 def is_constructed(tag: int) -> bool:
@@ -109,10 +122,12 @@ def _element(data: bytes, pos: int) -> tuple[int, int, int]:
     the fast path; everything else goes through the general readers.
     """
     end = len(data)
-    if pos + 1 < end and data[pos] & 0x1F != 0x1F and data[pos + 1] < 0x80:
+    if pos + 1 < end and data[pos] & 0x1F != 0x1F:
         tag = data[pos]
         start = pos + 2
         length = data[pos + 1]
+        if length >= 0x80:
+            length, start = _read_length(data, pos + 1)
     else:
         tag, pos = _read_tag(data, pos)
         length, start = _read_length(data, pos)
@@ -162,6 +177,28 @@ def find(data: bytes, *path: int) -> bytes | None:
         else:
             return None
     return value
+
+
+def template(data: bytes, tag: int) -> dict[int, bytes]:
+    """The children of a template: `data` must be exactly one TLV with `tag`; children as by to_dict.
+
+    What command handlers parse per call (PIV `7C` of GENERAL AUTHENTICATE, `AC` of
+    GENERATE): one strict pass over the outer element, then its value.
+    """
+    data = bytes(data)
+    if not data:
+        raise TLVError(f"expected one {tag:X} template")
+    found, pos, end = _element(data, 0)
+    if found != tag or end != len(data):
+        raise TLVError(f"expected one {tag:X} template")
+    # The value ends where the data does, so _element's bounds are the value's bounds.
+    children: dict[int, bytes] = {}
+    while pos < end:
+        child, start, pos = _element(data, pos)
+        if child in children:
+            raise TLVError(f"tag {child:X} repeated")
+        children[child] = data[start:pos]
+    return children
 
 
 def to_dict(data: bytes) -> dict[int, bytes]:

@@ -42,7 +42,7 @@ class PivCard:
 
     @property
     def commits(self) -> int:
-        """How many times the card state has been saved (every commit saves, even in memory)."""
+        """How many commits saved a change (in memory too; a commit that changed nothing saves nothing)."""
         return self.state.store.writes
 
     def send(

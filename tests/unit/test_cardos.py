@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Mapping, Sequence
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
-from vcard import atr
+from vcard import atr, cardos
 from vcard.apdu import SW, CommandAPDU, ISOError, ResponseAPDU
 from vcard.cardos import Applet, Card, CardCommand, CardHook, CardObserver, PowerEvent, command
 
@@ -702,6 +703,37 @@ def test_trace_logging_does_not_break_transmit(card: Fixture, caplog: pytest.Log
         assert c.transmit(b"\x00") == b"\x67\x00"
     assert "SELECT" in caplog.text
     assert "MALFORMED" in caplog.text
+
+
+def test_trace_entry_names_the_command_the_answer_and_the_time(
+    card: Fixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    c, _, _ = card
+    select(c, PIV_AID)
+    with caplog.at_level(logging.DEBUG, logger="vcard.trace"):
+        assert c.transmit(bytes.fromhex("000100000268690A")) == b"hi\x90\x00"  # ECHO, Le 10
+        assert c.transmit(bytes.fromhex("00A40400")) == b"\x6a\x82"
+    first, second = (record.getMessage() for record in caplog.records if record.name == "vcard.trace")
+    assert re.fullmatch(r"> ECHO 000100000268690A\n< 6869 9000 SUCCESS \(\d+\.\d\d ms\)", first), first
+    assert re.fullmatch(r"> SELECT 00A40400\n< 6A82 FILE_NOT_FOUND \(\d+\.\d\d ms\)", second), second
+
+
+def test_without_trace_or_observers_no_trace_text_is_built(
+    card: Fixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The untraced path must not format anything: hex, names and timing cost per APDU."""
+    c, _, _ = card
+
+    def refuse(*_args: object) -> str:
+        raise AssertionError("trace text built while nobody traces")
+
+    monkeypatch.setattr(cardos, "command_text", refuse)
+    monkeypatch.setattr(cardos, "response_text", refuse)
+    monkeypatch.setattr(cardos, "sw_name", refuse)
+    assert not logging.getLogger("vcard.trace").isEnabledFor(logging.DEBUG)
+    assert select(c, PIV_AID).sw == SW.SUCCESS
+    assert echo(c, b"hi") == ResponseAPDU(b"hi", SW.SUCCESS)
+    assert c.transmit(b"\x00") == b"\x67\x00"
 
 
 # ---- property test: any bytes in, a status word out -----------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
-from md_support import PIN, Card, gids_card, piv_card, raises
+from md_support import PIN, Card, raises
 
 import minidriver as md
 from minidriver.cache import GlobalCache
@@ -21,20 +21,6 @@ from minidriver.cache import GlobalCache
 INVALID = md.SCARD_E_INVALID_PARAMETER
 UNSUPPORTED = md.SCARD_E_UNSUPPORTED_FEATURE
 MISMATCH = md.ERROR_REVISION_MISMATCH
-
-
-@pytest.fixture(scope="module")
-def piv() -> Iterator[Card]:
-    card = piv_card()
-    yield card
-    card.virtual.close()
-
-
-@pytest.fixture(scope="module")
-def gids() -> Iterator[Card]:
-    card = gids_card()
-    yield card
-    card.virtual.close()
 
 
 @pytest.fixture

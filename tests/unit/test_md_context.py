@@ -3,23 +3,14 @@ what every entry point checks first, and the secure key injection entry points (
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from md_support import PIN, Card, piv_card, raises
+from md_support import PIN, Card, raises
 
 import minidriver as md
 from minidriver.cache import GlobalCache
 
 INVALID = md.SCARD_E_INVALID_PARAMETER
 UNSUPPORTED = md.SCARD_E_UNSUPPORTED_FEATURE
-
-
-@pytest.fixture(scope="module")
-def piv() -> Iterator[Card]:
-    card = piv_card()
-    yield card
-    card.virtual.close()
 
 
 def _fresh(piv: Card, **kwargs: object) -> md.CardData:

@@ -5,20 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from md_support import PIN, Card, gids_card, piv_card, raises
+from md_support import PIN, Card, gids_card, raises
 
 import minidriver as md
 
 INVALID = md.SCARD_E_INVALID_PARAMETER
 UNSUPPORTED = md.SCARD_E_UNSUPPORTED_FEATURE
 GIDS_SELECT = bytes.fromhex("00A4040C09A0000003974254465900")
-
-
-@pytest.fixture(scope="module")
-def piv() -> Iterator[Card]:
-    card = piv_card()
-    yield card
-    card.virtual.close()
 
 
 @pytest.fixture

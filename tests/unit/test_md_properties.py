@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from md_support import PIN, Card, gids_card, piv_card, raises
+from md_support import PIN, Card, raises
 
 import minidriver as md
 from minidriver.cache import GlobalCache
 
 INVALID = md.SCARD_E_INVALID_PARAMETER
 UNSUPPORTED = md.SCARD_E_UNSUPPORTED_FEATURE
-
-
-@pytest.fixture(scope="module")
-def piv() -> Iterator[Card]:
-    card = piv_card()
-    yield card
-    card.virtual.close()
-
-
-@pytest.fixture(scope="module")
-def gids() -> Iterator[Card]:
-    card = gids_card()
-    yield card
-    card.virtual.close()
 
 
 def _property(card_data: md.CardData, name: str, flags: int = 0) -> int:

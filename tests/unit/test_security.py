@@ -162,6 +162,30 @@ def test_rules_any_of_never_everyone_and_undeclared_roles() -> None:
     assert sw_of(excinfo) == 0x6982
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["role 1", "roles 1 and 3", "roles 0 and 2", "any of 1 or 2", "any of 0 or 7", "any of 3 or 7", "role 7"],
+)
+def test_check_agrees_with_the_definition_for_every_status(text: str) -> None:
+    """A rule holds iff every all_of role and (if any) one any_of role is authenticated or everyone;
+    a role the profile does not declare (7) never holds. Checked for every set of authenticated roles."""
+    rule = AccessRule.parse(text)
+    for status in range(1 << 4):
+        core, _, _ = make_core()
+        for bit, role in enumerate((1, 2, 3, 5)):
+            if status >> bit & 1:
+                core.authenticate(role)
+
+        held = {0} | {role for role in (1, 2, 3, 5) if core.is_authenticated(role)}
+        expected = rule.all_of <= held and (not rule.any_of or bool(rule.any_of & held))
+        if expected:
+            core.check(rule)
+        else:
+            with pytest.raises(ISOError) as excinfo:
+                core.check(rule)
+            assert sw_of(excinfo) == 0x6982
+
+
 def test_role_zero_is_everyone_and_never_in_pin_set() -> None:
     core, _, _ = make_core()
     assert core.role(0).type is RoleType.EMPTY

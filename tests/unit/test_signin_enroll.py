@@ -58,6 +58,25 @@ def check(state: Path, profile: str, *extra: str) -> dict[str, Any]:
     return document
 
 
+def enroll(profile: str, state: Path, ca: Path, *extra: str, ok: bool = True) -> Result:
+    """`vcard enroll` of USER on an in-process card kept in `state`, PIN given on the command line."""
+    return run(
+        "enroll",
+        "--profile",
+        profile,
+        "--state",
+        str(state),
+        "--user",
+        USER,
+        "--ca",
+        str(ca),
+        *extra,
+        "--pin",
+        "123456",
+        ok=ok,
+    )
+
+
 # --- the CA ----------------------------------------------------------------------------------
 
 
@@ -87,20 +106,7 @@ def test_ca_load_errors_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "b" / "ca.key").write_bytes(b"garbage")
     with pytest.raises(ca_module.CAError, match=r"ca\.key: not an unencrypted PEM private key"):
         ca_module.load_ca(tmp_path / "b")
-    result = run(
-        "enroll",
-        "--profile",
-        "piv",
-        "--state",
-        str(tmp_path / "card"),
-        "--user",
-        USER,
-        "--ca",
-        str(tmp_path / "b"),
-        "--pin",
-        "123456",
-        ok=False,
-    )
+    result = enroll("piv", str(tmp_path / "card"), str(tmp_path / "b"), ok=False)
     assert result.exit_code == 1 and "ca.key: not an unencrypted PEM private key" in result.output
 
 
@@ -135,21 +141,7 @@ def test_templates_carry_what_each_target_needs(ca_dir: Path) -> None:
 def test_enrolled_certificate_is_offered(profile: str, ca_dir: Path, tmp_path: Path) -> None:
     state = tmp_path / profile
     assert check(state, profile)["certificates"] == []
-    run(
-        "enroll",
-        "--profile",
-        profile,
-        "--state",
-        str(state),
-        "--user",
-        USER,
-        "--ca",
-        str(ca_dir),
-        "--template",
-        "windows",
-        "--pin",
-        "123456",
-    )
+    enroll(profile, str(state), str(ca_dir), "--template", "windows")
     document = check(state, profile)
     assert document["card"] == profile
     (certificate,) = document["certificates"]
@@ -189,21 +181,7 @@ def test_the_enrolled_key_is_the_certificate_key(ca_dir: Path) -> None:
 
 def test_piv_signature_container_needs_the_signature_key_policy(ca_dir: Path, tmp_path: Path) -> None:
     state = tmp_path / "piv"
-    run(
-        "enroll",
-        "-p",
-        "piv",
-        "--state",
-        str(state),
-        "--user",
-        USER,
-        "--ca",
-        str(ca_dir),
-        "--container",
-        "1",
-        "--pin",
-        "123456",
-    )
+    enroll("piv", str(state), str(ca_dir), "--container", "1")
     (certificate,) = check(state, "piv")["certificates"]
     assert certificate["key_spec"] == "AT_SIGNATURE" and certificate["file"] == "mscp/ksc01"
     assert list(certificate["failed"]) == ["keyspec"]
@@ -213,21 +191,7 @@ def test_piv_signature_container_needs_the_signature_key_policy(ca_dir: Path, tm
 
 def test_piv_p256_enrollment_needs_the_ecc_policy(ca_dir: Path, tmp_path: Path) -> None:
     state = tmp_path / "piv"
-    run(
-        "enroll",
-        "-p",
-        "piv",
-        "--state",
-        str(state),
-        "--user",
-        USER,
-        "--ca",
-        str(ca_dir),
-        "--key",
-        "p256",
-        "--pin",
-        "123456",
-    )
+    enroll("piv", str(state), str(ca_dir), "--key", "p256")
     (certificate,) = check(state, "piv")["certificates"]
     assert certificate["key_spec"] == "AT_ECDSA_P256"
     assert list(certificate["failed"]) == ["ecc"]
@@ -256,21 +220,7 @@ def test_gids_msroots_holds_the_ca_root(ca_dir: Path) -> None:
 
 
 def test_piv_msroots_is_refused_clearly(ca_dir: Path, tmp_path: Path) -> None:
-    result = run(
-        "enroll",
-        "-p",
-        "piv",
-        "--state",
-        str(tmp_path / "p"),
-        "--user",
-        USER,
-        "--ca",
-        str(ca_dir),
-        "--msroots",
-        "--pin",
-        "123456",
-        ok=False,
-    )
+    result = enroll("piv", str(tmp_path / "p"), str(ca_dir), "--msroots", ok=False)
     assert result.exit_code == 1
     assert "PIV has no mscp/msroots" in result.output
     assert "Traceback" not in result.output
@@ -340,22 +290,7 @@ def test_bad_options_are_clear_errors(ca_dir: Path, tmp_path: Path) -> None:
         ok=False,
     )
     assert "expected user@REALM" in bad_user.output
-    bad_key = run(
-        "enroll",
-        "-p",
-        "piv",
-        "--state",
-        str(tmp_path / "p"),
-        "--user",
-        USER,
-        "--ca",
-        str(ca_dir),
-        "--management-key",
-        "zz",
-        "--pin",
-        "123456",
-        ok=False,
-    )
+    bad_key = enroll("piv", str(tmp_path / "p"), str(ca_dir), "--management-key", "zz", ok=False)
     assert "not hexadecimal" in bad_key.output
     policy = run("logon-check", "-p", "piv", "--state", str(tmp_path / "p"), "--policy", "Nope", ok=False)
     assert policy.exit_code == 2 and "expected NAME=VALUE" in policy.output
@@ -365,21 +300,7 @@ def test_bad_options_are_clear_errors(ca_dir: Path, tmp_path: Path) -> None:
 
 def test_logon_check_table_lists_every_failed_rule(ca_dir: Path, tmp_path: Path) -> None:
     state = tmp_path / "gids"
-    run(
-        "enroll",
-        "-p",
-        "gids",
-        "--state",
-        str(state),
-        "--user",
-        USER,
-        "--ca",
-        str(ca_dir),
-        "--template",
-        "mit",
-        "--pin",
-        "123456",
-    )
+    enroll("gids", str(state), str(ca_dir), "--template", "mit")
     table = run("logon-check", "-p", "gids", "--state", str(state), "--at", "2100-01-01T00:00:00Z").output
     assert "not offered" in table
     for rule in ("time", "upn", "eku"):
@@ -402,21 +323,7 @@ def test_a_failed_enrollment_leaves_no_role_authenticated(ca_dir: Path) -> None:
 def test_legacy_csp_and_force_reading_through_the_cli(ca_dir: Path, tmp_path: Path) -> None:
     state = tmp_path / "piv"
     for container in ("0", "2"):
-        run(
-            "enroll",
-            "-p",
-            "piv",
-            "--state",
-            str(state),
-            "--user",
-            USER,
-            "--ca",
-            str(ca_dir),
-            "--container",
-            container,
-            "--pin",
-            "123456",
-        )
+        enroll("piv", str(state), str(ca_dir), "--container", container)
 
     def offered(*extra: str) -> list[bool]:
         return [c["offered"] for c in check(state, "piv", *extra)["certificates"]]

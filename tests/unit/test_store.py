@@ -26,6 +26,11 @@ def state_dir(tmp_path: Path) -> Path:
     return tmp_path / "cards" / "piv"
 
 
+def reopen(directory: Path) -> object:
+    with StateStore(directory) as store:
+        return store.open()
+
+
 def write_state(directory: Path, text: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = directory / "state.json"
@@ -44,12 +49,19 @@ def test_round_trip(state_dir: Path) -> None:
         assert second.open() == document
 
 
-def test_file_is_sorted_indented_json(state_dir: Path) -> None:
+def test_file_is_sorted_json_one_line_per_field(state_dir: Path) -> None:
     with StateStore(state_dir) as st:
         st.open()
-        st.save({"schema": 1, "b": 1, "a": {"d": 2, "c": 3}})
+        st.save({"schema": 1, "b": 1, "a": {"d": [2, {"f": 1, "e": 0}], "c": 3}})
     text = (state_dir / "state.json").read_text()
-    assert text == json.dumps({"schema": 1, "b": 1, "a": {"d": 2, "c": 3}}, sort_keys=True, indent=1) + "\n"
+    # Written as schema 2 (with the sequence number the counters record is ordered by);
+    # nested values on one line each, as the C encoder writes them.
+    assert text == (
+        '{\n "a": {\n  "c": 3,\n  "d": [2, {"e": 0, "f": 1}]\n },\n "b": 1,\n'
+        ' "counters_seq": 1,\n "schema": 2\n}\n'
+    )
+    expected = {"schema": 2, "counters_seq": 1, "b": 1, "a": {"d": [2, {"f": 1, "e": 0}], "c": 3}}
+    assert json.loads(text) == expected
 
 
 def test_modes_are_0600_and_0700(state_dir: Path) -> None:
@@ -104,7 +116,9 @@ def test_corrupt_json_names_file_line_and_column(state_dir: Path) -> None:
         ('{"schema": "1"}', '"schema" must be an integer, got a string'),
         ('{"schema": true}', '"schema" must be an integer, got a boolean'),
         ('{"schema": 0}', "unknown schema 0"),
-        ('{"schema": 2}', "written by a newer vcard (schema 2); this vcard reads schema 1"),
+        ('{"schema": 3}', "written by a newer vcard (schema 3); this vcard reads schemas 1 to 2"),
+        ('{"schema": 2}', "counters_seq: missing"),
+        ('{"schema": 2, "counters_seq": -1}', "counters_seq: must be a non-negative integer, got a number"),
         (b"\xff\xfe{}", "not valid UTF-8 at byte 0"),
     ],
 )
@@ -213,7 +227,7 @@ def test_save_leaves_no_temp_file_and_replaces_whole_file(state_dir: Path) -> No
         st.save({"schema": 1, "blob": "x" * 10000})
         st.save({"schema": 1})
     assert sorted(p.name for p in state_dir.iterdir()) == ["lock", "state.json"]
-    assert json.loads((state_dir / "state.json").read_text()) == {"schema": 1}
+    assert json.loads((state_dir / "state.json").read_text()) == {"schema": 2, "counters_seq": 2}
 
 
 def test_failed_replace_keeps_old_state_and_cleans_up(
@@ -231,7 +245,7 @@ def test_failed_replace_keeps_old_state_and_cleans_up(
             st.save({"schema": 1, "n": 0})
         assert str(state_dir / "state.json") in str(info.value)
         assert st.writes == 1
-    assert json.loads((state_dir / "state.json").read_text()) == {"schema": 1, "n": 1}
+    assert reopen(state_dir) == {"schema": 2, "n": 1}
     assert sorted(p.name for p in state_dir.iterdir()) == ["lock", "state.json"]
 
 
@@ -243,7 +257,7 @@ def test_non_json_document_is_refused_before_touching_the_file(state_dir: Path) 
             st.save({"schema": 1, "key": b"\x01"})
         with pytest.raises(ValueError):
             st.save({"schema": 1, "x": float("nan")})
-    assert json.loads((state_dir / "state.json").read_text()) == {"schema": 1, "n": 1}
+    assert reopen(state_dir) == {"schema": 2, "n": 1}
 
 
 def test_ephemeral_store_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -253,9 +267,13 @@ def test_ephemeral_store_writes_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     st = StateStore(None)
     assert st.ephemeral and st.path is None
     assert st.open() is None
-    st.save({"schema": 1})
-    st.save({"schema": 1})
+    document: dict[str, object] = {"schema": 1}
+    st.save(document)
+    document["x"] = 1
+    st.save(document)
     assert st.writes == 2
+    st.save(document)
+    assert st.writes == 2  # nothing changed, nothing to save
     # Still serialised, so a bad value is caught in tests that use ephemeral cards.
     with pytest.raises(TypeError):
         st.save({"bytes": b""})

@@ -130,6 +130,28 @@ def test_to_dict_and_repeated_tag() -> None:
         tlv.to_dict(bytes.fromhex("8001AA8001BB"))
 
 
+def test_template_is_exactly_one_tlv_with_the_tag() -> None:
+    block = bytes(range(256))
+    body = tlv.encode(0x7C, [tlv.encode(0x82, b""), tlv.encode(0x81, block)])  # long-form lengths
+    assert body[:4] == bytes.fromhex("7C820106")
+    assert tlv.template(body, 0x7C) == {0x82: b"", 0x81: block}
+    assert tlv.template(bytes.fromhex("AC03800111"), 0xAC) == {0x80: b"\x11"}
+    assert tlv.template(bytes.fromhex("7C00"), 0x7C) == {}
+    for raw in (
+        "",  # nothing
+        "7D00",  # another tag
+        "7C007C00",  # two templates
+        "7C0080",  # trailing byte
+        "7C0380011100",  # trailing element
+        "7C06800111800122",  # a repeated child tag
+        "7C0380",  # outer length beyond the data
+        "7C028005",  # child length beyond the outer value
+    ):
+        with pytest.raises(tlv.TLVError) as info:
+            tlv.template(bytes.fromhex(raw), 0x7C)
+        assert info.value.sw == 0x6A80
+
+
 def test_iter_decode_is_lazy_but_strict() -> None:
     iterator = tlv.iter_decode(bytes.fromhex("8001AA81"))
     assert next(iterator) == tlv.TLV(0x80, b"\xaa")
@@ -244,6 +266,12 @@ def test_truncated_input_raises(forest: list[Node], data: st.DataObject) -> None
     else:
         with pytest.raises(tlv.TLVError):
             tlv.decode(raw[:cut])
+
+
+@given(tags(constructed=True), st.dictionaries(tags(), st.binary(max_size=300), max_size=4))
+def test_template_round_trip(tag: int, children: dict[int, bytes]) -> None:
+    raw = tlv.encode(tag, [tlv.encode(child, value) for child, value in children.items()])
+    assert tlv.template(raw, tag) == children
 
 
 @given(tags(), st.binary(max_size=100), st.integers(1, 1000))

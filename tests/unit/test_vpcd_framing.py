@@ -25,8 +25,10 @@ from vcard import atr
 from vcard.apdu import ResponseAPDU
 from vcard.cardos import Card
 from vcard.testing import exclusive_slots
+from vcard.transport import vpcd as vpcd_module
 from vcard.transport.vpcd import (
     HANG_GRACE,
+    TCP_QUICKACK,
     VPCD_BASE_PORT,
     VpcdLink,
     parse_endpoint,
@@ -371,6 +373,84 @@ def test_without_quickack_the_protocol_is_the_same(vpcd: FakeVpcd, card: Recordi
         vpcd.accept()
         assert vpcd.request(b"\x04") == card.atr
         assert vpcd.request(bytes.fromhex("00A40000023F00")) == b"\x90\x00"
+
+
+def test_frames_sent_back_to_back_are_answered_in_order(vpcd: FakeVpcd, card: RecordingCard) -> None:
+    """vpcd waits for each answer, but a peer that does not still gets every frame answered once."""
+    frames = [b"\x04", bytes.fromhex("00A40000023F00"), bytes.fromhex("00A40400")]
+    stream = b"".join(len(frame).to_bytes(2, "big") + frame for frame in frames)
+    with running(VpcdLink(card, "127.0.0.1", vpcd.port)):
+        conn = vpcd.accept()
+        conn.sendall(stream[:-5])  # ends inside the last frame's length field
+        time.sleep(0.02)
+        conn.sendall(stream[-5:])
+        assert vpcd.recv_frame() == card.atr
+        assert vpcd.recv_frame() == b"\x90\x00"
+        assert vpcd.recv_frame() == b"\x6a\x82"  # SELECT by AID with no AID: not found
+        assert vpcd.request(b"\x04") == card.atr
+
+
+def test_a_frame_of_the_largest_size_is_answered(vpcd: FakeVpcd, card: RecordingCard) -> None:
+    apdu = bytes.fromhex("00DA000000") + (65535 - 7).to_bytes(2, "big") + bytes(65535 - 7)
+    assert len(apdu) == 0xFFFF
+    with running(VpcdLink(card, "127.0.0.1", vpcd.port)):
+        vpcd.accept()
+        reply = vpcd.request(apdu, cuts=(2, 1000, 40000))
+        assert len(reply) == 2 and reply != b"\x90\x00"  # no applet: an error SW, but one answer
+        assert vpcd.request(b"\x04") == card.atr
+
+
+class RecordingSocket:
+    """The link's socket, noting quick-ACK arming, receives and sends in order."""
+
+    def __init__(self, sock: socket.socket, events: list[str]) -> None:
+        self._sock = sock
+        self.events = events
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        if (level, option) == (socket.IPPROTO_TCP, TCP_QUICKACK):
+            self.events.append("quickack")
+        self._sock.setsockopt(level, option, value)
+
+    def recv_into(self, buffer: memoryview) -> int:
+        count = self._sock.recv_into(buffer)
+        self.events.append("recv")
+        return count
+
+    def sendall(self, data: bytes) -> None:
+        self.events.append("send")
+        self._sock.sendall(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._sock, name)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="TCP_QUICKACK is Linux's")
+@pytest.mark.parametrize("quickack", [True, False])
+def test_quick_ack_is_armed_before_every_frame(
+    vpcd: FakeVpcd, card: RecordingCard, monkeypatch: pytest.MonkeyPatch, quickack: bool
+) -> None:
+    """vpcd 0.8 sends a frame's length and body in two segments with Nagle on: the body leaves
+    only once the length is acknowledged, so each frame must find the socket in quick-ACK mode
+    (our previous answer put it back in delayed-ACK mode) or wait for a delayed ACK."""
+    events: list[str] = []
+    create = socket.create_connection
+
+    def recording(*args: object, **kwargs: object) -> RecordingSocket:
+        return RecordingSocket(create(*args, **kwargs), events)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(vpcd_module.socket, "create_connection", recording)
+    with running(VpcdLink(card, "127.0.0.1", vpcd.port, quickack=quickack)):
+        vpcd.accept()
+        for payload in (b"\x04", bytes.fromhex("00A40000023F00"), bytes.fromhex("00A40000023F00")):
+            assert len(vpcd.request(payload, cuts=(2,))) >= 2
+    frames = "".join(events).split("send")[:3]
+    assert len(frames) == 3
+    for frame in frames:
+        if quickack:
+            assert frame.startswith("quickackrecv") and frame.count("quickack") == 1, events
+        else:
+            assert "quickack" not in frame and frame.startswith("recv"), events
 
 
 @pytest.mark.parametrize(

@@ -180,6 +180,8 @@ class SecurityCore:
                 ROLE_EVERYONE, "everyone", RoleType.EMPTY, min_length=0, retries=0, cache_policy="none"
             )
         self._roles = dict(sorted(configs.items()))
+        self._declared_mask = sum(1 << role for role in self._roles)
+        self._empty_mask = sum(1 << r for r, config in self._roles.items() if config.type is RoleType.EMPTY)
         self._state = state
         self._commit = commit
         self._lock = threading.RLock()
@@ -368,12 +370,17 @@ class SecurityCore:
         return 0 if config.unblocked_by is None else 1 << config.unblocked_by
 
     def check(self, rule: AccessRule) -> None:
-        """Raise ISOError(SECURITY_STATUS_NOT_SATISFIED) unless `rule` holds; consume 'always'."""
+        """Raise ISOError(SECURITY_STATUS_NOT_SATISFIED) unless `rule` holds; consume 'always'.
+
+        A role holds when it is authenticated or of type empty; a role the profile does
+        not declare never holds. Computed on bitmasks: a signature checks its rule.
+        """
         with self._lock:
             if rule.never:
                 raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED, "access rule: never")
-            satisfied = all(self._holds(r) for r in rule.all_of) and (
-                not rule.any_of or any(self._holds(r) for r in rule.any_of)
+            held = (self._pin_set & self._declared_mask) | self._empty_mask
+            satisfied = held & rule.all_mask == rule.all_mask and (
+                not rule.any_mask or bool(held & rule.any_mask)
             )
             if rule.always:
                 fresh = bool(self._armed_roles() & rule.roles)
@@ -383,11 +390,6 @@ class SecurityCore:
                 satisfied = satisfied and fresh
             if not satisfied:
                 raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED, f"access rule {rule} not met")
-
-    def _holds(self, role: int) -> bool:
-        """Like is_authenticated, but a role the profile does not declare is simply not held."""
-        config = self._roles.get(role)
-        return config is not None and (config.type is RoleType.EMPTY or bool(self._pin_set >> role & 1))
 
     def add_status_listener(self, listener: StatusListener) -> None:
         """Call `listener(old_pin_set, new_pin_set)` after every PIN_SET change (applet volatile data)."""

@@ -136,6 +136,14 @@ class AccessRule:
     any_of: frozenset[int] = field(default_factory=frozenset)
     always: bool = False
     never: bool = False
+    # The role sets as PIN_SET-style bitmasks (bit n = role n), derived once so that a
+    # check on the per-signature path is a few integer operations.
+    all_mask: int = field(default=0, init=False, repr=False, compare=False)
+    any_mask: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "all_mask", sum(1 << role for role in self.all_of))
+        object.__setattr__(self, "any_mask", sum(1 << role for role in self.any_of))
 
     @property
     def roles(self) -> frozenset[int]:

@@ -306,11 +306,16 @@ class VpcdLink:
     def _serve(self, sock: socket.socket) -> bool:
         """Answer frames until the connection ends; True if vpcd talked to us."""
         talked = False
-        pending = bytearray()  # bytes received but not yet consumed
+        # One buffer for the connection: frames are received into it (no allocation per
+        # receive) and only the payload is copied out. vpcd sends one request and waits for
+        # the answer, so it holds one frame; a peer that sends more is served in order.
+        view = memoryview(bytearray(RECV_SIZE))
+        filled = 0  # bytes of the next frame(s) already in the buffer
         watch = False  # the last frame was 00/01/02: it may have been a client's 1-byte APDU
+        quickack = self.quickack
         try:
             while True:
-                if watch and not pending and not self._readable(sock, HANG_GRACE):
+                if watch and not filled and not self._readable(sock, HANG_GRACE):
                     log.warning(
                         "%s: no frame from vpcd for %.1f s after a 1-byte frame: a client sent it"
                         " as an APDU and waits; answering 6700",
@@ -318,24 +323,30 @@ class VpcdLink:
                         HANG_GRACE,
                     )
                     sock.sendall(len(_SW_WRONG_LENGTH).to_bytes(2, "big") + _SW_WRONG_LENGTH)
-                header = self._recv_exact(sock, pending, 2)
-                payload = self._recv_exact(sock, pending, int.from_bytes(header, "big"))
+                if quickack and not filled:
+                    # Once per frame, before its first bytes: our last reply put the socket
+                    # back in delayed-ACK mode; until we send again it stays in quick-ACK
+                    # mode, so the rest of the frame is acknowledged at once too.
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
+                while filled < 2:
+                    filled += self._receive(sock, view, filled)
+                end = 2 + ((view[0] << 8) | view[1])
+                while filled < end:
+                    filled += self._receive(sock, view, filled)
+                payload = bytes(view[2:end])
+                filled -= end
+                if filled:  # the start of a further frame: move it to the front
+                    view[:filled] = view[end : end + filled]
                 if not talked:
                     talked = True
                     self.attached.set()
                     log.info("%s: attached to %s", self.name, self.endpoint)
-                for observer in self.observers:
-                    observer.frame_started(payload)
-                try:
-                    reply = self._handle(payload)
-                    watch = len(payload) == 1 and payload[0] in _SILENT_CONTROL_CODES
-                    if reply is not None:
-                        if self.delay:
-                            time.sleep(self.delay)
-                        sock.sendall(len(reply).to_bytes(2, "big") + reply)
-                finally:
-                    for observer in self.observers:
-                        observer.frame_finished(payload)
+                observers = self.observers
+                if observers:
+                    watch = self._answer_observed(sock, payload, observers)
+                else:
+                    watch = self._answer(sock, payload)
         except _Closed:
             pass
         except OSError as error:
@@ -343,30 +354,44 @@ class VpcdLink:
                 log.warning("%s: connection to %s failed: %s", self.name, self.endpoint, error)
         return talked
 
+    def _answer(self, sock: socket.socket, payload: bytes) -> bool:
+        """Handle one frame and send the reply (header and body in one send); True after 00/01/02."""
+        if len(payload) == 1:
+            reply = self._handle(payload)
+            watch = payload[0] in _SILENT_CONTROL_CODES
+        else:
+            reply = self._apdu(payload)
+            watch = False
+        if reply is not None:
+            if self.delay:
+                time.sleep(self.delay)
+            sock.sendall(len(reply).to_bytes(2, "big") + reply)
+        return watch
+
+    def _answer_observed(self, sock: socket.socket, payload: bytes, observers: list[FrameObserver]) -> bool:
+        """`_answer` between the observers' frame_started and frame_finished."""
+        observers = list(observers)
+        for observer in observers:
+            observer.frame_started(payload)
+        try:
+            return self._answer(sock, payload)
+        finally:
+            for observer in observers:
+                observer.frame_finished(payload)
+
     @staticmethod
     def _readable(sock: socket.socket, seconds: float) -> bool:
         """Whether the peer sends something (or closes) within `seconds`."""
         ready, _, _ = select.select([sock], [], [], seconds)
         return bool(ready)
 
-    def _recv_exact(self, sock: socket.socket, pending: bytearray, size: int) -> bytes:
-        """The next `size` bytes of the stream, receiving as many segments as that takes.
-
-        Reads into `pending` with a large recv, so a header and body that are already
-        both in the socket buffer cost one system call, not two. vpcd sends one request
-        and waits for the answer, so `pending` never holds more than one frame.
-        """
-        while len(pending) < size:
-            if self.quickack:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
-            chunk = sock.recv(RECV_SIZE)
-            if not chunk:
-                raise _Closed
-            pending += chunk
-        data = bytes(pending[:size])
-        del pending[:size]
-        return data
+    @staticmethod
+    def _receive(sock: socket.socket, view: memoryview, filled: int) -> int:
+        """Receive what the socket has into `view[filled:]`; the byte count (never 0: EOF raises)."""
+        count = sock.recv_into(view[filled:])
+        if not count:
+            raise _Closed
+        return count
 
     def _handle(self, payload: bytes) -> bytes | None:
         """The reply to one vpcd frame, or None for control codes that get none."""
@@ -376,6 +401,10 @@ class VpcdLink:
                 log.warning("%s: 1-byte APDU %02X answered with 6700", self.name, payload[0])
                 return _SW_WRONG_LENGTH
             return self._control(payload[0])
+        return self._apdu(payload)
+
+    def _apdu(self, payload: bytes) -> bytes:
+        """The card's answer to a command APDU (or empty frame), always with a status word."""
         try:
             reply = self.card.transmit(payload)
         except Exception:  # a card must keep answering; vpcd would wait forever otherwise

@@ -13,13 +13,13 @@ on reset and deselection.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ... import crypto, tlv
 from ...apdu import SW, CommandAPDU, ISOError, ResponseAPDU
 from ...cardos import Applet, HandlerResult, command
 from ...context import AppletContext
+from ...security import RoleType
 from ...wire.ins import GidsIns
 from . import keys, provision
 from .admin import AdminAuthenticator
@@ -67,9 +67,11 @@ DF_SC = SC_USER | SC_ADMIN
 ADMIN_ALGORITHM_BY_LENGTH = {24: "3des", 16: "aes128", 32: "aes256"}
 
 
-@dataclass(frozen=True)
-class SecurityEnvironment:
-    """What MSE SET selected: the CRT (B6 sign, B8 decipher, A4 admin auth), padding nibble, key."""
+class SecurityEnvironment(NamedTuple):
+    """What MSE SET selected: the CRT (B6 sign, B8 decipher, A4 admin auth), padding nibble, key.
+
+    A NamedTuple (immutable, and cheaper to build than a frozen dataclass: one per signature).
+    """
 
     crt: int
     padding: int
@@ -84,14 +86,16 @@ class GidsApplet(Applet):
         self.context = context
         self.security = context.security
         self.config = GidsConfig.read(context)
+        self._user_empty = self.security.role(self.config.user_role).type is RoleType.EMPTY
+        self._admin_empty = self.security.role(self.config.admin_role).type is RoleType.EMPTY
         self.aid = self.config.aid
         self.state: dict[str, Any] = context.state
-        self._keys: dict[int, tuple[str, crypto.PrivateKey]] = {}
+        self._keys: dict[int, keys.LoadedKey] = {}
         if context.is_new:
             self._provision()
         else:
             for name, key in provision.check(self.state).items():
-                self._keys[int(name, 16)] = (self.state["files"][name]["key"], key)
+                self._keys[int(name, 16)] = keys.LoadedKey(self.state["files"][name]["key"], key)
         self.fs = FileSystem(self.state)
         self.current: int | None = None
         self.se: SecurityEnvironment | None = None
@@ -116,11 +120,14 @@ class GidsApplet(Applet):
         return sum(1 << role for role in roles)
 
     def _holds(self, sc: int) -> bool:
+        # is_authenticated of both roles from one read of the status bits; whether a
+        # role is of type empty (always authenticated) is fixed when the card opens.
+        pin_set = self.security.pin_set
         return condition_holds(
             sc,
-            user=self.security.is_authenticated(self.config.user_role),
-            admin=self.security.is_authenticated(self.config.admin_role),
-            initialising=self.initialising,
+            user=self._user_empty or bool(pin_set >> self.config.user_role & 1),
+            admin=self._admin_empty or bool(pin_set >> self.config.admin_role & 1),
+            initialising=self.state["lifecycle"] == LIFECYCLE_INITIALIZATION,
         )
 
     def _require(self, sc: int) -> None:
@@ -329,26 +336,29 @@ class GidsApplet(Applet):
         value = tlv.find(template, TAG_KEY_REF_ASYM)
         if value is None:
             value = tlv.find(template, TAG_KEY_REF_SYM)
+        return GidsApplet._one_byte_key_ref(value)
+
+    @staticmethod
+    def _one_byte_key_ref(value: bytes | None) -> int:
         if value is None or len(value) != 1:
             raise ISOError(SW.REFERENCE_DATA_NOT_USABLE, "key reference (84 01 kk) missing")
         return value[0]
 
-    def _load_key(self, ef: EF) -> crypto.PrivateKey:
-        """The key object of a key EF, parsed once per PEM (parsing checks the key: milliseconds)."""
+    def _load_key(self, ef: EF) -> keys.LoadedKey:
+        """The key of a key EF, parsed once per PEM (parsing checks the key: milliseconds)."""
         pem = ef.key_pem
         if pem is None:
             raise ISOError(SW.REFERENCE_DATA_NOT_USABLE, f"key file {ef.fid:04X} holds no key yet")
-        cached = self._keys.get(ef.fid)
-        if cached is None or cached[0] != pem:
-            cached = (pem, crypto.private_key_from_pem(pem))
-            self._keys[ef.fid] = cached
-        return cached[1]
+        loaded = self._keys.get(ef.fid)
+        if loaded is None or loaded.pem != pem:
+            loaded = self._keys[ef.fid] = keys.LoadedKey(pem)
+        return loaded
 
     def _public_key(self, template: bytes) -> bytes:
         # `A5 03 7F 49 80` is not valid BER (80 is no length): only `84` is read.
         ef = self._key_ef(self._key_ref(template))
         self._require(ef.sc(Op.KEY_READ_PUBLIC))
-        return keys.public_template(self._load_key(ef))
+        return keys.public_template(self._load_key(ef).key)
 
     @command(GidsIns.PUT_DATA)
     def put_data(self, apdu: CommandAPDU) -> None:
@@ -506,8 +516,9 @@ class GidsApplet(Applet):
         if apdu.p2 not in (CRT_AUTHENTICATION, CRT_SIGNATURE, CRT_CONFIDENTIALITY):
             raise ISOError(SW.INCORRECT_P1P2)
         self.se = None
-        fields = tlv.to_dict(apdu.data)
-        key_ref = self._key_ref(apdu.data)
+        fields = tlv.to_dict(apdu.data)  # a repeated tag is refused here (6A80)
+        asymmetric = fields.get(TAG_KEY_REF_ASYM)
+        key_ref = self._one_byte_key_ref(fields.get(TAG_KEY_REF_SYM) if asymmetric is None else asymmetric)
         if apdu.p2 == CRT_AUTHENTICATION:
             if key_ref != ADMIN_KEY_REF:
                 raise ISOError(SW.REFERENCE_DATA_NOT_USABLE, f"no symmetric key {key_ref:02X}")
@@ -526,7 +537,7 @@ class GidsApplet(Applet):
         self._require(ef.sc(Op.KEY_MSE))
         self.se = SecurityEnvironment(apdu.p2, usable[0].algorithm & 0xF0, key_ref)
 
-    def _se_key(self, crt: int) -> tuple[crypto.PrivateKey, int]:
+    def _se_key(self, crt: int) -> tuple[keys.LoadedKey, int]:
         if self.se is None or self.se.crt != crt:
             raise ISOError(SW.CONDITIONS_NOT_SATISFIED, "no security environment for this operation")
         ef = self._key_ef(self.se.key_ref)
@@ -537,11 +548,11 @@ class GidsApplet(Applet):
     def perform_security_operation(self, apdu: CommandAPDU) -> bytes:
         """PSO 9E9A (sign; the card pads for 5x) and 8086 (decipher; no padding-indicator byte)."""
         if apdu.p1p2 == 0x9E9A:
-            key, padding = self._se_key(CRT_SIGNATURE)
-            return keys.sign(key, padding, apdu.data)
+            loaded, padding = self._se_key(CRT_SIGNATURE)
+            return keys.sign(loaded, padding, apdu.data)
         if apdu.p1p2 == 0x8086:
-            key, padding = self._se_key(CRT_CONFIDENTIALITY)
-            return keys.decipher(key, padding, apdu.data)
+            loaded, padding = self._se_key(CRT_CONFIDENTIALITY)
+            return keys.decipher(loaded.key, padding, apdu.data)
         raise ISOError(SW.INCORRECT_P1P2)
 
     @command(GidsIns.GENERATE_ASYMMETRIC_KEY_PAIR)

@@ -76,10 +76,12 @@ def condition_holds(sc: int, user: bool, admin: bool, initialising: bool) -> boo
         return True
     if sc & SC_SECURE_MESSAGING:
         return False  # no secure messaging on this card: such a condition never holds
-    wanted = [flag for bit, flag in ((SC_USER, user), (SC_ADMIN, admin)) if sc & bit]
-    if not wanted:
+    wants_user, wants_admin = bool(sc & SC_USER), bool(sc & SC_ADMIN)
+    if not (wants_user or wants_admin):
         return True  # only SE-number bits: no authentication asked for
-    return all(wanted) if sc & SC_ALL_OF else any(wanted)
+    if sc & SC_ALL_OF:
+        return (user or not wants_user) and (admin or not wants_admin)
+    return (wants_user and user) or (wants_admin and admin)
 
 
 @dataclass(frozen=True)
@@ -121,13 +123,35 @@ class Fcp:
         return cls(int.from_bytes(fid_value, "big"), fdb_value[0], sa, tuple(crts))
 
 
+class FcpCache:
+    """Parsed FCPs by FID, each valid for the exact FCP text it was parsed from.
+
+    MSE and PSO look at a key EF's CRTs and access conditions on every signature;
+    parsing its FCP each time cost more than the rest of both commands. An entry is
+    used only while the record still holds the very FCP it was parsed from, so a
+    file deleted and created again (or a state rewritten) is parsed afresh; one
+    entry per FID bounds the cache by the file system's size.
+    """
+
+    def __init__(self) -> None:
+        self._parsed: dict[int, tuple[str, Fcp]] = {}
+
+    def get(self, fid: int, text: str) -> Fcp:
+        cached = self._parsed.get(fid)
+        if cached is not None and cached[0] == text:
+            return cached[1]
+        fcp = Fcp.parse(bytes.fromhex(text))
+        self._parsed[fid] = (text, fcp)
+        return fcp
+
+
 class EF:
     """A view on one file's JSON record."""
 
-    def __init__(self, fid: int, record: dict[str, Any]) -> None:
+    def __init__(self, fid: int, record: dict[str, Any], fcps: FcpCache | None = None) -> None:
         self.fid = fid
         self.record = record
-        self._fcp: Fcp | None = None
+        self._fcps = fcps if fcps is not None else FcpCache()
 
     @property
     def fcp_bytes(self) -> bytes:
@@ -135,9 +159,7 @@ class EF:
 
     @property
     def fcp(self) -> Fcp:
-        if self._fcp is None:
-            self._fcp = Fcp.parse(self.fcp_bytes)
-        return self._fcp
+        return self._fcps.get(self.fid, self.record["fcp"])
 
     @property
     def fdb(self) -> int:
@@ -205,17 +227,18 @@ class FileSystem:
 
     def __init__(self, state: dict[str, Any]) -> None:
         self.files: dict[str, dict[str, Any]] = state.setdefault("files", {})
+        self._fcps = FcpCache()
 
     def __contains__(self, fid: int) -> bool:
         return f"{fid:04X}" in self.files
 
     def __iter__(self) -> Iterator[EF]:
         for key, record in self.files.items():
-            yield EF(int(key, 16), record)
+            yield EF(int(key, 16), record, self._fcps)
 
     def get(self, fid: int) -> EF | None:
         record = self.files.get(f"{fid:04X}")
-        return None if record is None else EF(fid, record)
+        return None if record is None else EF(fid, record, self._fcps)
 
     def require(self, fid: int) -> EF:
         ef = self.get(fid)
@@ -234,7 +257,7 @@ class FileSystem:
         record: dict[str, Any] = {"fdb": fcp.fdb, "fcp": fcp_bytes.hex().upper(), "active": active}
         record["dos" if fcp.fdb == FDB_BER_TLV_EF else "key"] = {} if fcp.fdb == FDB_BER_TLV_EF else None
         self.files[f"{fcp.fid:04X}"] = record
-        return EF(fcp.fid, record)
+        return EF(fcp.fid, record, self._fcps)
 
     def delete(self, fid: int) -> None:
         self.files.pop(f"{fid:04X}", None)

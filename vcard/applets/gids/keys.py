@@ -213,29 +213,48 @@ def _ec_private_key(value: bytes) -> crypto.PrivateKey:
     return key
 
 
-def sign(key: crypto.PrivateKey, pad: int, data: bytes) -> bytes:
+class LoadedKey:
+    """A key EF's key object, parsed from `pem`, with what its signatures need prepared once.
+
+    Parsing a PEM checks the key (milliseconds); the applet keeps one of these per key
+    EF while the EF holds the same PEM. `rsa` binds the RSA operations (type and
+    modulus length checked here, not per signature); it is None for ECC keys.
+    """
+
+    __slots__ = ("key", "pem", "rsa")
+
+    def __init__(self, pem: str, key: crypto.PrivateKey | None = None) -> None:
+        """`key` is the object already parsed from `pem` (the state check parses every key), else None."""
+        self.pem = pem
+        self.key = crypto.private_key_from_pem(pem) if key is None else key
+        self.rsa = crypto.RsaSigner(self.key) if isinstance(self.key, rsa.RSAPrivateKey) else None
+
+
+def sign(loaded: LoadedKey, pad: int, data: bytes) -> bytes:
     """PSO COMPUTE DIGITAL SIGNATURE with the MSE padding nibble `pad` (5x or 1x)."""
-    if isinstance(key, ec.EllipticCurvePrivateKey):
+    signer = loaded.rsa
+    if signer is None:
+        key = loaded.key
         try:
             r, s = decode_dss_signature(crypto.ecdsa_sign_digest(key, data))
         except ValueError as error:
             raise ISOError(SW.WRONG_LENGTH, str(error)) from None
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
         size = (key.curve.key_size + 7) // 8
         return r.to_bytes(size, "big") + s.to_bytes(size, "big")
-    k = crypto.modulus_length(key)
-    if pad == Padding.PKCS1_SIGN and len(data) < k:
-        if len(data) > k - PKCS1_SIGN_OVERHEAD:
-            raise ISOError(SW.WRONG_LENGTH, f"{len(data)} bytes cannot be PKCS#1-padded to {k}")
-        # EMSA-PKCS1-v1_5 block 00 01 FF.. 00 || data: the card pads, the host hashed.
-        block = b"\x00\x01" + b"\xff" * (k - 3 - len(data)) + b"\x00" + data
-    elif len(data) == k:
-        block = data  # a host-formatted block ("full SHA off-card", or raw from PKCS#11)
-    else:
-        raise ISOError(SW.WRONG_LENGTH, f"raw RSA needs {k} bytes, got {len(data)}")
+    k = signer.length
     try:
-        return crypto.rsa_sign_block(key, block)
+        if pad == Padding.PKCS1_SIGN and len(data) < k:
+            if len(data) > k - PKCS1_SIGN_OVERHEAD:
+                raise ISOError(SW.WRONG_LENGTH, f"{len(data)} bytes cannot be PKCS#1-padded to {k}")
+            # EMSA-PKCS1-v1_5 of the host's DigestInfo: the card pads, the host hashed.
+            return signer.sign_pkcs1(data)
+        if len(data) == k:
+            # a host-formatted block ("full SHA off-card", or raw from PKCS#11)
+            return signer.sign_block(data)
     except ValueError as error:
         raise ISOError(SW.INCORRECT_DATA, str(error)) from None
+    raise ISOError(SW.WRONG_LENGTH, f"raw RSA needs {k} bytes, got {len(data)}")
 
 
 def decipher(key: crypto.PrivateKey, pad: int, data: bytes) -> bytes:

@@ -434,16 +434,3 @@ class PivBase(Applet):
         if not 1 <= len(item.value) <= 3:
             raise ISOError(SW.INCORRECT_DATA, "tag list must hold one tag")
         return int.from_bytes(item.value, "big")
-
-    @staticmethod
-    def template(data: bytes, tag: int) -> dict[int, bytes]:
-        """Children of a one-TLV template (7C, AC) as a dict; 6A80 if malformed.
-
-        Decoded with `to_dict` at both levels (a cheaper shape than `decode_one` on the
-        per-signature path); "exactly one TLV with this tag" is the one-key dict test.
-        """
-        outer = tlv.to_dict(data)
-        value = outer.get(tag)
-        if value is None or len(outer) != 1:
-            raise tlv.TLVError(f"expected one {tag:X} template")
-        return tlv.to_dict(value)

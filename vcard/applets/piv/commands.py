@@ -154,23 +154,26 @@ class PivCommands(PivBase):
     @command(PivIns.GENERAL_AUTHENTICATE)
     def general_authenticate(self, apdu: CommandAPDU) -> HandlerResult:
         """GENERAL AUTHENTICATE: 9B challenge-response, or sign/decrypt/ECDH with a slot key."""
-        items = self.template(apdu.data, 0x7C)
-        if apdu.p2 == keys.SLOT_MANAGEMENT:
+        items = tlv.template(apdu.data, 0x7C)
+        slot = apdu.p2
+        if slot == keys.SLOT_MANAGEMENT:
             return self._management_authenticate(apdu.p1, items)
-        if apdu.p2 not in keys.KEY_SLOTS:
-            raise ISOError(SW.INCORRECT_P1P2, f"no key reference {apdu.p2:02X}")
-        entry = self.require_key(apdu.p2)
+        if slot not in keys.KEY_SLOTS:
+            raise ISOError(SW.INCORRECT_P1P2, f"no key reference {slot:02X}")
+        entry = self._keys.get(slot) or self.require_key(slot)  # require_key loads a key not used yet
         if apdu.p1 != entry.algorithm:
-            raise ISOError(SW.INCORRECT_DATA, f"slot {apdu.p2:02X} holds algorithm {entry.algorithm:02X}")
+            raise ISOError(SW.INCORRECT_DATA, f"slot {slot:02X} holds algorithm {entry.algorithm:02X}")
         if items.get(0x82) != b"":
             raise ISOError(SW.INCORRECT_DATA, "expected an empty 82 (response requested)")
         self.authorize(entry)
-        if items.get(0x85):
-            result = self._exchange(entry, items[0x85])
-        elif items.get(0x81):
-            result = entry.private_operation(items[0x81])
+        peer = items.get(0x85)
+        if peer:
+            result = self._exchange(entry, peer)
         else:
-            raise ISOError(SW.INCORRECT_DATA, "expected 81 challenge or 85 exponentiation")
+            challenge = items.get(0x81)
+            if not challenge:
+                raise ISOError(SW.INCORRECT_DATA, "expected 81 challenge or 85 exponentiation")
+            result = entry.private_operation(challenge)
         return tlv.encode(0x7C, tlv.encode(0x82, result))
 
     @staticmethod
@@ -205,7 +208,7 @@ class PivCommands(PivBase):
         if apdu.p1 != 0x00 or apdu.p2 not in (*keys.KEY_SLOTS, keys.SLOT_ATTESTATION):
             raise ISOError(SW.INCORRECT_P1P2, f"cannot generate in {apdu.p2:02X}")
         self.require_management()
-        template = self.template(apdu.data, 0xAC)
+        template = tlv.template(apdu.data, 0xAC)
         info = self.enabled_algorithm(template.get(0x80, b""))
         pin_policy, touch_policy = self.resolve_policies(
             apdu.p2, _policy_byte(template.get(0xAA)), _policy_byte(template.get(0xAB))

@@ -164,17 +164,19 @@ def _bad_input(error: ValueError) -> ISOError:
     return ISOError(SW.INCORRECT_DATA, str(error))
 
 
-def rsa_private(key: rsa.RSAPrivateKey, block: bytes) -> bytes:
+def rsa_private(signer: crypto.RsaSigner, block: bytes) -> bytes:
     """Raw RSA (block^d mod n) of a host-padded block, exactly modulus-length bytes.
 
     PIV cards sign and decrypt with the same raw operation; the host does the padding.
     A block shorter than the modulus is taken as a big-endian integer (left zero-padded).
     """
-    size = crypto.modulus_length(key)
-    if len(block) > size:
-        raise ISOError(SW.INCORRECT_DATA, "input longer than the modulus")
+    size = signer.length
+    if len(block) != size:
+        if len(block) > size:
+            raise ISOError(SW.INCORRECT_DATA, "input longer than the modulus")
+        block = block.rjust(size, b"\x00")
     try:
-        return crypto.rsa_sign_block(key, block.rjust(size, b"\x00"))
+        return signer.sign_block(block)
     except ValueError as error:
         raise _bad_input(error) from None
 
@@ -227,7 +229,7 @@ def private_operation(key: PrivateKey) -> Callable[[bytes], bytes]:
     type tests off the per-signature path.
     """
     if isinstance(key, rsa.RSAPrivateKey):
-        return partial(rsa_private, key)
+        return partial(rsa_private, crypto.RsaSigner(key))
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return partial(ecdsa_sign, key)
     if isinstance(key, ed25519.Ed25519PrivateKey):
