@@ -1,9 +1,10 @@
 """Minidriver sign-in cost: APDUs cold vs warm cache, and the time of both over a simulated slow link.
 
-The flow is what a Windows logon does through the Base CSP: acquire a context,
-read the container map and the certificates, authenticate the user PIN, sign,
-deauthenticate. "Cold" starts with an empty data cache; "warm" repeats the flow
-as a new process would, with the cache filled by the cold run (cardcf unchanged).
+The flow is what a Windows logon does through the Base CSP, in one transaction on a
+card connected beforehand: acquire a context, read cardcf, the container map and the
+certificates, authenticate the user PIN, sign, deauthenticate. "cold" starts with no
+context and an empty data cache; "new process" acquires a new context on the filled
+cache; "warm" is the CSP's kept context (its transaction starts with the cardcf read).
 
 Each round trip then gets a fixed delay (default 100 ms, as smart-card redirection
 over RDP costs) and both flows are timed again, in the same run. Printed numbers
@@ -30,15 +31,19 @@ from vcard.host import InProcessConnection, PcscConnection
 from vcard.testing.provisioning import PivProvisioner
 
 
-def sign_in(make: Any, cache: GlobalCache, pin: bytes, delay: float) -> tuple[dict[str, int], float]:
-    """One logon-like flow on a fresh CardData (a new process); returns (counters, seconds)."""
-    card_data: md.CardData = make(cache)
+def sign_in(card_data: md.CardData, pin: bytes, delay: float, acquire: bool) -> tuple[dict[str, int], float]:
+    """One logon in one transaction, the card already connected; returns (counters, seconds).
+
+    `acquire`: a CSP that has no context for the card yet (CardAcquireContext, then cardcf);
+    otherwise the CSP's kept context, whose transaction starts with the cardcf read.
+    """
     card_data.connection.meter.delay = delay
     card_data.connection.meter.reset()
     started = time.perf_counter()
-    md.CardAcquireContext(card_data, 0)
     with card_data.transaction():
-        md.CardReadFile(card_data, None, "cardcf")
+        if acquire:
+            md.CardAcquireContext(card_data, 0)
+            md.CardReadFile(card_data, None, "cardcf")
         records = md.structures.unpack_cmapfile(md.CardReadFile(card_data, "mscp", "cmapfile"))
         names = md.CardEnumFiles(card_data, "mscp")
         for index, record in enumerate(records):
@@ -48,7 +53,6 @@ def sign_in(make: Any, cache: GlobalCache, pin: bytes, delay: float) -> tuple[di
             if f"{prefix}{index:02d}" in names:
                 md.CardReadFile(card_data, "mscp", f"{prefix}{index:02d}")
             md.CardGetContainerInfo(card_data, index)
-    with card_data.transaction():
         md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, pin)
         info = md.CARD_SIGNING_INFO(
             2, 0, md.AT_KEYEXCHANGE, 0, md.CALG_SHA_256, hashlib.sha256(b"logon").digest()
@@ -56,11 +60,22 @@ def sign_in(make: Any, cache: GlobalCache, pin: bytes, delay: float) -> tuple[di
         md.CardSignData(card_data, info)
         md.CardDeauthenticateEx(card_data, md.PIN_SET_ALL_ROLES, 0)
     elapsed = time.perf_counter() - started
-    counters = card_data.connection.meter.snapshot()
-    md.CardDeleteContext(card_data)
-    if isinstance(card_data.connection, PcscConnection):
+    card_data.connection.meter.delay = 0.0
+    return card_data.connection.meter.snapshot(), elapsed
+
+
+def flows(make: Any, pin: bytes, delay: float) -> list[tuple[str, dict[str, int], float]]:
+    """cold (no context, empty cache), new process (no context, cache filled), warm (kept context)."""
+    cache = GlobalCache()
+    first = make(cache)
+    cold = sign_in(first, pin, delay, acquire=True)
+    second = make(cache)
+    new_process = sign_in(second, pin, delay, acquire=True)
+    warm = sign_in(second, pin, delay, acquire=False)
+    for card_data in (first, second):
+        md.CardDeleteContext(card_data)
         card_data.close()
-    return counters, elapsed
+    return [("cold", *cold), ("new process", *new_process), ("warm", *warm)]
 
 
 def _provision_gids(make: Any) -> None:
@@ -140,22 +155,16 @@ def main() -> None:
 
 def report(cards: dict[str, Any], pin: bytes, delay: float, delay_ms: float) -> None:
     header = f"time @ {delay_ms:g} ms RTT"
-    print(f"{'card':<28} {'flow':<5} {'APDUs':>6} {'round trips':>12} {'bytes':>7} {header:>20}")
+    print(f"{'card':<20} {'flow':<12} {'APDUs':>6} {'SCard calls':>12} {'bytes':>7} {header:>20}")
     for name, make in cards.items():
-        cache = GlobalCache()
-        cold, _ = sign_in(make, cache, pin, 0.0)
-        warm, _ = sign_in(make, cache, pin, 0.0)
-        timed_cache = GlobalCache()
-        _, cold_time = sign_in(make, timed_cache, pin, delay)
-        _, warm_time = sign_in(make, timed_cache, pin, delay)
-        for flow, counts, seconds in (("cold", cold, cold_time), ("warm", warm, warm_time)):
+        counted = flows(make, pin, 0.0)
+        timed = flows(make, pin, delay)
+        for (flow, counts, _), (_, _, seconds) in zip(counted, timed, strict=True):
             total = counts["bytes_sent"] + counts["bytes_received"]
             trips = counts["round_trips"]
-            print(f"{name:<28} {flow:<5} {counts['apdus']:>6} {trips:>12} {total:>7} {seconds:>18.2f} s")
-        print(
-            f"{'':<28} warm/cold: {warm['apdus'] / cold['apdus']:.2f} of the APDUs, "
-            f"{warm_time / cold_time:.2f} of the time"
-        )
+            print(f"{name:<20} {flow:<12} {counts['apdus']:>6} {trips:>12} {total:>7} {seconds:>18.2f} s")
+        cold, warm = counted[0][1], counted[2][1]
+        print(f"{'':<20} warm/cold: {warm['apdus'] / cold['apdus']:.2f} of the APDUs")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from vcard.atr import extended_length
 from vcard.host import CardEndpoint, Connection, SmartCardProtocol
 
 from .backends.base import Backend, Container, RoleInfo
@@ -29,6 +30,7 @@ from .structures import CARD_CACHE_FILE_FORMAT, StructureError
 from .transport import connect_inprocess, connect_pcsc
 
 log = logging.getLogger("minidriver.context")
+R = TypeVar("R")
 
 # --- CARD_DATA --------------------------------------------------------------------------------
 
@@ -53,6 +55,7 @@ class CardData:
     session_pin_cache: dict[int, bytes] = field(default_factory=dict)  # the CSP's cache: session PINs only
     session: Session = CONSOLE  # the logon session this CSP instance serves
     cache_scope: bytes = CONSOLE.cache_scope  # its data-cache entries' key prefix (shared only in legacy)
+    extended: bool | None = None  # extended Lc/Le: None = as the ATR's card capabilities say
 
     # --- construction ---------------------------------------------------------------------------
     @classmethod
@@ -67,6 +70,8 @@ class CardData:
         piv_writable: bool = False,
         session: Session = CONSOLE,
         hub: ResourceManagerHub | None = None,
+        extended: bool | None = None,
+        transaction_per_apdu: bool = False,
     ) -> CardData:
         """A CARD_DATA over `connection`; with `hub`, the card's resource manager is shared by
         every session of the process (terminal-server model), else it is this context's own."""
@@ -75,6 +80,7 @@ class CardData:
         else:
             rm = ResourceManager(connection, idle_reset_seconds, clock or time.monotonic)
             handle, scope = rm.connect(session=session), session.cache_scope
+        handle.transaction_per_apdu = transaction_per_apdu
         return cls(
             version,
             connection.atr,
@@ -85,6 +91,7 @@ class CardData:
             piv_writable,
             session=session,
             cache_scope=scope,
+            extended=extended,
         )
 
     @classmethod
@@ -114,14 +121,16 @@ class CardData:
             ctx.recover_if_needed(self)
         self.hScard.begin_transaction()
         try:
+            if ctx is not None and self.hScard.depth == 1:  # not when nested in the caller's own
+                ctx.start_transaction(self)
             yield
         finally:
             if self.hScard.in_transaction:
                 self.hScard.end_transaction()
                 if ctx is not None and not self.hScard.in_transaction:
-                    ctx.fresh = None
+                    ctx.transaction_ended()
             elif ctx is not None:
-                ctx.fresh = None
+                ctx.transaction_ended()
 
     def close(self) -> None:
         if self.hScard is not None:
@@ -164,7 +173,7 @@ class Context:
             self.auth_before_reset = self.auth
         self.needs_recovery = True
         self.auth = 0
-        self.fresh = None
+        self.transaction_ended()
         self.agreements.clear()
 
     def recover_if_needed(self, card_data: CardData) -> None:
@@ -209,20 +218,49 @@ class Context:
         if card_data.cache is None:
             return None
         if self.fresh is None:
+            cardcf = self.read_cardcf()  # first: it also shows whether our application is selected
             if self.card_id is None:
                 self.card_id = self.backend.card_id()
-            self.fresh = FreshnessCache(
-                card_data.cache, self.card_id, self.read_cardcf(), card_data.cache_scope
-            )
+            self.fresh = FreshnessCache(card_data.cache, self.card_id, cardcf, card_data.cache_scope)
         return self.fresh
 
     def read_cardcf(self) -> CARD_CACHE_FILE_FORMAT:
+        """The freshness read a transaction starts with (spec §4.4), from the card.
+
+        The context keeps its application selected across transactions: a reset is reported by
+        SCardBeginTransaction (SCARD_W_RESET_CARD, then `recover_if_needed` selects again), but
+        another program selecting a different application on the same card is reported by nothing.
+        So a failed read selects the application and reads once more before giving up.
+        """
         if self.volatile_cardcf is not None:
             return self.volatile_cardcf
+        raw = self._reselecting(self.backend.read_cardcf)
         try:
-            return CARD_CACHE_FILE_FORMAT.unpack(self.backend.read_cardcf())
+            return CARD_CACHE_FILE_FORMAT.unpack(raw)
         except StructureError as error:
             raise ScardError(Scard.E_COMM_DATA_LOST, f"cardcf: {error}") from error
+
+    def transaction_ended(self) -> None:
+        """Out of the transaction the card may change: the cache view and the reads made end."""
+        self.fresh = None
+        self.backend.forget_reads()
+
+    def _reselecting(self, read: Callable[[], R]) -> R:
+        try:
+            return read()
+        except ScardError as error:
+            if error.code in (Scard.W_RESET_CARD, Scard.W_REMOVED_CARD, Scard.E_NO_SMARTCARD):
+                raise
+            log.info("first read of the transaction failed (%s): selecting the application again", error.name)
+            self.backend.select()
+            return read()
+
+    def start_transaction(self, card_data: CardData) -> None:
+        """The start of a transaction the caller holds across calls (the Base CSP's): the card
+        identity and cardcf are read first (spec §4.4), and a failed read selects again."""
+        self.transaction_ended()
+        self._reselecting(self.backend.refresh_identity)
+        self.freshness(card_data)
 
     def bump(self, pins: bool = False, containers: bool = False, files: bool = False) -> None:
         """Advance cardcf before a write, so every cache (other processes too) sees it as stale."""
@@ -337,7 +375,10 @@ def CardAcquireContext(card_data: CardData, dwFlags: int = 0) -> None:
     candidates: list[type[Backend]] = [PivBackend, GidsBackend]
     if card_data.applet is not None:
         candidates = [cls for cls in candidates if cls.name == card_data.applet]
-    channel = SmartCardProtocol(handle)
+    # Extended Lc/Le when the ATR's card capabilities offer them (ISO 7816-4 §8.1.1.2.7): an
+    # RSA-2048 signature or a certificate is then one APDU, not a chain and GET RESPONSEs.
+    extended = extended_length(atr) if card_data.extended is None else card_data.extended
+    channel = SmartCardProtocol(handle, extended=extended)
     handle.begin_transaction()
     try:
         for backend_class in candidates:

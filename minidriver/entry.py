@@ -63,7 +63,7 @@ def entry(min_version: int = 4, transacted: bool = True) -> Callable[[Callable[P
                         if error.code == Scard.W_RESET_CARD:
                             ctx.card_was_reset()
                 if outermost and not ctx.handle.in_transaction:
-                    ctx.fresh = None
+                    ctx.transaction_ended()
 
         return call
 

@@ -101,9 +101,14 @@ def CardReadFile(
     ctx = context_of(card_data)
     directory, name = _path(pszDirectoryName, pszFileName)
     if directory is None and name == szCACHE_FILE:
-        # Read from the card (never from the cache); it also starts this transaction's cache view.
-        fresh = ctx.freshness(card_data) if ctx.fresh is None else None
-        return (fresh.cardcf if fresh is not None else ctx.read_cardcf()).pack()
+        # Read from the card (never from the data cache); it also starts this transaction's cache
+        # view. Within that view it is the value read at its start (nobody else can write cardcf
+        # while the transaction lasts; this layer's own writes update the view).
+        if card_data.cache is None:
+            return ctx.read_cardcf().pack()
+        fresh = ctx.freshness(card_data)
+        assert fresh is not None
+        return fresh.cardcf.pack()
     if directory is None and name == szCARD_IDENTIFIER_FILE:
         return ctx.backend.card_id()
     return ctx.cached(

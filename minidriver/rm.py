@@ -128,7 +128,10 @@ class ResourceManager:
         holder.depth = 0
         try:
             with scard_errors():
-                holder.connection.end_transaction(Disposition.RESET_CARD)
+                if holder.transaction_per_apdu:
+                    holder.connection.reset()
+                else:
+                    holder.connection.end_transaction(Disposition.RESET_CARD)
         except ScardError as error:  # the card went away meanwhile: nothing left to release
             log.info("resetting the idle card: %s", error)
         self._after_reset(by=None)
@@ -177,6 +180,10 @@ class CardHandle:
         self.depth = 0  # nested begin/end from the API layer count as one SCard transaction
         self.closed = False
         self.waited = 0.0  # seconds spent waiting for other handles' transactions
+        # The naive CSP's pattern: no PC/SC transaction spans two APDUs. The handle still owns
+        # the card between begin and end here (waiters wait); on the wire each SCardTransmit
+        # is wrapped in its own SCardBeginTransaction/SCardEndTransaction.
+        self.transaction_per_apdu = False
         self._holds_legacy_lock = False
 
     @property
@@ -207,8 +214,9 @@ class CardHandle:
                 self.depth = 1
                 rm.last_activity = rm.clock()
                 rm._changed.notify_all()
-            with scard_errors():
-                self.connection.begin_transaction()
+            if not self.transaction_per_apdu:
+                with scard_errors():
+                    self.connection.begin_transaction()
         except BaseException:
             with rm._changed:
                 if rm.holder is self:
@@ -237,10 +245,11 @@ class CardHandle:
                 rm.holder = None
                 rm.last_activity = rm.clock()
                 rm._changed.notify_all()
-            with scard_errors():
-                self.connection.end_transaction(
-                    SCARD_LEAVE_CARD if disposition in _RESETTING else disposition
-                )
+            if not self.transaction_per_apdu:
+                with scard_errors():
+                    self.connection.end_transaction(
+                        SCARD_LEAVE_CARD if disposition in _RESETTING else disposition
+                    )
             if disposition in _RESETTING:
                 rm.reset_card(by=self)
         finally:
@@ -258,7 +267,13 @@ class CardHandle:
             rm.busy += 1
         try:
             with scard_errors():
-                return self.connection.transmit(apdu)
+                if not self.transaction_per_apdu:
+                    return self.connection.transmit(apdu)
+                self.connection.begin_transaction()
+                try:
+                    return self.connection.transmit(apdu)
+                finally:
+                    self.connection.end_transaction()
         finally:
             with rm._changed:
                 rm.busy -= 1

@@ -72,3 +72,43 @@ def historical_bytes(atr: bytes) -> bytes:
     has_tck = check(atr) is None and (_interface_end(atr) or (0, False))[1]
     end = len(atr) - (1 if has_tck else 0)
     return atr[end - count : end]
+
+
+# Card capabilities (ISO 7816-4 §8.1.1.2.7): compact-TLV tag 7 in the historical bytes;
+# its third byte is the "software function table 3": b7 (0x40) says the card takes extended
+# Lc and Le fields, b8 (0x80) command chaining.
+CAPABILITY_EXTENDED_LENGTH = 0x40
+CAPABILITY_COMMAND_CHAINING = 0x80
+
+
+def compact_tlv(historical: bytes) -> dict[int, bytes] | None:
+    """The compact-TLV objects of historical bytes by tag (ISO 7816-4 §8.1.1), or None.
+
+    Category indicator 00: objects then a 3-byte status indicator; 80: objects only
+    (a status indicator, if any, is object 8). Any other category has no objects here.
+    """
+    if not historical or historical[0] not in (0x00, 0x80):
+        return None
+    body = historical[1:-3] if historical[0] == 0x00 else historical[1:]
+    objects: dict[int, bytes] = {}
+    pos = 0
+    while pos < len(body):
+        tag, length = body[pos] >> 4, body[pos] & 0x0F
+        if pos + 1 + length > len(body):
+            return None  # runs past the end: not compact-TLV after all
+        objects[tag] = body[pos + 1 : pos + 1 + length]
+        pos += 1 + length
+    return objects
+
+
+def software_functions(atr: bytes) -> int:
+    """Third card-capabilities byte of a well-formed ATR's historical bytes; 0 when absent."""
+    if check(atr) is not None:
+        return 0
+    capabilities = (compact_tlv(historical_bytes(atr)) or {}).get(0x7, b"")
+    return capabilities[2] if len(capabilities) >= 3 else 0
+
+
+def extended_length(atr: bytes) -> bool:
+    """True when the ATR says the card takes extended Lc/Le (what a host should then send)."""
+    return bool(software_functions(atr) & CAPABILITY_EXTENDED_LENGTH)

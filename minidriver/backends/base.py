@@ -154,6 +154,12 @@ class Backend:
     def serial_number(self) -> bytes:
         return self.card_id()
 
+    def refresh_identity(self) -> None:
+        """What a transaction reads from the card besides cardcf (nothing unless cardcf is virtual)."""
+
+    def forget_reads(self) -> None:
+        """The transaction ended: data read during it may change now (another program's turn)."""
+
     def read_cardcf(self) -> bytes:
         raise NotImplementedError
 

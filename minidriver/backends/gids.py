@@ -45,6 +45,7 @@ from ..constants import (
     PinType,
 )
 from ..errors import Scard, ScardError
+from ..padding import pkcs1_type1
 from ..structures import (
     CARD_FILE_INFO,
     CARD_FREE_SPACE_INFO,
@@ -103,6 +104,14 @@ def _read_certificate(value: bytes) -> bytes:
         raise ScardError(Scard.E_COMM_DATA_LOST, f"corrupt compressed certificate: {error}") from error
 
 
+def _opens_to(container: Container, signature: bytes, expected: bytes) -> bool:
+    """True if the RSA `signature` opens with the container's public key to the block `expected`."""
+    blob = PUBLICKEYBLOB.unpack(container.public_key)
+    return pow(int.from_bytes(signature, "big"), blob.public_exponent, blob.modulus) == int.from_bytes(
+        expected, "big"
+    )
+
+
 def _entry(directory: str, name: str, do: int, ef: int) -> MasterFileEntry:
     if len(directory.encode("ascii")) > 8 or len(name.encode("ascii")) > 8:
         raise ScardError(Scard.E_INVALID_PARAMETER, f"name {directory}/{name} longer than 8 characters")
@@ -115,6 +124,16 @@ class GidsBackend(Backend):
     key_gen = True
     cache_mode = CP_CACHE_MODE_GLOBAL_CACHE
 
+    def __init__(self, apdu: SmartCardProtocol) -> None:
+        super().__init__(apdu)
+        # The security environment this context last set with MSE SET (CRT, algorithm, key) and
+        # believes still current: ISO 7816-4 keeps it until the next MSE, a reset or a new SELECT.
+        self._se: tuple[int, int, int] | None = None
+        # Data objects read in the current transaction: nobody else can change them while it
+        # lasts (the masterfile, cmapfile and keymap are asked for several times by one
+        # logon). Forgotten when the transaction ends, and on any write.
+        self._reads: dict[tuple[int, int], bytes | None] = {}
+
     @classmethod
     def probe(cls, apdu: SmartCardProtocol) -> bool:
         try:
@@ -124,13 +143,25 @@ class GidsBackend(Backend):
         return True
 
     def select(self) -> None:
+        self._se = None
+        self._reads.clear()
         try:
             self.apdu.send_apdu(0x00, GidsIns.SELECT, 0x04, 0x00, GIDS_AID_PREFIX)
         except ApduError as error:
             raise ScardError(Scard.W_REMOVED_CARD, f"GIDS application gone (SW {error.sw:04X})") from error
 
     # --- data objects ---------------------------------------------------------------------------
+    def forget_reads(self) -> None:
+        self._reads.clear()
+
     def get_do(self, ef: int, do: int) -> bytes | None:
+        if (ef, do) in self._reads:
+            return self._reads[(ef, do)]
+        value = self._get_do(ef, do)
+        self._reads[(ef, do)] = value
+        return value
+
+    def _get_do(self, ef: int, do: int) -> bytes | None:
         try:
             answer = self.apdu.send_apdu(
                 0x00, GidsIns.GET_DATA, ef >> 8, ef & 0xFF, tlv_encode(0x5C, do.to_bytes(2, "big"))
@@ -145,6 +176,7 @@ class GidsBackend(Backend):
             raise ScardError(Scard.E_COMM_DATA_LOST, f"{ef:04X}/{do:04X} is malformed") from error
 
     def put_do(self, ef: int, do: int, value: bytes) -> None:
+        self._reads.clear()
         try:
             self.apdu.send_apdu(0x00, GidsIns.PUT_DATA, ef >> 8, ef & 0xFF, tlv_encode(do, value), le=None)
         except ApduError as error:
@@ -511,6 +543,7 @@ class GidsBackend(Backend):
         self.apdu.send_apdu(0x00, GidsIns.VERIFY, 0x00, 0x82, le=None)
 
     def _select_admin_key(self) -> None:
+        self._se = None
         self.apdu.send_apdu(
             0x00, GidsIns.MANAGE_SECURITY_ENVIRONMENT, 0xC1, 0xA4, tlv_encode(0x83, b"\x80"), le=None
         )
@@ -571,10 +604,35 @@ class GidsBackend(Backend):
 
     def _mse(self, container: Container, crt: int, alg: int) -> None:
         body = tlv_encode(0x80, bytes([alg])) + tlv_encode(0x84, bytes([container.key_ref]))
+        self._se = None
         try:
             self.apdu.send_apdu(0x00, GidsIns.MANAGE_SECURITY_ENVIRONMENT, 0x41, crt, body, le=None)
         except ApduError as error:
             raise operation_error(error, "MSE SET") from error
+        self._se = (crt, alg, container.key_ref)
+
+    def _sign(self, container: Container, alg: int, data: bytes, expected: bytes, what: str) -> bytes:
+        """MSE SET (unless this context's environment is still set for the key) + PSO.
+
+        Skipping MSE is checked, not assumed: another program may have set its own environment
+        between our transactions without a reset. The signature is verified with the container's
+        public key (`expected` is the padded block it must open to); a refusal or a signature that
+        does not verify sends MSE SET and PSO again.
+        """
+        reused = self._se == (0xB6, alg, container.key_ref)
+        if not reused:
+            self._mse(container, 0xB6, alg)
+            return self._pso(0x9E, 0x9A, data, what)
+        try:
+            signature = self._pso(0x9E, 0x9A, data, what)
+            if _opens_to(container, signature, expected):
+                return signature
+        except ScardError as error:
+            if error.code == Scard.W_RESET_CARD:
+                raise
+        log.info("security environment no longer set for key %02X: MSE SET again", container.key_ref)
+        self._mse(container, 0xB6, alg)
+        return self._pso(0x9E, 0x9A, data, what)
 
     def _nibble(self, container: Container) -> int:
         nibble = RSA_SIZE_NIBBLE.get(container.bits)
@@ -589,12 +647,13 @@ class GidsBackend(Backend):
             raise operation_error(error, what) from error
 
     def sign_pkcs1(self, container: Container, digest_info: bytes) -> bytes:
-        self._mse(container, 0xB6, 0x50 | self._nibble(container))
-        return self._pso(0x9E, 0x9A, digest_info, "PSO COMPUTE DIGITAL SIGNATURE")
+        expected = pkcs1_type1(digest_info, (container.bits + 7) // 8)
+        alg = 0x50 | self._nibble(container)
+        return self._sign(container, alg, digest_info, expected, "PSO COMPUTE DIGITAL SIGNATURE")
 
     def sign_raw(self, container: Container, block: bytes) -> bytes:
-        self._mse(container, 0xB6, 0x10 | self._nibble(container))
-        return self._pso(0x9E, 0x9A, block, "PSO COMPUTE DIGITAL SIGNATURE (raw)")
+        alg = 0x10 | self._nibble(container)
+        return self._sign(container, alg, block, block, "PSO COMPUTE DIGITAL SIGNATURE (raw)")
 
     def decrypt_raw(self, container: Container, cryptogram: bytes) -> bytes:
         if container.key_spec != AT_KEYEXCHANGE:

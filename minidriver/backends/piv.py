@@ -203,6 +203,13 @@ class PivBackend(Backend):
             return guid
         return hashlib.sha256(chuid).digest()[:16]
 
+    def refresh_identity(self) -> None:
+        """A read-only card has no cardcf to read: the transaction's card read is the CHUID (the
+        card identity the CSP reads with cardcf), which fails unless PIV is the selected application."""
+        if self.read_only:
+            self._chuid = None
+            self.chuid()
+
     def serial_number(self) -> bytes:
         try:
             serial = self.apdu.send_apdu(0x00, YubicoIns.GET_SERIAL, 0, 0)

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# SCARD_RESET_CARD and SCARD_UNPOWER_CARD (same values in pcsc-lite and WinSCard)
+RESETTING = frozenset({1, 2})
+
 # MS-RDPESC has no call for freeing memory: the server's WinSCard frees its own buffers.
 LOCAL_CALLS = frozenset({"SCardFreeMemory"})
 
@@ -57,6 +60,7 @@ class Call:
     end: float
     pid: int
     local: bool = False
+    disposition: int | None = None  # SCardDisconnect/EndTransaction/Reconnect: what they do with the card
 
 
 @dataclass
@@ -107,10 +111,14 @@ def read_log(path: Path) -> CallLog:
                 raise CallLogError(f"{where}: field {name!r} missing or not {_kind_name(kind)}")
         if item["sent"] < 0 or item["received"] < 0:
             raise CallLogError(f"{where}: negative byte count")
+        disposition = item.get("disposition")
+        if disposition is not None and (not isinstance(disposition, int) or isinstance(disposition, bool)):
+            raise CallLogError(f"{where}: field 'disposition' not an integer")
         log.calls.append(
             Call(
                 item["call"], item["rc"], item["sent"], item["received"],
                 float(item["start"]), float(item["end"]), item["pid"], bool(item.get("local", False)),
+                disposition,
             )
         )  # fmt: skip
     return log
@@ -129,6 +137,7 @@ class Workload:
     bytes_sent: int = 0
     bytes_received: int = 0
     local_seconds: float = 0.0
+    resets: int = 0  # successful calls that reset or unpowered the card (SCARD_RESET_CARD / UNPOWER_CARD)
 
     @property
     def remote_calls(self) -> int:
@@ -145,6 +154,8 @@ class Workload:
         work = cls(name or (" ".join(log.run["command"]) if log.run else log.path.name))
         for call in log.calls:
             work.calls[call.name] += 1
+            if call.disposition in RESETTING and call.rc == 0:
+                work.resets += 1
             if not call.local:
                 work.bytes_sent += call.sent
                 work.bytes_received += call.received

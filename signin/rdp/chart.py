@@ -49,7 +49,7 @@ def draw(
     axes.set_ylabel("sign-in time (s, log scale)")
     axes.set_title(f"Smart-card sign-in over RDP redirection, {bandwidth / 1e6:g} Mbit/s (model)")
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8, loc="upper left")
+    axes.legend(fontsize=8, loc="lower right")
     figure.tight_layout()
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]

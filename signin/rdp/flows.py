@@ -1,15 +1,14 @@
 """Sign-in flows through the public minidriver API, measured in SCard calls.
 
-- `base_sign_in`: what a Windows logon asks of the Base CSP (the bench_minidriver flow):
-  acquire a context, read cardcf, the container map and each container's certificate
-  and info in one transaction, then PIN, sign and deauthenticate in a second. With a
-  `GlobalCache` it is the Base CSP: "cold" on an empty cache, "warm" when the same
-  cache is used again (a later logon, cardcf unchanged).
-- `naive_sign_in`: the seed's unoptimised CSP for the same logon. It keeps no data
-  cache (cache=None), opens a new PC/SC connection and context for every CSP
-  operation, re-reads the container map and every certificate each time, and takes a
-  transaction per APDU (`TransactionPerApdu`, a connection wrapper: the minidriver's
-  resource manager is not changed).
+- `BaseCsp`: what a Windows logon asks of the Base CSP: in one transaction, read cardcf,
+  the container map and each container's certificate and info, present the PIN, sign,
+  deauthenticate. The first logon acquires the card context and fills the cardcf-stamped
+  cache ("cold"); a later one reuses both ("warm"): cardcf read, VERIFY, sign,
+  deauthenticate. `base_sign_in` is one cold logon.
+- `naive_sign_in`: the seed's unoptimised CSP for the same logon (`naive_operations` lists
+  the CryptoAPI calls): no data cache, a new PC/SC connection and context for every
+  operation, the container map and every certificate re-read each time, short APDUs only,
+  and a transaction per APDU (the resource manager's `transaction_per_apdu` switch).
 - `PHYSICAL_MINIMUM`: Begin, read cardcf, VERIFY, sign, End.
 
 Every call is counted by the host stack's `CallMeter`, the same call names the
@@ -28,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 import minidriver as md
 from minidriver.cache import CacheStore, GlobalCache
-from vcard.host import CardEndpoint, Connection, Disposition, InProcessConnection
+from vcard.host import CardEndpoint, Connection, InProcessConnection
 
 from ..ca import certificate_for
 from ..enroll import admin_response
@@ -36,45 +35,6 @@ from .calllog import Workload
 
 DEFAULT_PIN = b"123456"
 DEFAULT_MANAGEMENT_KEY = bytes.fromhex("010203040506070801020304050607080102030405060708")
-
-
-class TransactionPerApdu(Connection):
-    """A connection on which nothing spans calls: every APDU is Begin, Transmit, End.
-
-    Begin/End from the layer above are dropped (the naive CSP holds no transaction);
-    everything else goes to the wrapped connection, which counts it once.
-    """
-
-    def __init__(self, inner: Connection) -> None:
-        super().__init__(inner.meter)
-        self.inner = inner
-        self.reader = inner.reader
-
-    @property
-    def atr(self) -> bytes:
-        return self.inner.atr
-
-    def transmit(self, apdu: bytes) -> bytes:
-        self.inner.begin_transaction()
-        try:
-            return self.inner.transmit(apdu)
-        finally:
-            self.inner.end_transaction()
-
-    def begin_transaction(self) -> None:
-        pass
-
-    def end_transaction(self, disposition: int = Disposition.LEAVE_CARD) -> None:
-        if disposition != Disposition.LEAVE_CARD:
-            self.inner.begin_transaction()
-            self.inner.end_transaction(disposition)
-
-    def reconnect(self, initialization: int = Disposition.LEAVE_CARD) -> None:
-        self.inner.reconnect(initialization)
-
-    def close(self, disposition: int = Disposition.LEAVE_CARD) -> None:
-        self.closed = True
-        self.inner.close(disposition)
 
 
 ConnectionFactory = Callable[[], Connection]
@@ -152,70 +112,120 @@ def _sign(card_data: md.CardData, container: int) -> bytes:
     return md.CardSignData(card_data, info)
 
 
-def base_sign_in(source: CardSource, cache: GlobalCache, pin: bytes = DEFAULT_PIN) -> Workload:
-    """One logon through the Base CSP on a card connected beforehand, sharing `cache`.
+class BaseCsp:
+    """The Base CSP on one card: its data cache (cardcf-stamped) and its card context.
 
-    The card handle exists before the logon starts (the credential provider connects when
-    the card is inserted), so SCardEstablishContext/ListReaders/Connect/Status and the
-    closing Disconnect/ReleaseContext are not part of the sign-in; the logon holds one
-    transaction from CardAcquireContext to the deauthentication.
+    The CSP keeps the card context it acquired (CARD_DATA, the minidriver context) for as long
+    as the card stays in the reader -- the "smart card handle cache" of the CSP card modules
+    (Microsoft KB949538) -- so a later logon does not call CardAcquireContext again: it begins
+    a transaction (SCardBeginTransaction would report a reset: SCARD_W_RESET_CARD, Windows 8 and
+    later), reads cardcf, and takes the container map and certificates from the cache.
+    The card handle exists before the logon starts (the credential provider connects when the
+    card is inserted), so SCardEstablishContext/ListReaders/Connect/Status are not part of it.
     """
-    card_data = source.card_data(cache=cache)
-    meter = card_data.connection.meter
-    meter.reset()
-    started = time.perf_counter()
-    with card_data.transaction():
-        md.CardAcquireContext(card_data, 0)
-        md.CardReadFile(card_data, None, "cardcf")
-        containers = _read_containers(card_data)
-        if not containers:
-            raise md.ScardError(md.SCARD_E_NO_KEY_CONTAINER, f"{source.name}: no container to sign with")
-        md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, pin)
-        _sign(card_data, containers[0])
-        md.CardDeauthenticateEx(card_data, md.PIN_SET_ALL_ROLES, 0)
-    work = Workload.from_meter("Base CSP", meter.snapshot(), time.perf_counter() - started)
-    _close(card_data)
-    return work
+
+    def __init__(self, source: CardSource, cache: GlobalCache | None = None) -> None:
+        self.source = source
+        self.cache = cache if cache is not None else GlobalCache()
+        self.card_data: md.CardData | None = None
+
+    def sign_in(self, pin: bytes = DEFAULT_PIN) -> Workload:
+        """One logon: cold the first time (context acquired, cache filled), warm afterwards."""
+        cold = self.card_data is None
+        if self.card_data is None:
+            self.card_data = self.source.card_data(cache=self.cache)
+        card_data = self.card_data
+        meter = card_data.connection.meter
+        meter.reset()
+        started = time.perf_counter()
+        with card_data.transaction():
+            if cold:
+                md.CardAcquireContext(card_data, 0)
+            md.CardReadFile(card_data, None, "cardcf")  # warm: read as the transaction started
+            containers = _read_containers(card_data)
+            if not containers:
+                raise md.ScardError(
+                    md.SCARD_E_NO_KEY_CONTAINER, f"{self.source.name}: no container to sign with"
+                )
+            md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, pin)
+            _sign(card_data, containers[0])
+            md.CardDeauthenticateEx(card_data, md.PIN_SET_ALL_ROLES, 0)
+        name = f"Base CSP {'cold' if cold else 'warm'}"
+        return Workload.from_meter(name, meter.snapshot(), time.perf_counter() - started)
+
+    def close(self) -> None:
+        if self.card_data is not None:
+            _close(self.card_data)
+            self.card_data = None
 
 
-# What a smart-card logon asks the CSP, one CryptoAPI call after another: LogonUI lists the
-# certificates; LSA opens the user's container, takes its certificate and public key; Kerberos
-# PKINIT verifies the PIN and signs the AuthPack, then decrypts the reply key (RSA key transport),
-# and the context is released. The naive CSP turns each into connect + acquire + re-read.
-NAIVE_OPERATIONS = (
-    "enumerate certificates",
-    "open container",
-    "get certificate",
-    "get public key",
-    "verify PIN and sign",
-    "verify PIN and decrypt",
-    "release context",
-)
+def base_sign_in(source: CardSource, cache: GlobalCache, pin: bytes = DEFAULT_PIN) -> Workload:
+    """One logon through a Base CSP that has not seen the card yet (a cold context) sharing `cache`."""
+    csp = BaseCsp(source, cache)
+    try:
+        return csp.sign_in(pin)
+    finally:
+        csp.close()
+
+
+# What a smart-card logon asks the CSP, one CryptoAPI call after another (Microsoft, "Smart Card
+# Sign-in Flow in Windows" and "Base CSP and KSP-based architecture": the smart card credential
+# provider in LogonUI enumerates the certificates, then LSA's Kerberos package acquires the
+# container, presents the PIN, signs the PKINIT AuthPack and, with RSA key transport, decrypts
+# the reply key). The naive CSP turns every one of them into connect + acquire + re-read.
+def naive_operations(containers: int) -> list[str]:
+    """The CryptoAPI calls of one logon on a card with `containers` certificates (one tile each)."""
+    operations = ["enumerate containers (CryptAcquireContext VERIFYCONTEXT, PP_ENUMCONTAINERS)"]
+    for index in range(containers):
+        operations += [
+            f"credential provider: CryptAcquireContext container {index}",
+            f"credential provider: CryptGetUserKey container {index}",
+            f"credential provider: CryptGetKeyParam KP_CERTIFICATE container {index}",
+        ]
+    operations += [f"tile {index}: CryptAcquireContext" for index in range(containers)]
+    operations += [
+        "Kerberos: CryptAcquireContext",
+        "Kerberos: CryptSetProvParam PP_KEYEXCHANGE_PIN",
+        "Kerberos: CryptGetUserKey",
+        "Kerberos: CryptGetKeyParam KP_CERTIFICATE",
+        "Kerberos: CryptSignHash (PKINIT AuthPack)",
+        "Kerberos: CryptDecrypt (reply key)",
+        "Kerberos: CryptReleaseContext",
+    ]
+    return operations
 
 
 def naive_sign_in(source: CardSource, pin: bytes = DEFAULT_PIN) -> Workload:
-    """The same logon through the naive CSP: every operation reconnects and re-reads everything."""
+    """The same logon through the naive CSP: for every operation it finds the card again
+    (SCardEstablishContext, ListReaders, GetStatusChange, Connect, Status), acquires a new
+    context, re-reads the container map and every certificate, with no data cache, short
+    APDUs only and a transaction per APDU; the PIN goes with every private-key operation."""
     total = Workload("naive CSP")
     started = time.perf_counter()
-    for operation in NAIVE_OPERATIONS:
-        card_data = source.card_data(TransactionPerApdu(source.connect()), cache=None)
+    operations: list[str] | None = None
+    done = 0
+    while operations is None or done < len(operations):
+        connection = source.connect()
+        connection.meter.record("SCardGetStatusChange")  # card selection: the reader's state
+        card_data = md.CardData.from_connection(
+            connection, cache=None, applet=source.applet, extended=False, transaction_per_apdu=True
+        )
         md.CardAcquireContext(card_data, 0)
         containers = _read_containers(card_data)
         if not containers:
             raise md.ScardError(md.SCARD_E_NO_KEY_CONTAINER, f"{source.name}: no container to sign with")
-        if operation == "verify PIN and sign":
+        if operations is None:
+            operations = naive_operations(len(containers))
+        operation = operations[done]
+        if "PIN" in operation:
+            md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, pin)
+        elif "CryptSignHash" in operation:
             md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, pin)
             _sign(card_data, containers[0])
-        elif operation == "verify PIN and decrypt":
+        elif "CryptDecrypt" in operation:
             md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, pin)
-            blob = md.PUBLICKEYBLOB.unpack(md.CardGetContainerInfo(card_data, containers[0]).pbKeyExPublicKey)
-            public = rsa.RSAPublicNumbers(blob.public_exponent, blob.modulus).public_key()
-            ciphertext = public.encrypt(b"\x42" * 32, padding.PKCS1v15())
-            info = md.CARD_RSA_DECRYPT_INFO(
-                2, containers[0], md.AT_KEYEXCHANGE, ciphertext[::-1], dwPaddingType=md.CARD_PADDING_PKCS1
-            )
-            md.CardRSADecrypt(card_data, info)
-        elif operation == "release context":
+            _decrypt(card_data, containers[0])
+        elif "CryptReleaseContext" in operation:
             md.CardDeauthenticateEx(card_data, md.PIN_SET_ALL_ROLES, 0)
         meter = card_data.connection.meter
         _close(card_data)
@@ -223,8 +233,20 @@ def naive_sign_in(source: CardSource, pin: bytes = DEFAULT_PIN) -> Workload:
         total.calls.update(Counter(snapshot["calls"]))
         total.bytes_sent += snapshot["bytes_sent"]
         total.bytes_received += snapshot["bytes_received"]
+        done += 1
     total.local_seconds = time.perf_counter() - started
     return total
+
+
+def _decrypt(card_data: md.CardData, container: int) -> bytes:
+    """CardRSADecrypt of a reply key encrypted to the container's public key (RSA key transport)."""
+    blob = md.PUBLICKEYBLOB.unpack(md.CardGetContainerInfo(card_data, container).pbKeyExPublicKey)
+    public = rsa.RSAPublicNumbers(blob.public_exponent, blob.modulus).public_key()
+    ciphertext = public.encrypt(b"\x42" * 32, padding.PKCS1v15())
+    info = md.CARD_RSA_DECRYPT_INFO(
+        2, container, md.AT_KEYEXCHANGE, ciphertext[::-1], dwPaddingType=md.CARD_PADDING_PKCS1
+    )
+    return md.CardRSADecrypt(card_data, info)
 
 
 # Begin, read cardcf (READ BINARY / GET DATA, ~6 bytes out), VERIFY (13 bytes), sign (RSA-2048:
@@ -242,9 +264,10 @@ def lab_workloads(card: CardEndpoint, profile: str = "piv") -> list[Workload]:
     naive, Base CSP cold/warm, minimum."""
     source = CardSource(f"{profile} (in-process)", lambda: InProcessConnection(card), profile)
     provision(source)
-    cache = GlobalCache()
-    cold = base_sign_in(source, cache)
-    warm = base_sign_in(source, cache)
+    csp = BaseCsp(source)
+    cold = csp.sign_in()
+    warm = csp.sign_in()
+    csp.close()
     naive = naive_sign_in(source)
     cold.name, warm.name, naive.name = (
         f"Base CSP cold ({profile.upper()})",

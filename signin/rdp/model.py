@@ -94,16 +94,28 @@ def parse_bandwidth(text: str) -> float:
 PCSCD_POLL_SECONDS = 0.4
 
 
-def vpcd_link_predict(own_seconds: float, apdus: int, rtt: float, power_ups: int = 1) -> float:
+# A warm reset through vpcd (SCardDisconnect/EndTransaction/Reconnect with SCARD_RESET_CARD)
+# measured at two round trips: IFDHPowerICC(IFD_RESET) sends the reset and then asks the card
+# for its ATR (vsmartcard src/vpcd/ifd-vpcd.c), and pcscd asks again before it answers.
+RESET_ROUND_TRIPS = 2
+
+
+def vpcd_link_predict(
+    own_seconds: float, apdus: int, rtt: float, power_ups: int = 1, resets: int = 0
+) -> float:
     """A run's time when the card sits behind a link of `rtt` on vpcd (`vcard run --link-delay`).
 
-    Every APDU and every ATR request at power-up is one round trip. pcscd's presence poll
+    Every APDU and every ATR request at power-up is one round trip, a warm reset
+    (`Workload.resets`: a disconnect or transaction end with SCARD_RESET_CARD, as
+    yubico-piv-tool's libykpiv disconnects) `RESET_ROUND_TRIPS`. pcscd's presence poll
     (an ATR request) also takes the link, once per `PCSCD_POLL_SECONDS + 1.5 rtt`: its
     own round trip plus, on average, half of the one in flight it waits for. While it
-    holds the link the client waits, so the client's time stretches by 1 / (1 - share).
+    holds the link a client waiting for the link waits longer, so the client's time on the
+    link stretches by 1 / (1 - share); its own work (process start-up, host crypto) does not
+    wait for the link and is not stretched.
     """
     if rtt < 0:
         raise ValueError(f"rtt must be >= 0 s, not {rtt}")
-    busy = own_seconds + (apdus + power_ups) * rtt
+    on_link = (apdus + power_ups + RESET_ROUND_TRIPS * resets) * rtt
     poll_share = rtt / (PCSCD_POLL_SECONDS + 1.5 * rtt)
-    return busy / (1 - poll_share)
+    return own_seconds + on_link / (1 - poll_share)

@@ -94,6 +94,52 @@ def test_idle_reset_and_recovery_through_pcscd(piv: tuple[CardProcess, dict[int,
     card_data.close()
 
 
+def _one_apdu_signature(card_data: md.CardData, container: int, key_spec: int, key: Any) -> int:
+    """Sign in one transaction after VERIFY; the APDUs the signature took (checked against `key`)."""
+    digest = hashlib.sha256(b"extended").digest()
+    meter = card_data.connection.meter
+    with card_data.transaction():
+        md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, b"123456")
+        md.CardGetContainerInfo(card_data, container)
+        before = meter.apdus
+        signature = md.CardSignData(
+            card_data, md.CARD_SIGNING_INFO(2, container, key_spec, 0, md.CALG_SHA_256, digest)
+        )
+        used = meter.apdus - before
+        md.CardDeauthenticateEx(card_data, md.PIN_SET_ALL_ROLES, 0)
+    key.verify(signature[::-1], digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
+    return used
+
+
+def test_extended_apdus_through_vpcd_piv(piv: tuple[CardProcess, dict[int, Any]]) -> None:
+    """The piv profile's ATR offers extended Lc/Le: an RSA-2048 signature (256 bytes each way)
+    is one GENERAL AUTHENTICATE through pcscd and vpcd, no chain and no GET RESPONSE."""
+    card, keys = piv
+    card_data = _connect(card, cache=None)
+    md.CardAcquireContext(card_data, 0)
+    assert md.CardGetContainerInfo(card_data, 0).cbKeyExPublicKey
+    assert _one_apdu_signature(card_data, 0, md.AT_KEYEXCHANGE, keys[0x9A]) == 1
+    card_data.close()
+    short = _connect(card, cache=None, extended=False)  # the same card in short APDUs: chained
+    md.CardAcquireContext(short, 0)
+    assert _one_apdu_signature(short, 0, md.AT_KEYEXCHANGE, keys[0x9A]) == 3  # 2 blocks + GET RESPONSE
+    short.close()
+
+
+def test_extended_apdus_through_vpcd_gids(gids: tuple[CardProcess, dict[int, Any]]) -> None:
+    card, keys = gids
+    card_data = _connect(card)  # with the data cache, as the Base CSP: the container comes from it
+    md.CardAcquireContext(card_data, 0)
+    meter = card_data.connection.meter
+    with card_data.transaction():
+        md.CardReadFile(card_data, "mscp", "cmapfile")  # masterfile and cmapfile: read once
+        before = meter.apdus
+        certificate = md.CardReadFile(card_data, "mscp", "kxc00")
+        assert len(certificate) > 256 and meter.apdus - before == 1  # no GET RESPONSE
+    assert _one_apdu_signature(card_data, 0, md.AT_KEYEXCHANGE, keys[0]) == 2  # MSE SET + PSO
+    card_data.close()
+
+
 def test_cli_against_the_reader(piv: tuple[CardProcess, dict[int, Any]]) -> None:
     card, _keys = piv
     result = CliRunner().invoke(md_cli, ["info", "--reader", card.reader, "--counts"])

@@ -134,3 +134,42 @@ def test_check_never_raises(raw: bytes) -> None:
 def test_tck_is_xor_after_ts() -> None:
     assert atr.tck(bytes.fromhex("3B8080")) == 0x00
     assert atr.tck(bytes.fromhex("FF0102")) == 0x03
+
+
+# --- card capabilities in the historical bytes (ISO 7816-4 §8.1.1.2.7) ----------------------------
+
+YUBIKEY5_ATR = bytes.fromhex("3BFD1300008131FE158073C021C057597562694B657940")
+
+
+def test_a_yubikey5_atr_offers_extended_length_and_chaining() -> None:
+    objects = atr.compact_tlv(atr.historical_bytes(YUBIKEY5_ATR))
+    assert objects == {0x7: bytes.fromhex("C021C0"), 0x5: b"YubiKey"}
+    assert atr.extended_length(YUBIKEY5_ATR)
+    assert atr.software_functions(YUBIKEY5_ATR) & atr.CAPABILITY_COMMAND_CHAINING
+
+
+@pytest.mark.parametrize(
+    ("historical", "extended"),
+    [
+        ("8073C02180", False),  # chaining only
+        ("8073C02140", True),  # extended only
+        ("00" + "73C021C0" + "009000", True),  # category 00: objects, then a status indicator
+        ("807200C0", False),  # capabilities with two bytes: no software-function byte
+        ("8079", False),  # object runs past the end: not compact-TLV
+        ("7663617264", False),  # "vcard": not compact-TLV at all
+    ],
+)
+def test_extended_length_follows_the_third_capability_byte(historical: str, extended: bool) -> None:
+    assert atr.extended_length(atr.build(bytes.fromhex(historical))) is extended
+
+
+def test_a_malformed_atr_offers_nothing() -> None:
+    assert atr.software_functions(YUBIKEY5_ATR[:-1]) == 0
+
+
+def test_the_shipped_piv_and_gids_profiles_advertise_extended_length() -> None:
+    from vcard.profile import load_profile
+
+    for name in ("piv", "gids", "yubikey5"):
+        assert atr.extended_length(load_profile(name).atr), name
+    assert not atr.extended_length(load_profile("iso").atr)

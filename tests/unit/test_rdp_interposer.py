@@ -69,6 +69,29 @@ def test_rtt_delays_remote_calls_only(library: Path, tmp_path: Path) -> None:
             assert took >= 0.029
 
 
+def test_dispositions_are_logged(library: Path, tmp_path: Path) -> None:
+    client = (
+        "import ctypes\n"
+        "lib = ctypes.CDLL('libpcsclite.so.1')\n"
+        "lib.SCardDisconnect(ctypes.c_long(0), 1)\n"  # no such handle: fails, is logged all the same
+        "lib.SCardEndTransaction(ctypes.c_long(0), 0)\n"
+        "lib.SCardBeginTransaction(ctypes.c_long(0))\n"
+    )
+    log = tmp_path / "calls.jsonl"
+    env = environment(log, 0, base=dict(os.environ), library=library)
+    result = subprocess.run(
+        [sys.executable, "-c", client], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    calls = read_log(log).calls
+    assert [(c.name, c.disposition) for c in calls] == [
+        ("SCardDisconnect", 1),
+        ("SCardEndTransaction", 0),
+        ("SCardBeginTransaction", None),
+    ]
+    assert all(c.rc != 0 for c in calls)
+
+
 def test_trace_command_prints_the_table_and_passes_the_exit_code_on(tmp_path: Path) -> None:
     from click.testing import CliRunner
 

@@ -89,6 +89,7 @@ def test_units() -> None:
         (json.dumps({"call": "SCardTransmit", "rc": 0}), "field 'sent' missing"),
         (call("SCardTransmit").replace('"rc": 0', '"rc": "0"'), "field 'rc' missing or not an integer"),
         (call("SCardTransmit", sent=-1), "negative byte count"),
+        (call("SCardDisconnect", disposition="reset"), "'disposition' not an integer"),
     ],
 )
 def test_bad_log_lines_are_refused_with_file_and_line(tmp_path: Path, line: str, problem: str) -> None:
@@ -121,7 +122,25 @@ def test_vpcd_link_prediction_counts_apdus_power_up_and_pcscd_polls() -> None:
     assert vpcd_link_predict(0.5, 40, 0.0) == 0.5
     # 40 APDUs + 1 ATR request at 250 ms, while polls take 0.25 s of every 0.4 + 0.375 s
     share = 0.25 / (PCSCD_POLL_SECONDS + 0.375)
-    assert vpcd_link_predict(0.5, 40, 0.25) == pytest.approx((0.5 + 41 * 0.25) / (1 - share))
+    assert vpcd_link_predict(0.5, 40, 0.25) == pytest.approx(0.5 + 41 * 0.25 / (1 - share))
     assert vpcd_link_predict(0.5, 40, 0.25, power_ups=0) < vpcd_link_predict(0.5, 40, 0.25)
     with pytest.raises(ValueError):
         vpcd_link_predict(0.5, 40, -0.1)
+
+
+def test_a_warm_reset_costs_two_link_round_trips(tmp_path: Path) -> None:
+    from signin.rdp.model import RESET_ROUND_TRIPS, vpcd_link_predict
+
+    lines = [
+        call("SCardTransmit"),
+        call("SCardEndTransaction", disposition=0),  # leave: no reset
+        call("SCardEndTransaction", disposition=1),  # reset
+        call("SCardDisconnect", disposition=1, rc=6),  # refused: nothing happened to the card
+        call("SCardDisconnect", disposition=2),  # unpower
+    ]
+    work = Workload.from_log(read_log(write_log(tmp_path, lines)))
+    assert work.resets == 2
+    assert RESET_ROUND_TRIPS == 2
+    assert vpcd_link_predict(0.0, 1, 0.1, power_ups=0, resets=work.resets) == pytest.approx(
+        vpcd_link_predict(0.0, 1 + 2 * RESET_ROUND_TRIPS, 0.1, power_ups=0)
+    )

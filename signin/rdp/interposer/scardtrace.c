@@ -113,7 +113,8 @@ static void enter(struct call *c, const char *name, int local)
         pause_half_rtt();
 }
 
-static LONG leave(struct call *c, LONG rc, unsigned long sent, unsigned long received)
+/* `disposition`: what SCardDisconnect/EndTransaction/Reconnect do with the card, -1 for other calls */
+static LONG leave_with(struct call *c, LONG rc, unsigned long sent, unsigned long received, long disposition)
 {
     if (c->outer && !c->local)
         pause_half_rtt();
@@ -121,16 +122,24 @@ static LONG leave(struct call *c, LONG rc, unsigned long sent, unsigned long rec
     if (c->outer && log_fd >= 0) {
         int saved = errno;
         char line[256];
+        char extra[40] = "";
+        if (disposition >= 0)
+            snprintf(extra, sizeof extra, ",\"disposition\":%ld", disposition);
         int n = snprintf(line, sizeof line,
                          "{\"call\":\"%s\",\"rc\":%ld,\"sent\":%lu,\"received\":%lu,"
-                         "\"start\":%.6f,\"end\":%.6f,\"pid\":%d%s}\n",
+                         "\"start\":%.6f,\"end\":%.6f,\"pid\":%d%s%s}\n",
                          c->name, (long)(unsigned int)rc, sent, received, c->start, now(), (int)getpid(),
-                         c->local ? ",\"local\":true" : "");
+                         extra, c->local ? ",\"local\":true" : "");
         if (n > 0 && (size_t)n < sizeof line && write(log_fd, line, (size_t)n) != n)
             fprintf(stderr, "scardtrace: short write to the call log\n");
         errno = saved;
     }
     return rc;
+}
+
+static LONG leave(struct call *c, LONG rc, unsigned long sent, unsigned long received)
+{
+    return leave_with(c, rc, sent, received, -1);
 }
 
 #define FORWARD(name, local, ...)                                       \
@@ -173,13 +182,13 @@ LONG SCardReconnect(SCARDHANDLE hCard, DWORD dwShareMode, DWORD dwPreferredProto
                     LPDWORD pdwActiveProtocol)
 {
     FORWARD(SCardReconnect, 0, hCard, dwShareMode, dwPreferredProtocols, dwInitialization, pdwActiveProtocol);
-    return leave(&c, rc, 0, 0);
+    return leave_with(&c, rc, 0, 0, (long)dwInitialization);
 }
 
 LONG SCardDisconnect(SCARDHANDLE hCard, DWORD dwDisposition)
 {
     FORWARD(SCardDisconnect, 0, hCard, dwDisposition);
-    return leave(&c, rc, 0, 0);
+    return leave_with(&c, rc, 0, 0, (long)dwDisposition);
 }
 
 LONG SCardBeginTransaction(SCARDHANDLE hCard)
@@ -191,7 +200,7 @@ LONG SCardBeginTransaction(SCARDHANDLE hCard)
 LONG SCardEndTransaction(SCARDHANDLE hCard, DWORD dwDisposition)
 {
     FORWARD(SCardEndTransaction, 0, hCard, dwDisposition);
-    return leave(&c, rc, 0, 0);
+    return leave_with(&c, rc, 0, 0, (long)dwDisposition);
 }
 
 LONG SCardStatus(SCARDHANDLE hCard, LPSTR mszReaderName, LPDWORD pcchReaderLen, LPDWORD pdwState,
