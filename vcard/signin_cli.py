@@ -58,6 +58,29 @@ def _card_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
+def _rule_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """--rules and --policy: which system's certificate rules judge the card, with which policies."""
+    options = [
+        click.option(
+            "--rules",
+            "rule_set",
+            type=click.Choice(list(rules_module.RULE_SETS)),
+            default="windows",
+            show_default=True,
+        ),
+        click.option(
+            "--policy",
+            "policies",
+            multiple=True,
+            metavar="NAME=VALUE",
+            help="A rule policy (repeatable); see docs/signin.md.",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 @contextmanager
 def _card(
     reader: str | None, state: Path | None, profile: str | None, writable: bool = False
@@ -131,16 +154,7 @@ def render_table(verdicts: list[rules_module.Verdict]) -> list[str]:
 
 @click.command("logon-check")
 @_card_options
-@click.option(
-    "--rules",
-    "rule_set",
-    type=click.Choice(list(rules_module.RULE_SETS)),
-    default="windows",
-    show_default=True,
-)
-@click.option(
-    "--policy", "policies", multiple=True, metavar="NAME=VALUE", help="Repeatable; see docs/signin.md."
-)
+@_rule_options
 @click.option(
     "--user", "principal", metavar="USER@REALM", help="MIT: the client principal (SAN must name it)."
 )
@@ -525,14 +539,7 @@ def render_steps(result: flow_module.Result) -> list[str]:
 )
 @click.option("--pin", help="User PIN (prefer --pin-stdin; prompted when neither is given).")
 @click.option("--pin-stdin", is_flag=True, help="Read the PIN from the first line of standard input.")
-@click.option(
-    "--rules",
-    "rule_set",
-    type=click.Choice(list(rules_module.RULE_SETS)),
-    default="windows",
-    show_default=True,
-)
-@click.option("--policy", "policies", multiple=True, metavar="NAME=VALUE", help="Rule policies (repeatable).")
+@_rule_options
 @click.option(
     "--container", type=click.IntRange(0, 255), help="Use this container instead of matching --user."
 )
