@@ -178,6 +178,9 @@ class Card:
         # The trace hides PINs, keys and session PINs (vcard.redact) unless this is set
         # (`--trace-secrets`, for debugging a card whose secrets are test values).
         self.trace_secrets = trace_secrets
+        # Where trace entries go instead of a `vcard.trace` log record, when set (`vcard run
+        # --trace` sets vcard.tracelog's writer: the same line, without building a record).
+        self.trace_sink: Callable[[str], None] | None = None
 
     def add_observer(self, observer: CardObserver) -> None:
         """Start telling `observer` about exchanges and power events."""
@@ -264,7 +267,7 @@ class Card:
     def transmit(self, raw: bytes) -> bytes:
         """Process one command APDU; always returns data + SW1 SW2."""
         with self._command_lock, self.lock:
-            if self._observers or trace_log.isEnabledFor(logging.DEBUG):
+            if self._observers or self.trace_sink is not None or trace_log.isEnabledFor(logging.DEBUG):
                 return self._transmit_watched(raw)
             encoded = self._respond(raw)
             self.last_command_time = _monotonic()
@@ -276,7 +279,7 @@ class Card:
         encoded = self._respond(raw)
         self.last_command_time = _monotonic()
         elapsed = _perf_counter() - started
-        if trace_log.isEnabledFor(logging.DEBUG):
+        if self.trace_sink is not None or trace_log.isEnabledFor(logging.DEBUG):
             self._trace(raw, encoded, elapsed)
         for observer in self._observers:
             try:
@@ -318,19 +321,15 @@ class Card:
             # response_text hides what must be hidden; its last four characters are the SW
             data = response_text(raw, encoded)[:-4].rstrip()
         sw = (encoded[-2] << 8) | encoded[-1]
+        answer = f"{data} {sw:04X}" if data else f"{sw:04X}"
+        entry = f"> {label} {command}\n< {answer} {sw_name(sw)} ({elapsed * 1000:.2f} ms)"
+        if self.trace_sink is not None:
+            self.trace_sink(entry)
+            return
         # makeRecord + handle is Logger.debug without its search of the stack for the caller
         # (several microseconds per APDU); the record names this function instead.
         trace_log.handle(
-            trace_log.makeRecord(
-                trace_log.name,
-                logging.DEBUG,
-                __file__,
-                0,
-                "> %s %s\n< %s%04X %s (%.2f ms)",
-                (label, command, data + " " if data else "", sw, sw_name(sw), elapsed * 1000),
-                None,
-                "transmit",
-            )
+            trace_log.makeRecord(trace_log.name, logging.DEBUG, __file__, 0, entry, (), None, "transmit")
         )
 
     def _transmit(self, raw: bytes) -> tuple[bytes, int]:

@@ -34,7 +34,7 @@ from .runtime import VirtualCard
 from .script.cli import script
 from .signin_cli import COMMANDS as SIGNIN_COMMANDS
 from .store import StateError, default_state_dir
-from .tracelog import LINE_FORMAT, TraceLineHandler
+from .tracelog import LINE_FORMAT, TRACE_LOGGER, TraceLineHandler
 from .ts_cli import ts
 
 log = logging.getLogger("vcard.cli")
@@ -45,21 +45,28 @@ def default_profile_name() -> str:
     return "piv" if (PROFILE_DIR / "piv.toml").exists() else "iso"
 
 
-def _setup_logging(trace: bool, verbose: bool = False) -> None:
+def _setup_logging(trace: bool, verbose: bool = False) -> TraceLineHandler | None:
+    """Log to stderr; with `trace`, the handler the cards' trace entries go to (hand its
+    `entry` to `Card.trace_sink`)."""
     logging.basicConfig(
         level=logging.INFO if verbose or trace else logging.WARNING,
         format=LINE_FORMAT,
         stream=sys.stderr,
     )
     logging.getLogger("vcard").setLevel(logging.INFO)
-    if trace:
-        # logging's documented optimisation: records skip what the line format never shows
-        logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-        trace_log = logging.getLogger("vcard.trace")
-        trace_log.setLevel(logging.DEBUG)
-        if not any(isinstance(handler, TraceLineHandler) for handler in trace_log.handlers):
-            trace_log.addHandler(TraceLineHandler(sys.stderr))
-        trace_log.propagate = False
+    if not trace:
+        return None
+    # logging's documented optimisation: records skip what the line format never shows
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    trace_log = logging.getLogger(TRACE_LOGGER)
+    trace_log.setLevel(logging.DEBUG)
+    trace_log.propagate = False
+    for handler in trace_log.handlers:
+        if isinstance(handler, TraceLineHandler):
+            return handler
+    handler = TraceLineHandler(sys.stderr)
+    trace_log.addHandler(handler)
+    return handler
 
 
 @contextmanager
@@ -226,7 +233,7 @@ def run(
     from .transport.readers import ReaderConfError, port_problem, served_ports
     from .transport.vpcd import VpcdLink, parse_endpoint
 
-    _setup_logging(trace or trace_secrets, verbose=True)
+    tracer = _setup_logging(trace or trace_secrets, verbose=True)
     try:
         host, base_port = parse_endpoint(vpcd)
     except ValueError as error:
@@ -266,6 +273,8 @@ def run(
             except (ProfileError, StateError) as error:
                 raise click.ClickException(str(error)) from None
             cards.append(card)
+            if tracer is not None:
+                card.card.trace_sink = tracer.entry
             if record is not None:
                 target = record
                 if len(names) > 1:
@@ -575,10 +584,12 @@ def apdu(
     VERIFY holds for the commands after it. Exits 1 if the last status word is
     not 9000 or 61xx.
     """
-    _setup_logging(trace or trace_secrets)
+    tracer = _setup_logging(trace or trace_secrets)
     commands = [_parse_command_apdu(text, index) for index, text in enumerate(apdus, 1)]
     last_sw = 0x9000
     with _open_card(profile, state, ephemeral, trace_secrets) as card:
+        if tracer is not None:
+            card.card.trace_sink = tracer.entry
         card.card.power_on()
         for command in commands:
             response = ResponseAPDU.parse(card.card.transmit(command))

@@ -4,6 +4,11 @@ A traced card logs a record for every APDU. `logging.Formatter` formats the time
 every record and `StreamHandler` flushes after each write; at one record per APDU those two were
 most of what tracing cost. This handler formats the date and time once per second and writes each
 entry with a single call, so the text is the same as `logging.basicConfig`'s lines.
+
+The card's per-APDU entries can skip `logging` altogether: `vcard run --trace` hands the card
+`TraceLineHandler.entry` as its trace sink, which writes the same line without building a
+`LogRecord` (the largest remaining cost of a traced APDU). Everything else logged to
+`vcard.trace` (PIN-state changes) still comes through `emit`, to the same stream.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import time
 from typing import TextIO
 
 LINE_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+TRACE_LOGGER = "vcard.trace"
 
 
 class TraceLineHandler(logging.Handler):
@@ -22,15 +28,24 @@ class TraceLineHandler(logging.Handler):
         self._second = -1
         self._second_text = ""
 
+    def _line(self, created: float, name: str, level: str, message: str) -> str:
+        second = int(created)
+        if second != self._second:
+            self._second_text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+            self._second = second
+        return f"{self._second_text},{int((created - second) * 1000):03d} {name} {level} {message}\n"
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            second = int(record.created)
-            if second != self._second:
-                self._second_text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-                self._second = second
-            self.stream.write(
-                f"{self._second_text},{int(record.msecs):03d} {record.name} {record.levelname} "
-                f"{record.getMessage()}\n"
-            )
+            self.stream.write(self._line(record.created, record.name, record.levelname, record.getMessage()))
         except Exception:
             self.handleError(record)
+
+    def entry(self, message: str) -> None:
+        """One DEBUG line of the `vcard.trace` logger, written without a LogRecord."""
+        line = self._line(time.time(), TRACE_LOGGER, "DEBUG", message)
+        with self.lock:  # type: ignore[union-attr]  # Handler.createLock made it
+            try:
+                self.stream.write(line)
+            except Exception:
+                self.handleError(logging.makeLogRecord({"name": TRACE_LOGGER, "msg": message}))

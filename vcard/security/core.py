@@ -295,12 +295,19 @@ class SecurityCore:
 
         Asking costs no try; the status word tells the host how many it has left.
         """
+        # One lookup of the role and its record: a status query is a hot path (hosts poll it).
         with self._lock:
-            if self.is_authenticated(role):
+            config = self.role(role)
+            if config.type is RoleType.EMPTY or self._pin_set >> role & 1:
                 return
-            if self.is_blocked(role):
+            record = self._record(role)
+            if record["retries"] <= 0:
+                tries = NO_COUNTER_TRIES
+            elif record["tries_left"] == 0:
                 raise ISOError(SW.AUTH_METHOD_BLOCKED, f"role {role} is blocked")
-            raise ISOError(verify_failed(self.tries_left(role)), f"role {role} is not authenticated")
+            else:
+                tries = int(record["tries_left"])
+            raise ISOError(verify_failed(tries), f"role {role} is not authenticated")
 
     def role(self, role: int) -> RoleConfig:
         """The role's configuration; UnknownRoleError (a KeyError answering 6A88) if undeclared."""
