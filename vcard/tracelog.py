@@ -43,9 +43,9 @@ class TraceLineHandler(logging.Handler):
 
     def entry(self, message: str) -> None:
         """One DEBUG line of the `vcard.trace` logger, written without a LogRecord."""
-        line = self._line(time.time(), TRACE_LOGGER, "DEBUG", message)
-        with self.lock:  # type: ignore[union-attr]  # Handler.createLock made it
+        created = time.time()
+        with self.lock:  # type: ignore[union-attr]  # Handler.createLock made it; cards in several threads
             try:
-                self.stream.write(line)
+                self.stream.write(self._line(created, TRACE_LOGGER, "DEBUG", message))
             except Exception:
                 self.handleError(logging.makeLogRecord({"name": TRACE_LOGGER, "msg": message}))
