@@ -569,53 +569,43 @@ class StateStore:
 
     @staticmethod
     def _create_counters(directory: Path, data: bytes) -> int:
-        """The first counters record: written beside, synced, renamed in, directory synced; its descriptor."""
-        target = directory / COUNTERS_FILE
-        temp = directory / f"{COUNTERS_TEMP_PREFIX}{secrets.token_hex(TEMP_TOKEN_BYTES)}{TEMP_SUFFIX}"
-        try:
-            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-        except OSError as exc:
-            raise StateError(f"{target}: cannot create {temp.name}: {exc.strerror}") from exc
+        """The first counters record; its descriptor stays open for the in-place rewrites."""
+        return _replace_durably(directory, COUNTERS_FILE, COUNTERS_TEMP_PREFIX, data, "counters")
+
+    @staticmethod
+    def _write(directory: Path, data: bytes) -> None:
+        os.close(_replace_durably(directory, STATE_FILE, TEMP_PREFIX, data, "state"))
+
+
+def _replace_durably(directory: Path, name: str, temp_prefix: str, data: bytes, what: str) -> int:
+    """Put `data` in `directory/name` so that a crash leaves the old file or the new one, never a mix.
+
+    Written beside under a random name, synced, renamed over `name`, then the directory synced (the
+    rename is durable only once the directory entry is). Returns the new file's open descriptor.
+    """
+    target = directory / name
+    temp = directory / f"{temp_prefix}{secrets.token_hex(TEMP_TOKEN_BYTES)}{TEMP_SUFFIX}"
+    try:
+        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
+    except OSError as exc:
+        raise StateError(f"{target}: cannot create {temp.name}: {exc.strerror}") from exc
+    try:
         try:
             _write_all(fd, data)
             os.fsync(fd)
             os.replace(temp, target)
         except OSError as exc:
-            os.close(fd)
             with contextlib.suppress(OSError):
                 temp.unlink()
-            raise StateError(f"{target}: cannot save the counters: {exc.strerror}") from exc
-        try:
-            _sync_directory(directory)
-        except OSError as exc:
-            os.close(fd)
-            raise StateError(f"{target}: saved, but cannot sync {directory}: {exc.strerror}") from exc
-        return fd
-
-    @staticmethod
-    def _write(directory: Path, data: bytes) -> None:
-        target = directory / STATE_FILE
-        temp = directory / f"{TEMP_PREFIX}{secrets.token_hex(TEMP_TOKEN_BYTES)}{TEMP_SUFFIX}"
-        try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
-        except OSError as exc:
-            raise StateError(f"{target}: cannot create {temp.name}: {exc.strerror}") from exc
-        try:
-            try:
-                _write_all(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, target)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                temp.unlink()
-            raise StateError(f"{target}: cannot save the state: {exc.strerror}") from exc
-        # The rename is durable only once the directory entry is.
+            raise StateError(f"{target}: cannot save the {what}: {exc.strerror}") from exc
         try:
             _sync_directory(directory)
         except OSError as exc:
             raise StateError(f"{target}: saved, but cannot sync {directory}: {exc.strerror}") from exc
+    except StateError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _write_all(fd: int, data: bytes) -> None:
