@@ -101,8 +101,7 @@ def _create_container(
         raise ScardError(Scard.W_SECURITY_VIOLATION, "a key container cannot belong to the admin role")
     if pin_id != ROLE_EVERYONE:
         pin_role(ctx, pin_id)
-    if ctx.backend.read_only:
-        raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "read-only card")
+    ctx.require_writable()
     ctx.freshness(card_data)
     ctx.bump(containers=True, files=True)
     ctx.backend.create_container(index, flags, key_spec, key_size, key_data, pin_id)
@@ -113,8 +112,7 @@ def CardDeleteContainer(card_data: CardData, bContainerIndex: int, dwReserved: i
     ctx = context_of(card_data)
     if dwReserved:
         raise ScardError(Scard.E_INVALID_PARAMETER, "dwReserved must be 0")
-    if ctx.backend.read_only:
-        raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "read-only card")
+    ctx.require_writable()
     ctx.container(card_data, bContainerIndex)
     ctx.bump(containers=True, files=True)
     ctx.backend.delete_container(bContainerIndex)

@@ -262,6 +262,11 @@ class Context:
         self._reselecting(self.backend.refresh_identity)
         self.freshness(card_data)
 
+    def require_writable(self) -> None:
+        """Entry points that change the card refuse first on a read-only one (CP_CARD_READ_ONLY)."""
+        if self.backend.read_only:
+            raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "read-only card")
+
     def bump(self, pins: bool = False, containers: bool = False, files: bool = False) -> None:
         """Advance cardcf before a write, so every cache (other processes too) sees it as stale."""
         current = self.fresh.cardcf if self.fresh is not None else self.read_cardcf()

@@ -58,8 +58,7 @@ def CardCreateDirectory(card_data: CardData, pszDirectory: str, AccessCondition:
     directory = _name(pszDirectory, "pszDirectory")
     if AccessCondition not in (1, 2):
         raise ScardError(Scard.E_INVALID_PARAMETER, f"AccessCondition {AccessCondition}")
-    if ctx.backend.read_only:
-        raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "read-only card")
+    ctx.require_writable()
     ctx.bump(files=True)
     ctx.backend.create_directory(directory, AccessCondition)
 
@@ -68,8 +67,7 @@ def CardCreateDirectory(card_data: CardData, pszDirectory: str, AccessCondition:
 def CardDeleteDirectory(card_data: CardData, pszDirectory: str) -> None:
     ctx = context_of(card_data)
     directory = _name(pszDirectory, "pszDirectory")
-    if ctx.backend.read_only:
-        raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "read-only card")
+    ctx.require_writable()
     ctx.bump(files=True)
     ctx.backend.delete_directory(directory)
 
@@ -86,8 +84,7 @@ def CardCreateFile(
     directory, name = _path(pszDirectoryName, pszFileName)
     if not 1 <= AccessCondition <= 6 or AccessCondition == 4:
         raise ScardError(Scard.E_INVALID_PARAMETER, f"AccessCondition {AccessCondition}")
-    if ctx.backend.read_only:
-        raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "read-only card")
+    ctx.require_writable()
     ctx.bump(files=True, containers=_file_kind(directory, name) is Freshness.CONTAINERS)
     ctx.backend.create_file(directory, name, cbInitialCreationSize, AccessCondition)
 
@@ -126,8 +123,7 @@ def CardWriteFile(
     check_flags(dwFlags)
     ctx = context_of(card_data)
     directory, name = _path(pszDirectoryName, pszFileName)
-    if ctx.backend.read_only:
-        raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "read-only card")
+    ctx.require_writable()
     if directory is None and name == szCACHE_FILE:
         # Checked before it is written: a cardcf no reader can parse would make every cache
         # (and every later write, which bumps it) fail with SCARD_E_COMM_DATA_LOST.
@@ -154,8 +150,7 @@ def CardDeleteFile(
     check_flags(dwFlags)
     ctx = context_of(card_data)
     directory, name = _path(pszDirectoryName, pszFileName)
-    if ctx.backend.read_only:
-        raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "read-only card")
+    ctx.require_writable()
     ctx.bump(files=True, containers=_file_kind(directory, name) is Freshness.CONTAINERS)
     ctx.backend.delete_file(directory, name)
 

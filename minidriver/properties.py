@@ -90,8 +90,7 @@ def CardSetContainerProperty(
         pin_id = struct.unpack("<I", pbData)[0]
         if pin_id != ROLE_EVERYONE:
             pin_role(ctx, pin_id)
-        if ctx.backend.read_only:
-            raise ScardError(Scard.E_UNSUPPORTED_FEATURE, "read-only card")
+        ctx.require_writable()
         ctx.bump(containers=True)
         ctx.backend.set_container_pin(container, pin_id)
         return
