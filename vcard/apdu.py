@@ -222,6 +222,23 @@ class ResponseAPDU(NamedTuple):
         return cls(bytes(raw[:-2]), int.from_bytes(raw[-2:], "big"))
 
 
+_STATUS_ANSWERS: dict[int, ResponseAPDU] = {}
+
+
+def status(sw: int) -> ResponseAPDU:
+    """A data-less answer with status word `sw`, for a handler to return instead of raising.
+
+    For answers that are not failures of the command but its result, such as the 63Cx
+    of a PIN status query, which hosts send in loops: an exception unwinding the card
+    OS costs more than the rest of that command. The answers are shared (they are
+    immutable), so returning one allocates nothing.
+    """
+    answer = _STATUS_ANSWERS.get(sw)
+    if answer is None:
+        answer = _STATUS_ANSWERS.setdefault(sw, ResponseAPDU(b"", int(sw)))
+    return answer
+
+
 _INS_NAMES = {member.value: member.name for member in IsoIns}
 
 

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import cached_property
 from enum import StrEnum
 from typing import Any, ClassVar, TypeVar
 
@@ -39,9 +40,11 @@ DEFAULT_MAX_CHAIN_BYTES = 65536 + 1024
 _SELECT = int(IsoIns.SELECT)
 _GET_RESPONSE = int(IsoIns.GET_RESPONSE)
 _SUCCESS = int(SW.SUCCESS)
-_EMPTY_SUCCESS = (b"", _SUCCESS)
+_SUCCESS_BYTES = _SUCCESS.to_bytes(2, "big")
 _NO_PRECISE_DIAGNOSIS = int(SW.NO_PRECISE_DIAGNOSIS).to_bytes(2, "big")
 _monotonic = time.monotonic
+_parse = CommandAPDU.parse
+_DEBUG = logging.DEBUG
 _perf_counter = time.perf_counter
 
 HandlerResult = bytes | ResponseAPDU | None
@@ -96,7 +99,9 @@ class Applet:
     # Proprietary CLA values (chaining bit cleared) this applet defines; any other class
     # with b8 set is answered 6E00 before the applet sees it.
     proprietary_classes: ClassVar[frozenset[int]] = frozenset()
-    _commands: ClassVar[dict[int, str]] = {}
+    # INS -> handler method name, built per class from the @command marks; an instance may
+    # narrow it (an applet configured as an older version lacks some instructions).
+    _commands: dict[int, str] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -118,11 +123,15 @@ class Applet:
         """Called on card reset and power-off: drop every volatile state."""
         self.deselect()
 
+    @cached_property
+    def _handlers(self) -> dict[int, Callable[[CommandAPDU], HandlerResult]]:
+        """INS -> bound handler, made at the first command (after the subclass narrowed `_commands`)."""
+        return {ins: getattr(self, name) for ins, name in self._commands.items()}
+
     def process(self, apdu: CommandAPDU) -> HandlerResult:
-        handler_name = self._commands.get(apdu.ins)
-        if handler_name is None:
-            raise ISOError(SW.INS_NOT_SUPPORTED)
-        handler: Callable[[CommandAPDU], HandlerResult] = getattr(self, handler_name)
+        handler = self._handlers.get(apdu.ins)
+        if handler is None:
+            raise ISOError(SW.INS_NOT_SUPPORTED, f"{self.name} has no instruction {apdu.ins:02X}")
         return handler(apdu)
 
     def describe(self) -> dict[str, Any]:
@@ -173,6 +182,7 @@ class Card:
         self._chain: tuple[tuple[int, int, int, int], bytearray] | None = None
         self._pending_response = b""
         self._commands: dict[tuple[int, int], CardCommand] = dict(commands or {})
+        self._command_classes = frozenset(cla for cla, _ in self._commands)
         self._hooks: tuple[CardHook, ...] = tuple(hooks)
         self._observers: tuple[CardObserver, ...] = tuple(observers)
         # The trace hides PINs, keys and session PINs (vcard.redact) unless this is set
@@ -267,7 +277,7 @@ class Card:
     def transmit(self, raw: bytes) -> bytes:
         """Process one command APDU; always returns data + SW1 SW2."""
         with self._command_lock, self.lock:
-            if self._observers or self.trace_sink is not None or trace_log.isEnabledFor(logging.DEBUG):
+            if self._observers or self.trace_sink is not None or trace_log.isEnabledFor(_DEBUG):
                 return self._transmit_watched(raw)
             encoded = self._respond(raw)
             self.last_command_time = _monotonic()
@@ -289,11 +299,49 @@ class Card:
         return encoded
 
     def _respond(self, raw: bytes) -> bytes:
-        """The encoded answer: hooks, then the command; a failure of either becomes a status word."""
+        """The encoded answer to one command: hooks, then the command; every failure becomes a status word.
+
+        One method for the whole path of an ordinary command (parse, class, chaining,
+        routing, Le): each Python call it saves is paid on every APDU, and more so in a
+        card process whose caches went cold while it waited for the next frame. Rare
+        cases (proprietary classes, GET RESPONSE, chains, no applet) leave it for helpers.
+        """
         try:
             for hook in self._hooks:
                 hook(self)
-            data, sw = self._transmit(raw)
+            apdu = _parse(raw)
+            cla = raw[0]
+            ins = raw[1]
+            if (cla == 0xFF) if cla & 0x80 else (cla & 0x6F):  # b8-b5 other than chaining, or FF
+                self._check_class(cla)
+            if ins == _GET_RESPONSE and not cla & 0x80:
+                data, sw = self._get_response(apdu)
+            else:
+                self._pending_response = b""
+                if self._chain is not None or (cla & 0x90) == 0x10:
+                    assembled = self._assemble_chain(apdu)
+                    if assembled is None:
+                        return _SUCCESS_BYTES
+                    apdu = assembled
+                selected = self.selected
+                if cla & 0xEF in self._command_classes or cla & 0x80 or selected is None:
+                    result = self._dispatch(apdu)
+                elif ins == _SELECT and raw[2] == 0x04:
+                    result = self._select_by_aid(apdu)
+                else:
+                    result = selected.process(apdu)
+                if result is None:
+                    return _SUCCESS_BYTES
+                if type(result) is bytes:
+                    # within any Le's limit (apdu.response_limit) without computing it
+                    length = len(result)
+                    ne = apdu.ne
+                    if length <= 256 and (ne is None or length <= ne):
+                        return result + _SUCCESS_BYTES
+                if isinstance(result, ResponseAPDU):
+                    data, sw = result
+                else:
+                    data, sw = self._limit(result, apdu.response_limit)
         except ISOError as error:
             data, sw = b"", error.sw
         except Exception:  # the card must keep answering whatever an applet does
@@ -331,26 +379,6 @@ class Card:
         trace_log.handle(
             trace_log.makeRecord(trace_log.name, logging.DEBUG, __file__, 0, entry, (), None, "transmit")
         )
-
-    def _transmit(self, raw: bytes) -> tuple[bytes, int]:
-        apdu = CommandAPDU.parse(raw)
-        cla = apdu.cla
-        if (cla == 0xFF) if cla & 0x80 else (cla & 0x6F):  # b8-b5 other than chaining, or FF
-            self._check_class(cla)
-        if apdu.ins == _GET_RESPONSE and not cla & 0x80:
-            return self._get_response(apdu)
-        self._pending_response = b""
-        if self._chain is not None or apdu.is_chained:
-            assembled = self._assemble_chain(apdu)
-            if assembled is None:
-                return _EMPTY_SUCCESS
-            apdu = assembled
-        result = self._dispatch(apdu)
-        if result is None:
-            return _EMPTY_SUCCESS
-        if isinstance(result, ResponseAPDU):
-            return result
-        return self._limit(result, apdu.response_limit)
 
     @staticmethod
     def _check_class(cla: int) -> None:
@@ -411,6 +439,7 @@ class Card:
         return self._limit(data, apdu.response_limit)
 
     def _dispatch(self, apdu: CommandAPDU) -> HandlerResult:
+        """Routing for what `_respond` leaves out: card-level commands, proprietary classes, no applet."""
         card_command = self._commands.get((apdu.cla & ~0x10 & 0xFF, apdu.ins))
         if card_command is not None:
             return card_command(apdu)

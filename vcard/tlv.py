@@ -48,7 +48,10 @@ def encode(tag: int, value: bytes | Iterable[bytes]) -> bytes:
     One-byte tags with lengths below 64 KiB (signatures, certificates) are encoded
     inline; other tags and lengths go through tag_bytes / encode_length.
     """
-    body = bytes(value) if isinstance(value, _BYTES_TYPES) else b"".join(value)
+    if type(value) is bytes:
+        body = value
+    else:
+        body = bytes(value) if isinstance(value, _BYTES_TYPES) else b"".join(value)
     length = len(body)
     if 0 <= tag < 0x100:
         if length < 0x80:
@@ -185,16 +188,31 @@ def template(data: bytes, tag: int) -> dict[int, bytes]:
     What command handlers parse per call (PIV `7C` of GENERAL AUTHENTICATE, `AC` of
     GENERATE): one strict pass over the outer element, then its value.
     """
-    data = bytes(data)
-    if not data:
+    if type(data) is not bytes:
+        data = bytes(data)
+    size = len(data)
+    if size > 1 and data[0] == tag and tag & 0x1F != 0x1F and data[1] < 0x80:
+        pos, end = 2, 2 + data[1]  # one-byte tag, short length: _element's fast path inline
+    elif size:
+        found, pos, end = _element(data, 0)
+        if found != tag:
+            raise TLVError(f"expected one {tag:X} template")
+    else:
         raise TLVError(f"expected one {tag:X} template")
-    found, pos, end = _element(data, 0)
-    if found != tag or end != len(data):
+    if end != size:
         raise TLVError(f"expected one {tag:X} template")
     # The value ends where the data does, so _element's bounds are the value's bounds.
     children: dict[int, bytes] = {}
     while pos < end:
-        child, start, pos = _element(data, pos)
+        child = data[pos]
+        # _element's fast path inline (one-byte tag, short length): the common child costs no call
+        if pos + 1 < end and child & 0x1F != 0x1F and data[pos + 1] < 0x80:
+            start = pos + 2
+            pos = start + data[pos + 1]
+            if pos > end:
+                raise TLVError(f"tag {child:X} claims {pos - start} bytes, {end - start} remain")
+        else:
+            child, start, pos = _element(data, pos)
         if child in children:
             raise TLVError(f"tag {child:X} repeated")
         children[child] = data[start:pos]

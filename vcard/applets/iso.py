@@ -19,8 +19,8 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from ..apdu import SW, CommandAPDU, ISOError
-from ..cardos import Applet, command
+from ..apdu import SW, CommandAPDU, ISOError, status
+from ..cardos import Applet, HandlerResult, command
 from ..context import AppletContext
 from ..security import AccessRule
 from ..statefields import require_field, require_hex
@@ -55,19 +55,19 @@ class IsoApplet(Applet):
         return self.security.role(p2 & 0x07).role
 
     @command(IsoIns.VERIFY)
-    def verify(self, apdu: CommandAPDU) -> None:
+    def verify(self, apdu: CommandAPDU) -> HandlerResult:
         role = self._role(apdu.p2)
         if apdu.p1 == 0xFF:
             if apdu.data:
                 raise ISOError(SW.WRONG_LENGTH)
             self.security.deauthenticate(1 << role)
-            return
+            return None
         if apdu.p1 != 0x00:
             raise ISOError(SW.INCORRECT_P1P2)
         if not apdu.data:
-            self.security.check_verified(role)
-            return
+            return status(self.security.verified_status(role))
         self.security.verify(role, apdu.data)
+        return None
 
     @command(IsoIns.RESET_RETRY_COUNTER)
     def reset_retry_counter(self, apdu: CommandAPDU) -> None:

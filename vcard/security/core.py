@@ -101,6 +101,9 @@ trace_log = logging.getLogger("vcard.trace")
 
 NO_COUNTER_TRIES = 15
 """What `tries_left` reports for a role without a retry counter: the most a 63Cx status word can say."""
+_SUCCESS = int(SW.SUCCESS)
+_BLOCKED = int(SW.AUTH_METHOD_BLOCKED)
+_NO_COUNTER_STATUS = verify_failed(NO_COUNTER_TRIES)
 
 SESSION_PIN_BYTES = 16  # 128 bits
 # A new session PIN does not invalidate the previous few: Windows keeps re-presenting them.
@@ -290,24 +293,29 @@ class SecurityCore:
         config = self.role(role)
         return config.type is RoleType.EMPTY or bool(self._pin_set >> role & 1)
 
-    def check_verified(self, role: int) -> None:
-        """VERIFY without data (ISO 7816-4): return if `role` is authenticated, else raise 6983 or 63Cx.
+    def verified_status(self, role: int) -> int:
+        """What VERIFY without data (ISO 7816-4) answers for `role`: 9000, 63Cx or 6983.
 
-        Asking costs no try; the status word tells the host how many it has left.
+        9000 when the role is authenticated or of type empty; else 63Cx with the tries
+        left (63CF for a role without a counter), or 6983 when it is blocked. Asking
+        costs no try. A status word, not an exception: hosts poll it, and the answer is
+        the command's result rather than its failure (see vcard.apdu.status).
         """
-        # One lookup of the role and its record: a status query is a hot path (hosts poll it).
         with self._lock:
             config = self.role(role)
             if config.type is RoleType.EMPTY or self._pin_set >> role & 1:
-                return
-            record = self._record(role)
+                return _SUCCESS
+            record = self._state["roles"][str(role)]  # _record inline: hosts poll this
             if record["retries"] <= 0:
-                tries = NO_COUNTER_TRIES
-            elif record["tries_left"] == 0:
-                raise ISOError(SW.AUTH_METHOD_BLOCKED, f"role {role} is blocked")
-            else:
-                tries = int(record["tries_left"])
-            raise ISOError(verify_failed(tries), f"role {role} is not authenticated")
+                return _NO_COUNTER_STATUS
+            tries = int(record["tries_left"])
+            return verify_failed(tries) if tries else _BLOCKED
+
+    def check_verified(self, role: int) -> None:
+        """`verified_status` as an exception: return if `role` is authenticated, else raise 6983 or 63Cx."""
+        sw = self.verified_status(role)
+        if sw != _SUCCESS:
+            raise ISOError(sw, f"role {role} is not authenticated")
 
     def role(self, role: int) -> RoleConfig:
         """The role's configuration; UnknownRoleError (a KeyError answering 6A88) if undeclared."""
@@ -382,6 +390,13 @@ class SecurityCore:
         A role holds when it is authenticated or of type empty; a role the profile does
         not declare never holds. Computed on bitmasks: a signature checks its rule.
         """
+        if not (rule.always or rule.never):
+            # One read of PIN_SET decides, so the lock would add nothing: a deauthentication
+            # racing with this check lands before or after it either way.
+            held = (self._pin_set & self._declared_mask) | self._empty_mask
+            if held & rule.all_mask == rule.all_mask and (not rule.any_mask or held & rule.any_mask):
+                return
+            raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED, f"access rule {rule} not met")
         with self._lock:
             if rule.never:
                 raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED, "access rule: never")
@@ -406,13 +421,16 @@ class SecurityCore:
 
     def begin_command(self, continuation: bool = False) -> None:
         """The card starts a command; chained fragments after the first pass continuation=True."""
-        if not continuation:
+        if continuation:
+            return
+        # Only the card's command thread (under the card's command lock) counts commands, and
+        # other threads only read the count, so the lock is needed only to expire armings.
+        self._command_index += 1
+        if self._armed:
             with self._lock:
-                self._command_index += 1
-                if self._armed:
-                    expired = [r for r, index in self._armed.items() if self._command_index - index > 1]
-                    for r in expired:
-                        del self._armed[r]
+                expired = [r for r, index in self._armed.items() if self._command_index - index > 1]
+                for r in expired:
+                    del self._armed[r]
 
     def _armed_roles(self) -> set[int]:
         return {r for r, index in self._armed.items() if self._command_index - index <= 1}

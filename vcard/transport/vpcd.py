@@ -85,6 +85,7 @@ TCP_QUICKACK = getattr(socket, "TCP_QUICKACK", 12)
 # Sent instead of a response that cannot be carried: a frame holds at most 65535 bytes.
 _SW_WRONG_LENGTH = b"\x67\x00"
 _SW_NO_PRECISE_DIAGNOSIS = b"\x6f\x00"
+_IPPROTO_TCP = socket.IPPROTO_TCP
 
 
 class SmartCard(Protocol):
@@ -139,6 +140,11 @@ def parse_endpoint(text: str) -> tuple[str, int]:
     if not 1 <= port <= 65535:
         raise ValueError(f"vpcd endpoint {text!r}: port {port} is outside 1-65535")
     return host, port
+
+
+def _frame(payload: bytes) -> bytes:
+    """A vpcd frame: the 2-byte big-endian length, then the payload."""
+    return len(payload).to_bytes(2, "big") + payload
 
 
 class _Closed(Exception):
@@ -309,10 +315,14 @@ class VpcdLink:
         # One buffer for the connection: frames are received into it (no allocation per
         # receive) and only the payload is copied out. vpcd sends one request and waits for
         # the answer, so it holds one frame; a peer that sends more is served in order.
+        # This loop runs once per APDU in a process that slept since the last one, so it
+        # keeps to local names and makes no Python call of its own on the way to the card.
         view = memoryview(bytearray(RECV_SIZE))
         filled = 0  # bytes of the next frame(s) already in the buffer
         watch = False  # the last frame was 00/01/02: it may have been a client's 1-byte APDU
         quickack = self.quickack
+        recv_into = sock.recv_into
+        setsockopt = sock.setsockopt
         try:
             while True:
                 if watch and not filled and not self._readable(sock, HANG_GRACE):
@@ -327,13 +337,21 @@ class VpcdLink:
                     # Once per frame, before its first bytes: our last reply put the socket
                     # back in delayed-ACK mode; until we send again it stays in quick-ACK
                     # mode, so the rest of the frame is acknowledged at once too.
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.IPPROTO_TCP, TCP_QUICKACK, 1)
+                    try:  # noqa: SIM105 (contextlib.suppress is three Python calls per APDU)
+                        setsockopt(_IPPROTO_TCP, TCP_QUICKACK, 1)
+                    except OSError:
+                        pass
                 while filled < 2:
-                    filled += self._receive(sock, view, filled)
+                    count = recv_into(view[filled:])
+                    if not count:
+                        raise _Closed
+                    filled += count
                 end = 2 + ((view[0] << 8) | view[1])
                 while filled < end:
-                    filled += self._receive(sock, view, filled)
+                    count = recv_into(view[filled:])
+                    if not count:
+                        raise _Closed
+                    filled += count
                 payload = bytes(view[2:end])
                 filled -= end
                 if filled:  # the start of a further frame: move it to the front
@@ -342,9 +360,11 @@ class VpcdLink:
                     talked = True
                     self.attached.set()
                     log.info("%s: attached to %s", self.name, self.endpoint)
-                observers = self.observers
-                if observers:
-                    watch = self._answer_observed(sock, payload, observers)
+                if self.observers:
+                    watch = self._answer_observed(sock, payload, self.observers)
+                elif len(payload) > 1 and not self.delay:
+                    watch = False
+                    sock.sendall(_frame(self._apdu(payload)))
                 else:
                     watch = self._answer(sock, payload)
         except _Closed:
@@ -365,7 +385,7 @@ class VpcdLink:
         if reply is not None:
             if self.delay:
                 time.sleep(self.delay)
-            sock.sendall(len(reply).to_bytes(2, "big") + reply)
+            sock.sendall(_frame(reply))
         return watch
 
     def _answer_observed(self, sock: socket.socket, payload: bytes, observers: list[FrameObserver]) -> bool:
@@ -384,14 +404,6 @@ class VpcdLink:
         """Whether the peer sends something (or closes) within `seconds`."""
         ready, _, _ = select.select([sock], [], [], seconds)
         return bool(ready)
-
-    @staticmethod
-    def _receive(sock: socket.socket, view: memoryview, filled: int) -> int:
-        """Receive what the socket has into `view[filled:]`; the byte count (never 0: EOF raises)."""
-        count = sock.recv_into(view[filled:])
-        if not count:
-            raise _Closed
-        return count
 
     def _handle(self, payload: bytes) -> bytes | None:
         """The reply to one vpcd frame, or None for control codes that get none."""

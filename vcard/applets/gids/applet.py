@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ... import crypto, tlv
-from ...apdu import SW, CommandAPDU, ISOError, ResponseAPDU
+from ...apdu import SW, CommandAPDU, ISOError, ResponseAPDU, status
 from ...cardos import Applet, HandlerResult, command
 from ...context import AppletContext
 from ...security import RoleType
@@ -65,6 +65,10 @@ SW_TERMINATED = 0x6285
 DF_SC = SC_USER | SC_ADMIN
 """Create/delete EF in the application DF: user PIN or admin (the DF's FCP `8C 03 03 30 30`)."""
 ADMIN_ALGORITHM_BY_LENGTH = {24: "3des", 16: "aes128", 32: "aes256"}
+
+
+_SELECT = int(GidsIns.SELECT)
+_MSE_TEMPLATES = frozenset({CRT_AUTHENTICATION, CRT_SIGNATURE, CRT_CONFIDENTIALITY})
 
 
 class SecurityEnvironment(NamedTuple):
@@ -157,7 +161,7 @@ class GidsApplet(Applet):
         self._drop_volatile()
 
     def process(self, apdu: CommandAPDU) -> HandlerResult:
-        if self.state["lifecycle"] == LIFECYCLE_TERMINATED and apdu.ins != GidsIns.SELECT:
+        if apdu.ins != _SELECT and self.state["lifecycle"] == LIFECYCLE_TERMINATED:
             raise ISOError(SW_TERMINATED, "application terminated")
         return super().process(apdu)
 
@@ -426,21 +430,21 @@ class GidsApplet(Applet):
         self.security.set_value(role, value)
 
     @command(GidsIns.VERIFY)
-    def verify(self, apdu: CommandAPDU) -> None:
+    def verify(self, apdu: CommandAPDU) -> HandlerResult:
         """VERIFY 80 (PIN), 81 (PUK), 82 (log out of everything); empty data asks the status."""
         if apdu.p1 != 0x00:
             raise ISOError(SW.INCORRECT_P1P2)
         if apdu.p2 == PIN_REF_LOGOUT:
             self.security.deauthenticate(self._roles_mask())
             self._drop_volatile()
-            return
+            return None
         role = self._pin_role(apdu.p2)
         if not self.security.has_value(role):
             raise ISOError(SW.REFERENCE_DATA_NOT_USABLE, "PIN not set yet")
         if not apdu.data:
-            self.security.check_verified(role)
-            return
+            return status(self.security.verified_status(role))
         self.security.verify(role, apdu.data)
+        return None
 
     @command(GidsIns.CHANGE_REFERENCE_DATA)
     def change_reference_data(self, apdu: CommandAPDU) -> None:
@@ -513,7 +517,7 @@ class GidsApplet(Applet):
         """MSE SET (P1 41/81/C1): B6 sign or B8 decipher with `80 alg 84 kk`; A4 with `83 01 80`."""
         if apdu.p1 & 0x0F != 0x01:
             raise ISOError(SW.FUNCTION_NOT_SUPPORTED, "only MSE SET")
-        if apdu.p2 not in (CRT_AUTHENTICATION, CRT_SIGNATURE, CRT_CONFIDENTIALITY):
+        if apdu.p2 not in _MSE_TEMPLATES:
             raise ISOError(SW.INCORRECT_P1P2)
         self.se = None
         fields = tlv.to_dict(apdu.data)  # a repeated tag is refused here (6A80)
@@ -528,14 +532,16 @@ class GidsApplet(Applet):
         algorithm = fields.get(TAG_ALGORITHM)
         if algorithm is not None and len(algorithm) != 1:
             raise ISOError(SW.INCORRECT_DATA)
-        usable = [crt for crt in ef.fcp.crts if crt.tag == apdu.p2]
-        if algorithm is not None:
-            # The size nibble may be 0 (OpenSC when its cmapfile lookup fails): match on padding.
-            usable = [crt for crt in usable if crt.algorithm & 0xF0 == algorithm[0] & 0xF0]
-        if not usable:
+        # The first CRT of the key for this operation (and algorithm, when one is named). The
+        # size nibble may be 0 (OpenSC when its cmapfile lookup fails): match on padding.
+        wanted = None if algorithm is None else algorithm[0] & 0xF0
+        for crt in ef.fcp.crts:
+            if crt.tag == apdu.p2 and (wanted is None or crt.algorithm & 0xF0 == wanted):
+                break
+        else:
             raise ISOError(SW.REFERENCE_DATA_NOT_USABLE, "key not usable for this operation")
         self._require(ef.sc(Op.KEY_MSE))
-        self.se = SecurityEnvironment(apdu.p2, usable[0].algorithm & 0xF0, key_ref)
+        self.se = SecurityEnvironment(apdu.p2, crt.algorithm & 0xF0, key_ref)
 
     def _se_key(self, crt: int) -> tuple[keys.LoadedKey, int]:
         if self.se is None or self.se.crt != crt:

@@ -150,6 +150,7 @@ class EF:
 
     def __init__(self, fid: int, record: dict[str, Any], fcps: FcpCache | None = None) -> None:
         self.fid = fid
+        self.key = f"{fid:04X}"  # its key in the file system's records
         self.record = record
         self._fcps = fcps if fcps is not None else FcpCache()
 
@@ -228,6 +229,9 @@ class FileSystem:
     def __init__(self, state: dict[str, Any]) -> None:
         self.files: dict[str, dict[str, Any]] = state.setdefault("files", {})
         self._fcps = FcpCache()
+        # The view last made of each FID, reused while the file system holds the very record it
+        # views (MSE and PSO look the key file up on every signature).
+        self._views: dict[int, EF] = {}
 
     def __contains__(self, fid: int) -> bool:
         return f"{fid:04X}" in self.files
@@ -237,8 +241,14 @@ class FileSystem:
             yield EF(int(key, 16), record, self._fcps)
 
     def get(self, fid: int) -> EF | None:
+        view = self._views.get(fid)
+        if view is not None and self.files.get(view.key) is view.record:
+            return view
         record = self.files.get(f"{fid:04X}")
-        return None if record is None else EF(fid, record, self._fcps)
+        if record is None:
+            return None
+        view = self._views[fid] = EF(fid, record, self._fcps)
+        return view
 
     def require(self, fid: int) -> EF:
         ef = self.get(fid)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 
 from ... import tlv
-from ...apdu import SW, CommandAPDU, ISOError, verify_failed
+from ...apdu import SW, CommandAPDU, ISOError, status
 from ...cardos import HandlerResult, command
 from ...security import RoleType
 from ...wire.ins import PivIns
@@ -97,9 +97,7 @@ class PivCommands(PivBase):
             raise ISOError(SW.AUTH_METHOD_BLOCKED)
         external = self.security.role(role).type == RoleType.EXTERNAL
         if not apdu.data and (not external or self.security.is_authenticated(role)):
-            if self.security.is_authenticated(role):
-                return None
-            raise ISOError(verify_failed(self.security.tries_left(role)))
+            return status(self.security.verified_status(role))
         if external:
             self.security.verify_external(role)
             return None
