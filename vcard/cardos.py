@@ -23,8 +23,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import cached_property
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, ClassVar, TypeVar
 
 from .apdu import SW, CommandAPDU, ISOError, ResponseAPDU, bytes_remaining, ins_name, sw_name
@@ -179,6 +179,9 @@ class Card:
         self.selected: Applet | None = default_applet
         self.on_reset = on_reset
         self.last_command_time = time.monotonic()
+        # Commands begun since the card was built, a chain counting once: what the security
+        # core's PIN-always window counts in (vcard.runtime connects the two).
+        self.commands_started = 0
         self._chain: tuple[tuple[int, int, int, int], bytearray] | None = None
         self._pending_response = b""
         self._commands: dict[tuple[int, int], CardCommand] = dict(commands or {})
@@ -276,12 +279,21 @@ class Card:
 
     def transmit(self, raw: bytes) -> bytes:
         """Process one command APDU; always returns data + SW1 SW2."""
-        with self._command_lock, self.lock:
-            if self._observers or self.trace_sink is not None or trace_log.isEnabledFor(_DEBUG):
-                return self._transmit_watched(raw)
-            encoded = self._respond(raw)
-            self.last_command_time = _monotonic()
-            return encoded
+        # acquire/release, not `with`: the context-manager protocol of two locks costs about
+        # as much as parsing the APDU, on every command
+        self._command_lock.acquire()
+        try:
+            self.lock.acquire()
+            try:
+                if self._observers or self.trace_sink is not None or trace_log.isEnabledFor(_DEBUG):
+                    return self._transmit_watched(raw)
+                encoded = self._respond(raw)
+                self.last_command_time = _monotonic()
+                return encoded
+            finally:
+                self.lock.release()
+        finally:
+            self._command_lock.release()
 
     def _transmit_watched(self, raw: bytes) -> bytes:
         """`transmit` timed, traced and shown to the observers (only when someone watches)."""
@@ -306,6 +318,8 @@ class Card:
         card process whose caches went cold while it waited for the next frame. Rare
         cases (proprietary classes, GET RESPONSE, chains, no applet) leave it for helpers.
         """
+        if self._chain is None:  # the fragments of a chain after the first are the same command
+            self.commands_started += 1
         try:
             for hook in self._hooks:
                 hook(self)
@@ -333,10 +347,10 @@ class Card:
                 if result is None:
                     return _SUCCESS_BYTES
                 if type(result) is bytes:
-                    # within any Le's limit (apdu.response_limit) without computing it
                     length = len(result)
                     ne = apdu.ne
-                    if length <= 256 and (ne is None or length <= ne):
+                    # within any Le's limit (apdu.response_limit), computed only for longer answers
+                    if (length <= 256 and (ne is None or length <= ne)) or length <= apdu.response_limit:
                         return result + _SUCCESS_BYTES
                 if isinstance(result, ResponseAPDU):
                     data, sw = result

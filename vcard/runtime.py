@@ -106,6 +106,8 @@ class VirtualCard:
             )
             # A VERIFY EXTERNAL waiting for an operator must not lock out readers of the card.
             security.outside_wait = card.released
+            # A PIN-always arming lasts one command of this card.
+            security.command_number = lambda: card.commands_started
             if is_new:
                 state.commit()
         except BaseException:

@@ -82,11 +82,11 @@ class VendorHandlers:
         return {(wire.VENDOR_CLA, int(ins)): handler for ins, handler in table.items()}
 
     def hooks(self) -> tuple[CardHook, ...]:
-        """The idle check first (so the command that ends an idle period already runs
-        without the status), then the PIN-always window bound."""
+        """The idle check, when the profile asks for it: the command that ends an idle period
+        already runs without the status."""
         if self.idle_reset_seconds > 0:
-            return (self.idle_check, self.before_command)
-        return (self.before_command,)
+            return (self.idle_check,)
+        return ()
 
     # ---- helpers ----------------------------------------------------------------------
 
@@ -106,13 +106,6 @@ class VendorHandlers:
         if apdu.p1 not in allowed:
             raise ISOError(SW.INCORRECT_P1P2)
         return apdu.p1
-
-    def before_command(self, card: Card) -> None:
-        """Tell the core a command starts, so a PIN-always arming lasts one command.
-
-        Fragments of a command chain after the first are the same command.
-        """
-        self.security.begin_command(continuation=card.in_chain)
 
     def idle_check(self, card: Card) -> None:
         idle = time.monotonic() - card.last_command_time

@@ -601,6 +601,19 @@ def test_hooks_run_in_order_before_every_command_and_see_the_chain_state() -> No
     assert piv.received[-1].data == b"abcd"
 
 
+def test_commands_started_counts_a_chain_once_and_a_malformed_apdu_too() -> None:
+    c, _, _ = make_card()
+    started = c.commands_started
+    select(c, PIV_AID)
+    assert c.commands_started == started + 1
+    echo(c, b"ab", cla=0x10)
+    echo(c, b"cd", cla=0x10)
+    echo(c, b"ef")
+    assert c.commands_started == started + 2
+    assert c.transmit(b"\x00") == b"\x67\x00"
+    assert c.commands_started == started + 3
+
+
 def test_a_failing_hook_refuses_the_command_and_the_card_keeps_answering(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -222,18 +222,18 @@ def test_pin_always_is_consumed_by_exactly_one_operation() -> None:
 
 def test_pin_always_window_is_the_next_command() -> None:
     core, _, _ = make_core()
+    command = 0
+    core.command_number = lambda: command
     rule = AccessRule.parse("role 3 always")
-    core.begin_command()  # VERIFY
+    command += 1  # VERIFY
     core.verify(3, b"654321")
-    core.begin_command()  # the signature, in three chained fragments
-    core.begin_command(continuation=True)
-    core.begin_command(continuation=True)
+    command += 1  # the signature
     core.check(rule)
 
-    core.begin_command()  # VERIFY
+    command += 1  # VERIFY
     core.verify(3, b"654321")
-    core.begin_command()  # any other command
-    core.begin_command()  # the signature comes too late
+    command += 1  # any other command
+    command += 1  # the signature comes too late
     with pytest.raises(ISOError):
         core.check(rule)
 

@@ -78,6 +78,7 @@ def build(idle: float = 0.0) -> tuple[Card, SecurityCore]:
         commands=vendor.commands(),
         hooks=vendor.hooks(),
     )
+    security.command_number = lambda: card.commands_started
     card.power_on()
     return card, security
 

@@ -5,13 +5,13 @@ PIN-always
 A successful authentication (verify, change, challenge-response, external
 verification, session-PIN redemption) *arms* its role. An armed role satisfies
 the `always` part of one rule, once: `check` disarms every role when it
-evaluates an `always` rule. The card's command hook from
-`vcard.vendor.VendorHandlers.hooks` calls `begin_command` before each
-logical command (chained fragments of one command count once), and an arming
-expires when the command after the one that armed it ends: "any other command
-disarms", as on a YubiKey. Without the hook (applet unit tests on a bare core)
-an arming lasts until it is consumed, `disarm_always()` is called or the status
-drops. An `always` rule is met when its ordinary part holds and at least one of
+evaluates an `always` rule. An arming remembers the number of the command
+that made it (`command_number`, which vcard.runtime points at the card's count
+of the commands it started; chained fragments of one command count once), and
+expires when the command after that one ends: "any other command disarms", as
+on a YubiKey. Without a card (applet unit tests on a bare core) the number
+stays 0, and an arming lasts until it is consumed, `disarm_always()` is called
+or the status drops. An `always` rule is met when its ordinary part holds and at least one of
 its roles is armed.
 
 Retry counters and crashes
@@ -153,6 +153,11 @@ def _secret_matches(secret: dict[str, Any], value: bytes) -> bool:
 StatusListener = Callable[[int, int], None]
 
 
+def _no_card() -> int:
+    """`SecurityCore.command_number` of a core without a card: every command is number 0."""
+    return 0
+
+
 class SecurityCore:
     """Roles, PIN_SET status and counters for one card; shared by every applet on it.
 
@@ -189,8 +194,11 @@ class SecurityCore:
         self._commit = commit
         self._lock = threading.RLock()
         self._pin_set = PIN_SET_NONE
+        # role -> the number of the command that armed it
         self._armed: dict[int, int] = {}
-        self._command_index = 0
+        # The number of the command the card is processing (vcard.runtime sets it to the card's
+        # count); read only when a role is armed or an `always` rule is checked.
+        self.command_number: Callable[[], int] = _no_card
         self._sessions: dict[int, list[bytes]] = {}
         self._session_failures = 0
         self._session_locked = False
@@ -301,15 +309,18 @@ class SecurityCore:
         costs no try. A status word, not an exception: hosts poll it, and the answer is
         the command's result rather than its failure (see vcard.apdu.status).
         """
-        with self._lock:
-            config = self.role(role)
-            if config.type is RoleType.EMPTY or self._pin_set >> role & 1:
-                return _SUCCESS
-            record = self._state["roles"][str(role)]  # _record inline: hosts poll this
-            if record["retries"] <= 0:
-                return _NO_COUNTER_STATUS
-            tries = int(record["tries_left"])
-            return verify_failed(tries) if tries else _BLOCKED
+        # Hosts poll this, so it reads without the lock: what it reads changes only inside
+        # commands and power events, which the card runs one at a time with this one.
+        config = self._roles.get(role)
+        if config is None:
+            raise UnknownRoleError(role)
+        if config.type is RoleType.EMPTY or self._pin_set >> role & 1:
+            return _SUCCESS
+        record = self._state["roles"][str(role)]
+        if record["retries"] <= 0:
+            return _NO_COUNTER_STATUS
+        tries = int(record["tries_left"])
+        return verify_failed(tries) if tries else _BLOCKED
 
     def check_verified(self, role: int) -> None:
         """`verified_status` as an exception: return if `role` is authenticated, else raise 6983 or 63Cx."""
@@ -405,11 +416,11 @@ class SecurityCore:
                 not rule.any_mask or bool(held & rule.any_mask)
             )
             if rule.always:
-                fresh = bool(self._armed_roles() & rule.roles)
-                if self._armed:
-                    self._armed.clear()
+                armed = self._armed_roles()
+                self._armed.clear()
+                if armed:
                     trace_log.debug("PIN-always consumed by one operation (%s)", rule)
-                satisfied = satisfied and fresh
+                satisfied = satisfied and bool(armed & rule.roles)
             if not satisfied:
                 raise ISOError(SW.SECURITY_STATUS_NOT_SATISFIED, f"access rule {rule} not met")
 
@@ -419,24 +430,15 @@ class SecurityCore:
 
     # ---- PIN-always window -----------------------------------------------------------
 
-    def begin_command(self, continuation: bool = False) -> None:
-        """The card starts a command; chained fragments after the first pass continuation=True."""
-        if continuation:
-            return
-        # Only the card's command thread (under the card's command lock) counts commands, and
-        # other threads only read the count, so the lock is needed only to expire armings.
-        self._command_index += 1
-        if self._armed:
-            with self._lock:
-                expired = [r for r, index in self._armed.items() if self._command_index - index > 1]
-                for r in expired:
-                    del self._armed[r]
-
     def _armed_roles(self) -> set[int]:
-        return {r for r, index in self._armed.items() if self._command_index - index <= 1}
+        """The roles armed by this command or the one before it (older armings have expired)."""
+        if not self._armed:
+            return set()
+        now = self.command_number()
+        return {r for r, number in self._armed.items() if now - number <= 1}
 
     def _arm(self, role: int) -> None:
-        self._armed[role] = self._command_index
+        self._armed[role] = self.command_number()
 
     def is_armed(self, role: int) -> bool:
         """Whether `role` would satisfy the `always` part of a rule right now."""
