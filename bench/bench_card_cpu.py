@@ -17,7 +17,10 @@ The CPU time of the serving process is read from the kernel before and after the
 APDUs of each workload (/proc/PID/task/*/schedstat, the scheduler's nanosecond run time summed over
 the process's threads; /proc/PID/stat in clock ticks where schedstat is missing), so
 the figure covers everything the process does for an APDU: system calls, the link,
-the card, the trace. The four alternate in `--rounds` rounds so that load drifting
+the card, the trace. All of it runs with the client, pcscd and the serving process on one
+CPU where that can be arranged (bench/placement.py: a process woken on another CPU of a
+small virtual machine spends varying time resuming it, which the floor's figure would
+carry as noise). The four alternate in `--rounds` rounds so that load drifting
 during the run weighs on all alike; per configuration the median over rounds is printed
 with the lowest and highest round. The extra CPU of the card is its median minus the
 floor's median (target: <= 8 us per SELECT); what `--trace` adds is the traced
@@ -36,6 +39,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from placement import PlacementError, one_cpu
 
 from vcard.host import Disposition, PcscConnection, PcscError
 from vcard.testing import card_present, exclusive_slots, wait_for_presence
@@ -133,13 +138,24 @@ def run(apdus: int, rounds: int) -> None:
         Series("vcard run (iso)", vcard_run),
         Series("vcard run (iso) --trace", [*vcard_run, "--trace"]),
     ]
-    for _ in range(rounds):
-        for entry in series:
-            for name, figure in cpu_per_apdu(entry.command, apdus).items():
-                entry.per_apdu[name].append(figure)
+
+    def measure() -> None:
+        for _ in range(rounds):
+            for entry in series:
+                for name, figure in cpu_per_apdu(entry.command, apdus).items():
+                    entry.per_apdu[name].append(figure)
+
+    try:
+        with one_cpu() as cpu:
+            measure()
+        placement = f"client, pcscd and the serving process on CPU {cpu}"
+    except PlacementError as error:
+        measure()
+        placement = f"placed by the scheduler ({error})"
     floor, link, card, traced = series
     width = max(len(entry.label) for entry in series)
     print(f"CPU of the serving process per APDU through pcscd + vpcd ({apdus} APDUs x {rounds} rounds)")
+    print(f"placement: {placement}")
     for name in WORKLOADS:
         print()
         print(f"{name:<{width}}  {'median us':>9}  {'min us':>7}  {'max us':>7}")

@@ -12,7 +12,10 @@ Le; the object is written by PUT DATA before the measured APDUs).
   1 KB of zeros to the GET DATA) with the same socket options. The two take turns in vpcd
   slot 0 in `--rounds` rounds; per round and workload the ratio of the medians
   ours/responder; printed are the median ratio over the rounds and its lowest and
-  highest round (targets: <= 1.15 on a quiet machine, <= 1.25 loaded).
+  highest round (targets: <= 1.15 on a quiet machine, <= 1.25 loaded). This runs twice:
+  with the client, pcscd and the serving process on one CPU (bench/placement.py: the
+  card's own cost, stable from run to run; the targets apply here), and placed by the
+  scheduler, where on a small virtual machine cross-CPU wake-ups amplify any difference.
 - In-thread: our card and the same responder behind vcard's VpcdLink, both served
   from a thread of this process (they share the GIL with the pyscard client).
 - Our card with TCP_QUICKACK not re-armed (SELECTs only): what delayed ACKs cost.
@@ -35,6 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from placement import PlacementError, one_cpu
 from responder import StubCard
 
 from vcard.cardos import Card
@@ -219,16 +223,27 @@ def run(apdus: int, slow_apdus: int, seconds: float, rounds: int) -> None:
         raise BenchError(f"{READER!r} already has a card; stop it first (the benchmark needs the slot)")
     per_round = max(apdus // rounds, 2)
 
-    ours_process, floor_process = Side("vcard run"), Side("responder process")
     vcard_run = [sys.executable, "-m", "vcard", "run", "--profile", "iso", "--ephemeral"]
     responder = [sys.executable, str(REPO_ROOT / "bench" / "responder.py")]
-    alternate(
-        rounds,
-        ours_process,
-        floor_process,
-        lambda: in_process(vcard_run, per_round),
-        lambda: in_process(responder, per_round),
-    )
+
+    def processes() -> tuple[Side, Side]:
+        ours, floor = Side("vcard run"), Side("responder process")
+        alternate(
+            rounds,
+            ours,
+            floor,
+            lambda: in_process(vcard_run, per_round),
+            lambda: in_process(responder, per_round),
+        )
+        return ours, floor
+
+    pinned: tuple[Side, Side] | str
+    try:
+        with one_cpu():
+            pinned = processes()
+    except PlacementError as error:
+        pinned = str(error)
+    ours_process, floor_process = processes()
 
     iso = VirtualCard.open(profile, None, ephemeral=True)
     try:
@@ -257,11 +272,20 @@ def run(apdus: int, slow_apdus: int, seconds: float, rounds: int) -> None:
         f" {WARM_UP} warm-up APDUs per workload and connection not counted"
     )
     print()
+    if isinstance(pinned, str):
+        print(f"separate processes on one CPU: not measured ({pinned})")
+    else:
+        report(
+            "separate processes on one CPU (client, pcscd and card pinned): vcard run (iso) / bare responder",
+            *pinned,
+            "<= 1.15 quiet, <= 1.25 loaded",
+        )
+    print()
     report(
-        "separate processes: vcard run (iso) / bare responder process",
+        "separate processes, placed by the scheduler: vcard run (iso) / bare responder process",
         ours_process,
         floor_process,
-        "<= 1.15 quiet, <= 1.25 loaded",
+        "- (cross-CPU wake-ups weigh in; see bench/placement.py)",
     )
     print()
     report(
