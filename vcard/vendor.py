@@ -17,8 +17,8 @@ The wire format is documented in docs/vendor-commands.md.
 
 The bytes (CLA, INS, tags, feature bits) are defined in vcard.wire.vendor and
 vcard.wire.ins, which the host side reads too. `VendorHandlers` gives the card
-its commands and the hooks that bound the PIN-always window (see vcard.security)
-and apply the Windows-8-like idle rule; the runtime passes both to `Card(...)`.
+its commands and, when the profile asks for it, the hook that applies the
+Windows-8-like idle rule; the runtime passes both to `Card(...)`.
 """
 
 from __future__ import annotations
