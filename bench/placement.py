@@ -12,8 +12,9 @@ cost with that cliff, and varies from run to run with where the scheduler put th
 running pcscd to one CPU for the duration of a measurement, and gives pcscd its
 own affinity back afterwards (threads it started meanwhile included). The round
 trip is then the three processes' work in sequence plus their context switches:
-the same for the card and the floor, and steadier across runs. Pinning pcscd needs the right to change its affinity (root, or
-the same user); without it the measurement is reported as unavailable.
+the same for the card and the floor, and steadier across runs. Pinning pcscd
+needs the right to change its affinity (root, or the same user); without it the
+measurement is reported as unavailable.
 """
 
 from __future__ import annotations
