@@ -1,6 +1,6 @@
 """APDU round trips through pyscard -> pcscd -> vpcd -> card against a trivial responder on the same path.
 
-    .venv/bin/python bench/bench_vpcd.py [--apdus 1500] [--rounds 5] [--slow-apdus 60] [--seconds 1.0]
+    .venv/bin/python bench/bench_vpcd.py [--apdus 3500] [--rounds 7] [--slow-apdus 60] [--seconds 1.0]
 
 Three workloads, interleaved on one connection so that drifting load weighs on all
 alike: SELECT of the iso applet, VERIFY status (`00 20 00 81`, Lc absent: the card
@@ -306,9 +306,9 @@ def run(apdus: int, slow_apdus: int, seconds: float, rounds: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--apdus", type=int, default=1500, help="APDUs per workload and side (all rounds)")
+    parser.add_argument("--apdus", type=int, default=3500, help="APDUs per workload and side (all rounds)")
     parser.add_argument("--slow-apdus", type=int, default=60, help="SELECTs measured without quickack")
-    parser.add_argument("--rounds", type=int, default=5, help="alternations of our card and the responder")
+    parser.add_argument("--rounds", type=int, default=7, help="alternations of our card and the responder")
     parser.add_argument("--seconds", type=float, default=1.0, help="duration of the in-process SELECT loop")
     args = parser.parse_args(argv)
     if args.apdus < 2 or args.slow_apdus < 2 or args.rounds < 1 or args.seconds <= 0:

@@ -202,31 +202,30 @@ def template(data: bytes, tag: int) -> dict[int, bytes]:
     if end != size:
         raise TLVError(f"expected one {tag:X} template")
     # The value ends where the data does, so _element's bounds are the value's bounds.
-    children: dict[int, bytes] = {}
+    return _elements(data, pos, end)
+
+
+def _elements(data: bytes, pos: int, end: int) -> dict[int, bytes]:
+    """The TLVs from `pos` to `end` (= len(data)) by tag; a repeated tag raises TLVError."""
+    elements: dict[int, bytes] = {}
     while pos < end:
-        child = data[pos]
-        # _element's fast path inline (one-byte tag, short length): the common child costs no call
-        if pos + 1 < end and child & 0x1F != 0x1F and data[pos + 1] < 0x80:
+        tag = data[pos]
+        # _element's fast path inline (one-byte tag, short length): the common element costs no call
+        if pos + 1 < end and tag & 0x1F != 0x1F and data[pos + 1] < 0x80:
             start = pos + 2
             pos = start + data[pos + 1]
             if pos > end:
-                raise TLVError(f"tag {child:X} claims {pos - start} bytes, {end - start} remain")
+                raise TLVError(f"tag {tag:X} claims {pos - start} bytes, {end - start} remain")
         else:
-            child, start, pos = _element(data, pos)
-        if child in children:
-            raise TLVError(f"tag {child:X} repeated")
-        children[child] = data[start:pos]
-    return children
+            tag, start, pos = _element(data, pos)
+        if tag in elements:
+            raise TLVError(f"tag {tag:X} repeated")
+        elements[tag] = data[start:pos]
+    return elements
 
 
 def to_dict(data: bytes) -> dict[int, bytes]:
     """Top-level TLVs as a dict; a repeated tag raises TLVError (templates we parse forbid it)."""
-    data = bytes(data)
-    result: dict[int, bytes] = {}
-    pos = 0
-    while pos < len(data):
-        tag, start, pos = _element(data, pos)
-        if tag in result:
-            raise TLVError(f"tag {tag:X} repeated")
-        result[tag] = data[start:pos]
-    return result
+    if type(data) is not bytes:
+        data = bytes(data)
+    return _elements(data, 0, len(data))

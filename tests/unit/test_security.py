@@ -445,6 +445,25 @@ def test_check_verified_reports_status_without_costing_a_try() -> None:
     core.check_verified(0)  # everyone
 
 
+def test_verified_status_is_the_status_word_of_a_pin_status_query() -> None:
+    many = RoleConfig(7, "many tries", RoleType.PIN, b"111111", 6, 8, Charset.DIGITS, 20)
+    core, _, _ = make_core((*ROLES, many))
+    assert core.verified_status(1) == 0x63C3
+    assert core.verified_status(7) == 0x63CF  # 20 tries left: the most 63Cx can say
+    core.verify(7, b"111111")
+    assert core.verified_status(7) == SW.SUCCESS
+    assert core.verified_status(2) == 0x63CF  # a role without a counter
+    assert core.verified_status(0) == SW.SUCCESS  # everyone
+    bare, _, _ = make_core()
+    with pytest.raises(UnknownRoleError):
+        bare.verified_status(7)  # not declared there
+    for _ in range(3):
+        with pytest.raises(ISOError):
+            core.verify(1, b"000000")
+    assert core.verified_status(1) == SW.AUTH_METHOD_BLOCKED
+    assert core.tries_left(7) == 20
+
+
 def test_length_and_charset_rules_compose_well_formed() -> None:
     user = ROLES[0]
     assert user.length_fits(b"12345a") and not user.charset_fits(b"12345a")

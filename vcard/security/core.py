@@ -320,7 +320,9 @@ class SecurityCore:
         if record["retries"] <= 0:
             return _NO_COUNTER_STATUS
         tries = int(record["tries_left"])
-        return verify_failed(tries) if tries else _BLOCKED
+        if not tries:
+            return _BLOCKED
+        return 0x63C0 | tries if tries < NO_COUNTER_TRIES else _NO_COUNTER_STATUS  # verify_failed inline
 
     def check_verified(self, role: int) -> None:
         """`verified_status` as an exception: return if `role` is authenticated, else raise 6983 or 63Cx."""

@@ -68,6 +68,7 @@ ADMIN_ALGORITHM_BY_LENGTH = {24: "3des", 16: "aes128", 32: "aes256"}
 
 
 _SELECT = int(GidsIns.SELECT)
+_KEY_MSE = int(Op.KEY_MSE)  # a plain int on the per-signature path (MSE and PSO)
 _MSE_TEMPLATES = frozenset({CRT_AUTHENTICATION, CRT_SIGNATURE, CRT_CONFIDENTIALITY})
 
 
@@ -540,14 +541,14 @@ class GidsApplet(Applet):
                 break
         else:
             raise ISOError(SW.REFERENCE_DATA_NOT_USABLE, "key not usable for this operation")
-        self._require(ef.sc(Op.KEY_MSE))
+        self._require(ef.sc(_KEY_MSE))
         self.se = SecurityEnvironment(apdu.p2, crt.algorithm & 0xF0, key_ref)
 
     def _se_key(self, crt: int) -> tuple[keys.LoadedKey, int]:
         if self.se is None or self.se.crt != crt:
             raise ISOError(SW.CONDITIONS_NOT_SATISFIED, "no security environment for this operation")
         ef = self._key_ef(self.se.key_ref)
-        self._require(ef.sc(Op.KEY_MSE))  # the PIN may have been logged out since MSE
+        self._require(ef.sc(_KEY_MSE))  # the PIN may have been logged out since MSE
         return self._load_key(ef), self.se.padding
 
     @command(GidsIns.PERFORM_SECURITY_OPERATION)
