@@ -93,6 +93,8 @@ class GidsApplet(Applet):
         self.config = GidsConfig.read(context)
         self._user_empty = self.security.role(self.config.user_role).type is RoleType.EMPTY
         self._admin_empty = self.security.role(self.config.admin_role).type is RoleType.EMPTY
+        self._user_bit = 1 << self.config.user_role
+        self._admin_bit = 1 << self.config.admin_role
         self.aid = self.config.aid
         self.state: dict[str, Any] = context.state
         self._keys: dict[int, keys.LoadedKey] = {}
@@ -128,11 +130,11 @@ class GidsApplet(Applet):
         # is_authenticated of both roles from one read of the status bits; whether a
         # role is of type empty (always authenticated) is fixed when the card opens.
         pin_set = self.security.pin_set
-        return condition_holds(
+        return condition_holds(  # positional: every MSE and PSO asks
             sc,
-            user=self._user_empty or bool(pin_set >> self.config.user_role & 1),
-            admin=self._admin_empty or bool(pin_set >> self.config.admin_role & 1),
-            initialising=self.state["lifecycle"] == LIFECYCLE_INITIALIZATION,
+            self._user_empty or bool(pin_set & self._user_bit),
+            self._admin_empty or bool(pin_set & self._admin_bit),
+            self.state["lifecycle"] == LIFECYCLE_INITIALIZATION,
         )
 
     def _require(self, sc: int) -> None:
@@ -522,8 +524,10 @@ class GidsApplet(Applet):
             raise ISOError(SW.INCORRECT_P1P2)
         self.se = None
         fields = tlv.to_dict(apdu.data)  # a repeated tag is refused here (6A80)
-        asymmetric = fields.get(TAG_KEY_REF_ASYM)
-        key_ref = self._one_byte_key_ref(fields.get(TAG_KEY_REF_SYM) if asymmetric is None else asymmetric)
+        reference = fields.get(TAG_KEY_REF_ASYM)
+        if reference is None:
+            reference = fields.get(TAG_KEY_REF_SYM)
+        key_ref = self._one_byte_key_ref(reference)
         if apdu.p2 == CRT_AUTHENTICATION:
             if key_ref != ADMIN_KEY_REF:
                 raise ISOError(SW.REFERENCE_DATA_NOT_USABLE, f"no symmetric key {key_ref:02X}")
