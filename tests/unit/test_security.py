@@ -429,26 +429,11 @@ def test_unreadable_secrets_are_refused_at_load(role: str, field: str, value: ob
         SecurityCore(ROLES, state, lambda: None, is_new=False)
 
 
-def test_check_verified_reports_status_without_costing_a_try() -> None:
-    core, _, _ = make_core()
-    with pytest.raises(ISOError) as excinfo:
-        core.check_verified(1)
-    assert sw_of(excinfo) == 0x63C3 and core.tries_left(1) == 3
-    core.verify(1, b"123456")
-    core.check_verified(1)
-    for _ in range(3):
-        with pytest.raises(ISOError):
-            core.verify(1, b"000000")
-    with pytest.raises(ISOError) as excinfo:
-        core.check_verified(1)
-    assert sw_of(excinfo) == SW.AUTH_METHOD_BLOCKED
-    core.check_verified(0)  # everyone
-
-
 def test_verified_status_is_the_status_word_of_a_pin_status_query() -> None:
     many = RoleConfig(7, "many tries", RoleType.PIN, b"111111", 6, 8, Charset.DIGITS, 20)
     core, _, _ = make_core((*ROLES, many))
     assert core.verified_status(1) == 0x63C3
+    assert core.tries_left(1) == 3  # asking costs no try
     assert core.verified_status(7) == 0x63CF  # 20 tries left: the most 63Cx can say
     core.verify(7, b"111111")
     assert core.verified_status(7) == SW.SUCCESS

@@ -324,12 +324,6 @@ class SecurityCore:
             return _BLOCKED
         return 0x63C0 | tries if tries < NO_COUNTER_TRIES else _NO_COUNTER_STATUS  # verify_failed inline
 
-    def check_verified(self, role: int) -> None:
-        """`verified_status` as an exception: return if `role` is authenticated, else raise 6983 or 63Cx."""
-        sw = self.verified_status(role)
-        if sw != _SUCCESS:
-            raise ISOError(sw, f"role {role} is not authenticated")
-
     def role(self, role: int) -> RoleConfig:
         """The role's configuration; UnknownRoleError (a KeyError answering 6A88) if undeclared."""
         config = self._roles.get(role) if isinstance(role, int) else None
