@@ -89,6 +89,11 @@ class WithoutVendorCommands:
         return response
 
 
+def auth_state(card_data: md.CardData) -> int:
+    """CP_CARD_AUTHENTICATED_STATE: the PIN_SET bits of the roles authenticated now."""
+    return md.dword(md.CardGetProperty(card_data, md.CP_CARD_AUTHENTICATED_STATE))
+
+
 def raises(code: int, call: Callable[[], object]) -> md.ScardError:
     """Run `call`, which must fail with the Windows code `code`; returns the error for more checks."""
     with pytest.raises(md.ScardError) as raised:

@@ -16,6 +16,7 @@ from md_support import (
     PUK,
     Card,
     WithoutVendorCommands,
+    auth_state,
     open_card,
     raises,
 )
@@ -43,22 +44,18 @@ def gids() -> Iterator[Card]:
     card.virtual.close()
 
 
-def _state(card_data: md.CardData) -> int:
-    return md.dword(md.CardGetProperty(card_data, md.CP_CARD_AUTHENTICATED_STATE))
-
-
 # --- CardAuthenticatePin / CardAuthenticateEx with a PIN ---------------------------------------
 
 
 def test_wrong_pin_counts_down_then_blocks_and_a_blocked_pin_refuses_the_right_one(piv: Card) -> None:
     card_data = piv.card_data()
     assert md.CardAuthenticatePin(card_data, md.wszCARD_USER_USER, PIN) == UNKNOWN
-    assert _state(card_data) == md.CREATE_PIN_SET(md.ROLE_USER)
+    assert auth_state(card_data) == md.CREATE_PIN_SET(md.ROLE_USER)
     wrong = raises(
         md.SCARD_W_WRONG_CHV, lambda: md.CardAuthenticatePin(card_data, md.wszCARD_USER_USER, b"0000")
     )
     assert wrong.attempts_remaining == 2
-    assert _state(card_data) == 0  # a failed try drops the role
+    assert auth_state(card_data) == 0  # a failed try drops the role
     wrong = raises(md.SCARD_W_WRONG_CHV, lambda: md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, b"0000"))
     assert wrong.attempts_remaining == 1
     blocked = raises(
@@ -67,7 +64,7 @@ def test_wrong_pin_counts_down_then_blocks_and_a_blocked_pin_refuses_the_right_o
     assert blocked.attempts_remaining == 0
     blocked = raises(md.SCARD_W_CHV_BLOCKED, lambda: md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, PIN))
     assert blocked.attempts_remaining == 0
-    assert _state(card_data) == 0
+    assert auth_state(card_data) == 0
 
 
 def test_authenticate_pin_rejects_bad_parameters(piv: Card) -> None:
@@ -77,7 +74,7 @@ def test_authenticate_pin_rejects_bad_parameters(piv: Card) -> None:
     raises(INVALID, lambda: md.CardAuthenticatePin(card_data, md.wszCARD_USER_USER, b""))
     # the admin role of PIV and GIDS is a challenge-response key, not a PIN
     raises(INVALID, lambda: md.CardAuthenticatePin(card_data, md.wszCARD_USER_ADMIN, b"12345678"))
-    assert _state(card_data) == 0
+    assert auth_state(card_data) == 0
 
 
 def test_authenticate_ex_rejects_bad_parameters(piv: Card) -> None:
@@ -102,13 +99,13 @@ def test_authenticate_ex_rejects_bad_parameters(piv: Card) -> None:
             card_data, md.ROLE_ADMIN, md.CARD_AUTHENTICATE_GENERATE_SESSION_PIN, b"x"
         ),
     )
-    assert _state(card_data) == 0
+    assert auth_state(card_data) == 0
 
 
 def test_silent_context_flag_is_accepted(piv: Card) -> None:
     card_data = piv.card_data()
     assert md.CardAuthenticateEx(card_data, md.ROLE_USER, md.CARD_PIN_SILENT_CONTEXT, PIN) == (None, UNKNOWN)
-    assert _state(card_data) == md.CREATE_PIN_SET(md.ROLE_USER)
+    assert auth_state(card_data) == md.CREATE_PIN_SET(md.ROLE_USER)
 
 
 # --- session PINs and external roles -----------------------------------------------------------
@@ -120,7 +117,7 @@ def test_generated_session_pin_unlocks_once_used_and_a_forged_one_does_not(piv: 
         card_data, md.ROLE_USER, md.CARD_AUTHENTICATE_GENERATE_SESSION_PIN, PIN
     )
     assert token and attempts == UNKNOWN
-    assert _state(card_data) == 0  # generating does not leave the card unlocked (spec §2.4)
+    assert auth_state(card_data) == 0  # generating does not leave the card unlocked (spec §2.4)
     assert card_data.session_pin_cache[md.ROLE_USER] == token  # PinCacheNormal: the CSP may cache it
     other = piv.card_data()
     forged = bytes(len(token))
@@ -128,12 +125,12 @@ def test_generated_session_pin_unlocks_once_used_and_a_forged_one_does_not(piv: 
         md.SCARD_W_WRONG_CHV,
         lambda: md.CardAuthenticateEx(other, md.ROLE_USER, md.CARD_AUTHENTICATE_SESSION_PIN, forged),
     )
-    assert _state(other) == 0 and md.ROLE_USER not in other.session_pin_cache
+    assert auth_state(other) == 0 and md.ROLE_USER not in other.session_pin_cache
     assert md.CardAuthenticateEx(other, md.ROLE_USER, md.CARD_AUTHENTICATE_SESSION_PIN, token) == (
         None,
         UNKNOWN,
     )
-    assert _state(other) == md.CREATE_PIN_SET(md.ROLE_USER)
+    assert auth_state(other) == md.CREATE_PIN_SET(md.ROLE_USER)
     assert other.session_pin_cache[md.ROLE_USER] == token
 
 
@@ -153,16 +150,16 @@ def test_external_role_authenticates_without_pin_data_and_returns_a_session_pin(
     card_data = piv.card_data()
     token, attempts = md.CardAuthenticateEx(card_data, EXTERNAL_ROLE, 0, None)
     assert token and attempts == UNKNOWN
-    assert _state(card_data) == md.CREATE_PIN_SET(EXTERNAL_ROLE)
+    assert auth_state(card_data) == md.CREATE_PIN_SET(EXTERNAL_ROLE)
     assert card_data.session_pin_cache[EXTERNAL_ROLE] == token
     md.CardDeauthenticateEx(card_data, md.CREATE_PIN_SET(EXTERNAL_ROLE), 0)
-    assert _state(card_data) == 0 and EXTERNAL_ROLE not in card_data.session_pin_cache
+    assert auth_state(card_data) == 0 and EXTERNAL_ROLE not in card_data.session_pin_cache
     token, _ = md.CardAuthenticateEx(
         card_data, EXTERNAL_ROLE, md.CARD_AUTHENTICATE_GENERATE_SESSION_PIN, None
     )
-    assert token and _state(card_data) == 0  # GENERATE leaves the role locked, the token unlocks it
+    assert token and auth_state(card_data) == 0  # GENERATE leaves the role locked, the token unlocks it
     md.CardAuthenticateEx(card_data, EXTERNAL_ROLE, md.CARD_AUTHENTICATE_SESSION_PIN, token)
-    assert _state(card_data) == md.CREATE_PIN_SET(EXTERNAL_ROLE)
+    assert auth_state(card_data) == md.CREATE_PIN_SET(EXTERNAL_ROLE)
 
 
 def test_a_card_without_session_pins_says_unsupported_feature(piv: Card) -> None:
@@ -176,12 +173,12 @@ def test_a_card_without_session_pins_says_unsupported_feature(piv: Card) -> None
     # the plain PIN still works; PIV's own log-out (VERIFY P1=FF, SP 800-73-4 §3.2.1) clears the PIN
     # only, so other roles need a reset: UNSUPPORTED_FEATURE tells the Base CSP to reset (spec §1.4)
     md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, PIN)
-    assert _state(card_data) == md.CREATE_PIN_SET(md.ROLE_USER)
+    assert auth_state(card_data) == md.CREATE_PIN_SET(md.ROLE_USER)
     raises(
         md.SCARD_E_UNSUPPORTED_FEATURE, lambda: md.CardDeauthenticateEx(card_data, md.PIN_SET_ALL_ROLES, 0)
     )
     md.CardDeauthenticateEx(card_data, md.CREATE_PIN_SET(md.ROLE_USER), 0)
-    assert _state(card_data) == 0
+    assert auth_state(card_data) == 0
     # the card agrees: VERIFY without data (SP 800-73-4 §3.2.1) reports the PIN not verified, 3 tries
     assert piv.virtual.card.transmit(bytes.fromhex("00200080")) == b"\x63\xc3"
 
@@ -197,12 +194,12 @@ def test_admin_challenge_response_legacy_and_ex(gids: Card) -> None:
     error = raises(
         md.SCARD_W_WRONG_CHV, lambda: md.CardAuthenticateChallenge(card_data, bytes(len(challenge)))
     )
-    assert _state(card_data) == 0, error
+    assert auth_state(card_data) == 0, error
     challenge = md.CardGetChallenge(card_data)
     assert md.CardAuthenticateChallenge(card_data, admin_response(GIDS_ADMIN_KEY, challenge)) == UNKNOWN
-    assert _state(card_data) == md.CREATE_PIN_SET(md.ROLE_ADMIN)
+    assert auth_state(card_data) == md.CREATE_PIN_SET(md.ROLE_ADMIN)
     md.CardDeauthenticate(card_data, md.wszCARD_USER_ADMIN, 0)
-    assert _state(card_data) == 0
+    assert auth_state(card_data) == 0
     raises(INVALID, lambda: md.CardGetChallengeEx(card_data, md.ROLE_USER, 0))  # a PIN, not a key
     raises(INVALID, lambda: md.CardGetChallengeEx(card_data, md.ROLE_ADMIN, 1))
     challenge = md.CardGetChallengeEx(card_data, md.ROLE_ADMIN, 0)
@@ -213,7 +210,7 @@ def test_admin_challenge_response_legacy_and_ex(gids: Card) -> None:
     challenge = md.CardGetChallengeEx(card_data, md.ROLE_ADMIN, 0)
     response = admin_response(GIDS_ADMIN_KEY, challenge)
     assert md.CardAuthenticateEx(card_data, md.ROLE_ADMIN, 0, response) == (None, UNKNOWN)
-    assert _state(card_data) == md.CREATE_PIN_SET(md.ROLE_ADMIN)
+    assert auth_state(card_data) == md.CREATE_PIN_SET(md.ROLE_ADMIN)
 
 
 # --- change and unblock --------------------------------------------------------------------------
@@ -233,7 +230,7 @@ def test_change_authenticator_legacy(piv: Card) -> None:
     assert wrong.attempts_remaining == 2
     before = md.CARD_CACHE_FILE_FORMAT.unpack(md.CardReadFile(card_data, None, "cardcf"))
     assert md.CardChangeAuthenticator(card_data, user, PIN, b"654321", 0, pin_flag) == UNKNOWN
-    assert _state(card_data) == md.CREATE_PIN_SET(md.ROLE_USER)  # the change authenticated the role
+    assert auth_state(card_data) == md.CREATE_PIN_SET(md.ROLE_USER)  # the change authenticated the role
     after = md.CARD_CACHE_FILE_FORMAT.unpack(md.CardReadFile(card_data, None, "cardcf"))
     assert after.bPinsFreshness == (before.bPinsFreshness + 1) & 0xFF  # cached PIN info is stale
     md.CardDeauthenticateEx(card_data, md.PIN_SET_ALL_ROLES, 0)
@@ -254,7 +251,7 @@ def test_unblock_pin_legacy_with_the_admin_key(gids: Card) -> None:
     response = admin_response(GIDS_ADMIN_KEY, md.CardGetChallenge(card_data))
     md.CardUnblockPin(card_data, user, response, b"4321", 0, response_flag)
     md.CardAuthenticatePin(card_data, user, b"4321")
-    assert _state(card_data) & md.CREATE_PIN_SET(md.ROLE_USER)
+    assert auth_state(card_data) & md.CREATE_PIN_SET(md.ROLE_USER)
 
 
 def test_change_authenticator_ex_rules_and_puk_unblock(piv: Card) -> None:
@@ -286,7 +283,7 @@ def test_change_authenticator_ex_rules_and_puk_unblock(piv: Card) -> None:
     flags = unblock | md.CARD_PIN_SILENT_CONTEXT
     assert md.CardChangeAuthenticatorEx(card_data, flags, puk_role, PUK, 1, b"111111") == UNKNOWN
     md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, b"111111")
-    assert _state(card_data) & md.CREATE_PIN_SET(md.ROLE_USER)
+    assert auth_state(card_data) & md.CREATE_PIN_SET(md.ROLE_USER)
 
 
 def test_change_pin_drops_the_cached_session_pin(piv: Card) -> None:
@@ -308,10 +305,10 @@ def test_deauthenticate_rules(piv: Card) -> None:
     md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, PIN)
     challenge = md.CardGetChallengeEx(card_data, md.ROLE_ADMIN, 0)
     md.CardAuthenticateEx(card_data, md.ROLE_ADMIN, 0, admin_response(PIV_MANAGEMENT_KEY, challenge))
-    assert _state(card_data) == md.CREATE_PIN_SET(md.ROLE_USER) | md.CREATE_PIN_SET(md.ROLE_ADMIN)
+    assert auth_state(card_data) == md.CREATE_PIN_SET(md.ROLE_USER) | md.CREATE_PIN_SET(md.ROLE_ADMIN)
     md.CardDeauthenticateEx(card_data, md.CREATE_PIN_SET(md.ROLE_EVERYONE), 0)  # the everyone bit is ignored
-    assert _state(card_data) == md.CREATE_PIN_SET(md.ROLE_USER) | md.CREATE_PIN_SET(md.ROLE_ADMIN)
+    assert auth_state(card_data) == md.CREATE_PIN_SET(md.ROLE_USER) | md.CREATE_PIN_SET(md.ROLE_ADMIN)
     md.CardDeauthenticate(card_data, md.wszCARD_USER_USER, 0)
-    assert _state(card_data) == md.CREATE_PIN_SET(md.ROLE_ADMIN)
+    assert auth_state(card_data) == md.CREATE_PIN_SET(md.ROLE_ADMIN)
     md.CardDeauthenticateEx(card_data, md.PIN_SET_ALL_ROLES, 0)
-    assert _state(card_data) == 0
+    assert auth_state(card_data) == 0

@@ -17,6 +17,7 @@ from md_support import (
     PUK,
     Card,
     WithoutVendorCommands,
+    auth_state,
     gids_card,
     open_card,
     raises,
@@ -48,10 +49,6 @@ def gids() -> Iterator[Card]:
     card = gids_card()
     yield card
     card.virtual.close()
-
-
-def _state(card_data: md.CardData) -> int:
-    return md.dword(md.CardGetProperty(card_data, md.CP_CARD_AUTHENTICATED_STATE))
 
 
 # --- status words --------------------------------------------------------------------------------
@@ -204,11 +201,11 @@ def test_piv_without_the_vendor_commands(piv: Card) -> None:
     assert md.dword(md.CardGetProperty(cd, md.CP_CARD_LIST_PINS)) == 0b1110
     admin = md.PIN_INFO.unpack(md.CardGetProperty(cd, md.CP_CARD_PIN_INFO, None, md.ROLE_ADMIN))
     assert admin.PinType == md.PinType.ChallengeResponsePinType
-    assert _state(cd) == 0
+    assert auth_state(cd) == 0
     md.CardAuthenticateEx(cd, md.ROLE_USER, 0, PIN)
-    assert _state(cd) == md.CREATE_PIN_SET(md.ROLE_USER)
+    assert auth_state(cd) == md.CREATE_PIN_SET(md.ROLE_USER)
     raises(md.SCARD_W_WRONG_CHV, lambda: md.CardAuthenticateEx(cd, md.ROLE_USER, 0, b"000000"))
-    assert _state(cd) == 0
+    assert auth_state(cd) == 0
 
 
 # --- GIDS ----------------------------------------------------------------------------------------
@@ -255,11 +252,11 @@ def test_gids_without_the_vendor_commands(gids: Card) -> None:
     md.CardAuthenticateEx(cd, md.ROLE_USER, 0, PIN)
     challenge = md.CardGetChallengeEx(cd, md.ROLE_ADMIN, 0)
     md.CardAuthenticateEx(cd, md.ROLE_ADMIN, 0, admin_response(GIDS_ADMIN_KEY, challenge))
-    assert _state(cd) == 0b110
+    assert auth_state(cd) == 0b110
     raises(UNSUPPORTED, lambda: md.CardDeauthenticateEx(cd, md.CREATE_PIN_SET(md.ROLE_USER), 0))
-    assert _state(cd) == 0b110
+    assert auth_state(cd) == 0b110
     md.CardDeauthenticateEx(cd, md.PIN_SET_ALL_ROLES, 0)
-    assert _state(cd) == 0
+    assert auth_state(cd) == 0
     raises(md.SCARD_W_SECURITY_VIOLATION, lambda: md.CardCreateDirectory(cd, "apps", 1))  # really logged out
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from md_support import auth_state
 
 import minidriver as md
 from minidriver.cache import GlobalCache
@@ -34,10 +35,6 @@ def _cd(virtual: Any, **kwargs: Any) -> md.CardData:
     card_data = md.CardData.inprocess(virtual.card, cache=GlobalCache(), **kwargs)
     md.CardAcquireContext(card_data, 0)
     return card_data
-
-
-def _state(card_data: md.CardData) -> int:
-    return md.dword(md.CardGetProperty(card_data, md.CP_CARD_AUTHENTICATED_STATE))
 
 
 def _sign_ecdsa(card_data: md.CardData, index: int) -> bytes:
@@ -94,15 +91,15 @@ def test_session_pin_generate_then_use_from_another_process(multi: Any) -> None:
         generator, md.ROLE_USER, md.CARD_AUTHENTICATE_GENERATE_SESSION_PIN, b"123456"
     )
     assert token and token != b"123456"
-    assert _state(generator) == 0  # GENERATE_SESSION_PIN does not leave the card unlocked
+    assert auth_state(generator) == 0  # GENERATE_SESSION_PIN does not leave the card unlocked
     consumer = _cd(multi)  # process B: only the session PIN travels
     with pytest.raises(md.ScardError) as wrong:
         md.CardAuthenticateEx(consumer, md.ROLE_USER, md.CARD_AUTHENTICATE_SESSION_PIN, bytes(16))
     assert wrong.value.code == md.SCARD_W_WRONG_CHV
     session, _ = md.CardAuthenticateEx(consumer, md.ROLE_USER, md.CARD_AUTHENTICATE_SESSION_PIN, token)
-    assert session is None and _state(consumer) == 0x02
+    assert session is None and auth_state(consumer) == 0x02
     md.CardDeauthenticateEx(consumer, md.CREATE_PIN_SET(md.ROLE_USER), 0)
-    assert _state(consumer) == 0
+    assert auth_state(consumer) == 0
     with pytest.raises(md.ScardError) as both:
         md.CardAuthenticateEx(
             consumer, 1, md.CARD_AUTHENTICATE_SESSION_PIN | md.CARD_AUTHENTICATE_GENERATE_SESSION_PIN, token
@@ -113,7 +110,7 @@ def test_session_pin_generate_then_use_from_another_process(multi: Any) -> None:
 def test_external_role_needs_no_pin_data_and_returns_a_session_pin(multi: Any) -> None:
     card_data = _cd(multi)
     token, _ = md.CardAuthenticateEx(card_data, FINGER_ROLE, md.CARD_PIN_SILENT_CONTEXT, None)
-    assert token and _state(card_data) == md.CREATE_PIN_SET(FINGER_ROLE)
+    assert token and auth_state(card_data) == md.CREATE_PIN_SET(FINGER_ROLE)
     with pytest.raises(md.ScardError) as data:
         md.CardAuthenticateEx(card_data, FINGER_ROLE, 0, b"1234")
     assert data.value.code == md.SCARD_E_INVALID_PARAMETER
@@ -121,22 +118,22 @@ def test_external_role_needs_no_pin_data_and_returns_a_session_pin(multi: Any) -
     generated, _ = md.CardAuthenticateEx(
         card_data, FINGER_ROLE, md.CARD_AUTHENTICATE_GENERATE_SESSION_PIN, None
     )
-    assert generated and _state(card_data) == 0
+    assert generated and auth_state(card_data) == 0
     md.CardAuthenticateEx(card_data, FINGER_ROLE, md.CARD_AUTHENTICATE_SESSION_PIN, generated)
-    assert _state(card_data) == md.CREATE_PIN_SET(FINGER_ROLE)
+    assert auth_state(card_data) == md.CREATE_PIN_SET(FINGER_ROLE)
 
 
 def test_several_roles_at_once_and_deauthenticate_one(multi: Any) -> None:
     card_data = _cd(multi)
     md.CardAuthenticateEx(card_data, md.ROLE_USER, 0, b"123456")
     md.CardAuthenticateEx(card_data, FINGER_ROLE, 0, None)
-    assert _state(card_data) == 0b10010
+    assert auth_state(card_data) == 0b10010
     md.CardDeauthenticateEx(
         card_data, md.CREATE_PIN_SET(FINGER_ROLE) | 0x01, 0
     )  # the everyone bit is ignored
-    assert _state(card_data) == 0b00010
+    assert auth_state(card_data) == 0b00010
     md.CardDeauthenticateEx(card_data, md.PIN_SET_ALL_ROLES, 0)
-    assert _state(card_data) == 0
+    assert auth_state(card_data) == 0
 
 
 def test_signature_pin_container(multi: Any) -> None:
@@ -150,10 +147,10 @@ def test_signature_pin_container(multi: Any) -> None:
         _sign_ecdsa(card_data, 1)
     assert locked.value.code == md.SCARD_W_SECURITY_VIOLATION
     md.CardAuthenticateEx(card_data, SIGN_PIN_ROLE, 0, b"654321")
-    assert _state(card_data) == 0b01010  # both bits
+    assert auth_state(card_data) == 0b01010  # both bits
     assert len(_sign_ecdsa(card_data, 1)) == 64
     md.CardDeauthenticateEx(card_data, md.CREATE_PIN_SET(SIGN_PIN_ROLE), 0)
-    assert _state(card_data) == 0b00010  # just one cleared
+    assert auth_state(card_data) == 0b00010  # just one cleared
     with pytest.raises(md.ScardError) as again:
         _sign_ecdsa(card_data, 1)
     assert again.value.code == md.SCARD_W_SECURITY_VIOLATION
@@ -180,7 +177,7 @@ def test_idle_reset_is_reported_once_and_the_layer_recovers() -> None:
     assert card_data.hScard is not None and card_data.hScard.rm.resets == 1
     # Next call: reconnect + re-select; the PIN status is gone, as after any reset.
     assert md.CardReadFile(card_data, None, "cardid")
-    assert _state(card_data) == 0
+    assert auth_state(card_data) == 0
     with pytest.raises(md.ScardError) as locked:
         md.CardSignData(card_data, md.CARD_SIGNING_INFO(2, 0, md.AT_KEYEXCHANGE, 0, md.CALG_SHA_256, digest))
     assert locked.value.code == md.SCARD_W_SECURITY_VIOLATION
@@ -226,7 +223,7 @@ def test_recovery_re_authenticates_from_the_cached_session_pin(multi: Any) -> No
     assert multi.profile.session_pins_survive_warm_reset
     card_data, token = _idle_reset_after_a_session_pin(multi)
     # The next call recovered: reconnect, re-select, and the session PIN (never a PIN) re-presented.
-    assert _state(card_data) == 0x02
+    assert auth_state(card_data) == 0x02
     ctx = card_data.pvVendorSpecific
     assert ctx is not None and ctx.recoveries == 1
     assert card_data.session_pin_cache == {md.ROLE_USER: token}
@@ -251,7 +248,7 @@ def test_without_the_profile_setting_a_warm_reset_ends_session_pins() -> None:
         PivProvisioner(InProcessConnection(virtual.card)).provision({0x9A: "rsa2048"})
         assert not virtual.profile.session_pins_survive_warm_reset
         card_data, _ = _idle_reset_after_a_session_pin(virtual)
-        assert _state(card_data) == 0
+        assert auth_state(card_data) == 0
         assert card_data.session_pin_cache == {}  # refused by the card, dropped by the layer
         assert virtual.security.session_pin_count(md.ROLE_USER) == 0
     finally:
@@ -269,7 +266,7 @@ def test_no_recovery_for_roles_whose_policy_forbids_caching(multi: Any) -> None:
     with pytest.raises(md.ScardError), card_data.transaction():
         clock.now += 6
         md.CardReadFile(card_data, None, "cardid")
-    assert _state(card_data) == 0
+    assert auth_state(card_data) == 0
 
 
 def test_traffic_log_hides_pins_and_session_pins(multi: Any, caplog: pytest.LogCaptureFixture) -> None:
