@@ -65,7 +65,10 @@ def bytes_remaining(count: int) -> int:
 
 def verify_failed(tries_left: int) -> int:
     """63Cx: verification failed, x tries left (capped at 15 by the encoding)."""
-    return 0x63C0 | min(max(tries_left, 0), 15)
+    # comparisons rather than min/max: PIN status queries, which hosts poll, answer through here
+    if tries_left <= 0:
+        return 0x63C0
+    return 0x63C0 | (tries_left if tries_left < 15 else 15)
 
 
 _SW_NAMES = {member.value: member.name for member in SW}

@@ -316,13 +316,11 @@ class SecurityCore:
             raise UnknownRoleError(role)
         if config.type is RoleType.EMPTY or self._pin_set >> role & 1:
             return _SUCCESS
-        record = self._state["roles"][str(role)]
+        record = self._record(role)
         if record["retries"] <= 0:
             return _NO_COUNTER_STATUS
         tries = int(record["tries_left"])
-        if not tries:
-            return _BLOCKED
-        return 0x63C0 | tries if tries < NO_COUNTER_TRIES else _NO_COUNTER_STATUS  # verify_failed inline
+        return verify_failed(tries) if tries else _BLOCKED
 
     def role(self, role: int) -> RoleConfig:
         """The role's configuration; UnknownRoleError (a KeyError answering 6A88) if undeclared."""

@@ -142,11 +142,6 @@ def parse_endpoint(text: str) -> tuple[str, int]:
     return host, port
 
 
-def _frame(payload: bytes) -> bytes:
-    """A vpcd frame: the 2-byte big-endian length, then the payload."""
-    return len(payload).to_bytes(2, "big") + payload
-
-
 class _Closed(Exception):
     """The peer closed the connection (or we shut it down)."""
 
@@ -316,7 +311,7 @@ class VpcdLink:
         # receive) and only the payload is copied out. vpcd sends one request and waits for
         # the answer, so it holds one frame; a peer that sends more is served in order.
         # This loop runs once per APDU in a process that slept since the last one, so it
-        # keeps to local names and makes no Python call of its own on the way to the card.
+        # keeps to local names and receives without a Python call of its own.
         view = memoryview(bytearray(RECV_SIZE))
         filled = 0  # bytes of the next frame(s) already in the buffer
         watch = False  # the last frame was 00/01/02: it may have been a client's 1-byte APDU
@@ -362,9 +357,6 @@ class VpcdLink:
                     log.info("%s: attached to %s", self.name, self.endpoint)
                 if self.observers:
                     watch = self._answer_observed(sock, payload, self.observers)
-                elif len(payload) > 1 and not self.delay:
-                    watch = False
-                    sock.sendall(_frame(self._apdu(payload)))
                 else:
                     watch = self._answer(sock, payload)
         except _Closed:
@@ -385,7 +377,7 @@ class VpcdLink:
         if reply is not None:
             if self.delay:
                 time.sleep(self.delay)
-            sock.sendall(_frame(reply))
+            sock.sendall(len(reply).to_bytes(2, "big") + reply)
         return watch
 
     def _answer_observed(self, sock: socket.socket, payload: bytes, observers: list[FrameObserver]) -> bool:
